@@ -1,1 +1,23 @@
-pub fn _x() {}
+//! The licensing domain: tiers, member settings, the triggers that decide a member's tier, add-ons,
+//! billing mode and prices.
+//!
+//! Everything here is pure computation over values: no I/O, no clock, no transport. A caller that
+//! holds validated inputs can therefore never see an error from [`resolve`].
+
+pub mod member;
+pub mod price;
+pub mod resolve;
+pub mod retention;
+pub mod tier;
+
+pub use member::{
+    BillingMode, Channel, InvalidSettings, MAX_SKILL_ID_BYTES, MAX_SKILLS, MemberSettings,
+    MemberSettingsInput, Permission, PermissionSet, Role, Skill,
+};
+pub use price::{
+    Currency, InvalidPriceList, MAX_PRICE, MemberPrice, Period, PriceItem, PriceLine, PriceList,
+    PriceListInput,
+};
+pub use resolve::{AddOn, AddOnLine, Billing, BillingReason, Reason, Resolution, Trigger, resolve};
+pub use retention::{InvalidRetention, RecordingRetention};
+pub use tier::Tier;
