@@ -3,7 +3,10 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] = &["licensing/v1/licensing.proto", "licensing/v1/ingestion.proto"];
+const PROTOS: &[&str] = &[
+    "licensing/v1/licensing.proto",
+    "licensing/v1/ingestion.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
