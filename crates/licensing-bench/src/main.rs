@@ -1,1 +1,206 @@
-fn main() {}
+//! Benchmark commands for the licensing service. Each measures the service against a baseline
+//! taken in the same run and build, so machine noise and build settings hit both alike.
+//!
+//! `resolve`: the cost of `ResolveMember`, first as the bare domain call in process, then over
+//! loopback gRPC next to an echo service that answers the same request bytes and does nothing
+//! else. Servers and client run on separate runtimes; rounds alternate echo and resolve so drift
+//! over the run hits both equally.
+
+// Printing the results is what a benchmark command is for.
+#![allow(clippy::print_stdout)]
+
+mod echo;
+mod in_process;
+mod load;
+mod servers;
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use licensing_core::PriceList;
+use tokio::runtime::Runtime;
+
+use crate::{
+    in_process::Timing,
+    load::{Target, Window},
+    servers::RunningServer,
+};
+
+/// The in-process resolution must stay under this, in nanoseconds per call.
+const IN_PROCESS_TARGET_NS: f64 = 1000.0;
+/// `ResolveMember` must reach at least this fraction of the echo baseline's throughput.
+const THROUGHPUT_RATIO_TARGET: f64 = 0.90;
+/// `ResolveMember`'s p99 latency must stay within this multiple of the echo baseline's.
+const P99_RATIO_TARGET: f64 = 1.15;
+/// Worker threads of each runtime (servers, client).
+const WORKERS: usize = 2;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks of the licensing service against same-run baselines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// ResolveMember: in-process resolution, then loopback gRPC against an echo baseline.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Debug, Args)]
+struct ResolveArgs {
+    /// Length of each measured round, in seconds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: u64,
+    /// Calls in flight at once per service, all on one HTTP/2 connection.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    in_flight: u32,
+    /// Measured rounds per service; rounds alternate echo and resolve.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Unmeasured warm-up per service before the first round, in seconds.
+    #[arg(long, default_value_t = 1)]
+    warm_up: u64,
+    /// In-process resolutions timed per settings variant.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    calls: u64,
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Resolve(args) => bench_resolve(&args),
+    }
+}
+
+fn bench_resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
+    let prices = Arc::new(licensing::price_list::sample().map_err(anyhow::Error::msg)?);
+    let timings = bench_in_process(&prices, args.calls)?;
+    let (echo, resolve) = bench_loopback(args, prices)?;
+
+    println!();
+    print_window("total", "echo", &echo);
+    print_window("total", "resolve", &resolve);
+    println!(
+        "throughput ratio (resolve/echo): {:.2} (target >= {THROUGHPUT_RATIO_TARGET:.2})",
+        resolve.per_second() / echo.per_second()
+    );
+    println!(
+        "p99 ratio (resolve/echo): {:.2} (target <= {P99_RATIO_TARGET:.2})",
+        f64::from(resolve.percentile_us(99.0)) / f64::from(echo.percentile_us(99.0))
+    );
+    let worst = timings.iter().map(|t| t.ns_per_call).fold(0.0, f64::max);
+    println!(
+        "in-process resolve, slowest variant: {worst:.0} ns/call (target < {IN_PROCESS_TARGET_NS:.0} ns)"
+    );
+
+    Ok(report_errors(&[("echo", &echo), ("resolve", &resolve)]))
+}
+
+/// Times the domain call alone and prints one line per settings variant.
+fn bench_in_process(prices: &PriceList, calls: u64) -> anyhow::Result<Vec<Timing>> {
+    println!("in-process licensing_core::resolve, {calls} calls per variant:");
+    let variants = in_process::variants()?;
+    let timings = in_process::measure(&variants, prices, calls)?;
+    for timing in &timings {
+        println!("  {:<52} {:>6.0} ns/call", timing.name, timing.ns_per_call);
+    }
+    Ok(timings)
+}
+
+/// Serves echo and licensing on one runtime, loads them from another, and returns the totals
+/// of the measured rounds (echo, resolve).
+fn bench_loopback(args: &ResolveArgs, prices: Arc<PriceList>) -> anyhow::Result<(Window, Window)> {
+    let server_runtime = runtime("server")?;
+    let client_runtime = runtime("client")?;
+    let database = tempfile::tempdir().context("creating the database directory")?;
+    let store = servers::open_store(database.path().join("licensing"))?;
+    let echo_server = server_runtime.block_on(servers::start_echo())?;
+    let licensing_server = server_runtime.block_on(servers::start_licensing(prices, store))?;
+    println!(
+        "\nloopback gRPC: {} in flight on one connection per service, {} round(s) of {} s after {} s warm-up",
+        args.in_flight, args.rounds, args.seconds, args.warm_up
+    );
+
+    let totals = client_runtime.block_on(alternate_rounds(args, &echo_server, &licensing_server));
+    // Stop both servers whatever the rounds gave, then report the first failure.
+    let echo_stopped = server_runtime.block_on(echo_server.stop());
+    let licensing_stopped = server_runtime.block_on(licensing_server.stop());
+    let totals = totals?;
+    echo_stopped?;
+    licensing_stopped?;
+    Ok(totals)
+}
+
+/// Warms both services up, then measures them in alternating rounds. The clients (and their
+/// connections) are dropped on return, before the servers are stopped.
+async fn alternate_rounds(
+    args: &ResolveArgs,
+    echo_server: &RunningServer,
+    licensing_server: &RunningServer,
+) -> anyhow::Result<(Window, Window)> {
+    let member = load::member_request();
+    let echo = Target::echo(echo_server.address, &member).await?;
+    let resolve = Target::resolve(licensing_server.address, &member).await?;
+    let warm_up = Duration::from_secs(args.warm_up);
+    let round = Duration::from_secs(args.seconds);
+
+    // Warm-up answers are checked too: their errors count.
+    let mut echo_total = load::run_window(&echo, args.in_flight, warm_up)
+        .await?
+        .errors_only();
+    let mut resolve_total = load::run_window(&resolve, args.in_flight, warm_up)
+        .await?
+        .errors_only();
+    for n in 1..=args.rounds {
+        let label = format!("round {n}/{}", args.rounds);
+        let window = load::run_window(&echo, args.in_flight, round).await?;
+        print_window(&label, "echo", &window);
+        echo_total.merge(window);
+        let window = load::run_window(&resolve, args.in_flight, round).await?;
+        print_window(&label, "resolve", &window);
+        resolve_total.merge(window);
+    }
+    Ok((echo_total, resolve_total))
+}
+
+fn runtime(name: &str) -> anyhow::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .with_context(|| format!("building the {name} runtime"))
+}
+
+fn print_window(label: &str, service: &str, window: &Window) {
+    println!(
+        "{label:<10} {service:<8} {:>8.0} req/s  p50 {:>6} µs  p99 {:>6} µs  ({} calls, {} errors)",
+        window.per_second(),
+        window.percentile_us(50.0),
+        window.percentile_us(99.0),
+        window.calls(),
+        window.errors,
+    );
+}
+
+/// Prints the error samples of each service; any error fails the command.
+fn report_errors(windows: &[(&str, &Window)]) -> ExitCode {
+    let mut failed = false;
+    for (service, window) in windows {
+        if window.errors == 0 {
+            continue;
+        }
+        failed = true;
+        eprintln!("{service}: {} calls failed; first errors:", window.errors);
+        for message in &window.error_samples {
+            eprintln!("  {message}");
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,239 @@
+//! Closed-loop load over one HTTP/2 connection: a fixed number of tasks, each sending its next
+//! call as soon as the previous one is answered, for a fixed window. Every answer is checked.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use licensing::api::{self, licensing_service_client::LicensingServiceClient};
+use prost::Message as _;
+use tokio::task::JoinSet;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::echo::proto::{EchoRequest, echo_service_client::EchoServiceClient};
+
+/// Distinct error messages kept per window; the rest are only counted.
+const ERROR_SAMPLES: usize = 8;
+
+/// The member every loopback call resolves: a team leader with three skills, statistics tracking
+/// and call recording, previewed without an account.
+pub(crate) fn member_request() -> api::ResolveMemberRequest {
+    let skill = |id: &str, channel: api::Channel| api::Skill {
+        id: id.to_owned(),
+        channel: channel as i32,
+    };
+    api::ResolveMemberRequest {
+        account_id: String::new(),
+        member_id: "agent-0042".to_owned(),
+        settings: Some(api::MemberSettings {
+            role: api::Role::TeamLeader as i32,
+            permissions: Vec::new(),
+            skills: vec![
+                skill("sales-cz-voice", api::Channel::Voice),
+                skill("support-en-email", api::Channel::Email),
+                skill("support-en-chat", api::Channel::Chat),
+            ],
+            track_statistics: true,
+            call_recording: true,
+            outbound_calling: false,
+            billing_preference: api::BillingMode::Unspecified as i32,
+        }),
+        apply: false,
+    }
+}
+
+/// The tier [`member_request`] must resolve to.
+pub(crate) const EXPECTED_TIER: api::Tier = api::Tier::Professional;
+
+/// A service under load and the one call it answers.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The baseline: echoes the encoded resolve request.
+    Echo {
+        client: EchoServiceClient<Channel>,
+        request: EchoRequest,
+    },
+    /// The real `ResolveMember`.
+    Resolve {
+        client: LicensingServiceClient<Channel>,
+        request: api::ResolveMemberRequest,
+    },
+}
+
+impl Target {
+    /// The echo baseline at `address`, sending `member` encoded as its payload.
+    pub(crate) async fn echo(
+        address: SocketAddr,
+        member: &api::ResolveMemberRequest,
+    ) -> anyhow::Result<Self> {
+        let client = EchoServiceClient::new(connect(address).await?);
+        Ok(Target::Echo {
+            client,
+            request: EchoRequest {
+                payload: member.encode_to_vec(),
+            },
+        })
+    }
+
+    /// `ResolveMember` at `address`, resolving `member`.
+    pub(crate) async fn resolve(
+        address: SocketAddr,
+        member: &api::ResolveMemberRequest,
+    ) -> anyhow::Result<Self> {
+        let client = LicensingServiceClient::new(connect(address).await?);
+        Ok(Target::Resolve {
+            client,
+            request: member.clone(),
+        })
+    }
+
+    /// Sends one call and checks its answer.
+    async fn call(&mut self) -> Result<(), String> {
+        match self {
+            Target::Echo { client, request } => {
+                let response = client
+                    .echo(request.clone())
+                    .await
+                    .map_err(|s| s.to_string())?;
+                if response.get_ref().payload != request.payload {
+                    return Err("echo answered a different payload".to_owned());
+                }
+            }
+            Target::Resolve { client, request } => {
+                let response = client
+                    .resolve_member(request.clone())
+                    .await
+                    .map_err(|s| s.to_string())?;
+                let tier = response.into_inner().licence.map(|licence| licence.tier);
+                if tier != Some(EXPECTED_TIER as i32) {
+                    let got = tier.map_or("no licence".to_owned(), |number| {
+                        api::Tier::try_from(number)
+                            .map_or(number.to_string(), |t| t.as_str_name().to_owned())
+                    });
+                    return Err(format!(
+                        "expected {}, got {got}",
+                        EXPECTED_TIER.as_str_name()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One channel is one HTTP/2 connection: every concurrent call of a target shares it.
+async fn connect(address: SocketAddr) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(format!("http://{address}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {address}"))
+}
+
+/// What one or more windows measured.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    /// Wall time from the first call sent to the last answer received.
+    pub(crate) elapsed: Duration,
+    /// Per-call latency in microseconds, sorted.
+    latencies_us: Vec<u32>,
+    /// Calls that failed or answered wrongly (included in the latencies).
+    pub(crate) errors: u64,
+    /// The first few distinct error messages.
+    pub(crate) error_samples: Vec<String>,
+}
+
+impl Window {
+    /// Calls completed.
+    pub(crate) fn calls(&self) -> usize {
+        self.latencies_us.len()
+    }
+
+    /// Calls completed per second.
+    pub(crate) fn per_second(&self) -> f64 {
+        self.calls() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency at percentile `p` (0 to 100), nearest-rank, in microseconds.
+    pub(crate) fn percentile_us(&self, p: f64) -> u32 {
+        let n = self.latencies_us.len();
+        if n == 0 {
+            return 0;
+        }
+        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        self.latencies_us[rank.clamp(1, n) - 1]
+    }
+
+    /// This window reduced to its errors: warm-up calls count as failures, not as measurements.
+    pub(crate) fn errors_only(self) -> Window {
+        Window {
+            errors: self.errors,
+            error_samples: self.error_samples,
+            ..Window::default()
+        }
+    }
+
+    /// Adds another window's calls to this one.
+    pub(crate) fn merge(&mut self, other: Window) {
+        self.elapsed += other.elapsed;
+        self.latencies_us.extend(other.latencies_us);
+        self.latencies_us.sort_unstable();
+        self.errors += other.errors;
+        self.keep_errors(other.error_samples);
+    }
+
+    /// Keeps distinct messages, up to [`ERROR_SAMPLES`].
+    fn keep_errors(&mut self, samples: Vec<String>) {
+        for message in samples {
+            if self.error_samples.len() < ERROR_SAMPLES && !self.error_samples.contains(&message) {
+                self.error_samples.push(message);
+            }
+        }
+    }
+}
+
+/// Runs `in_flight` looping tasks against `target` for `duration`, then waits for the calls
+/// still in flight. Calls are started until the deadline, so the window ends a little after it.
+pub(crate) async fn run_window(
+    target: &Target,
+    in_flight: u32,
+    duration: Duration,
+) -> anyhow::Result<Window> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..in_flight {
+        tasks.spawn(call_until(target.clone(), deadline));
+    }
+    let mut window = Window::default();
+    while let Some(task) = tasks.join_next().await {
+        let task = task.context("a load task failed")?;
+        window.latencies_us.extend(task.latencies_us);
+        window.errors += task.errors;
+        window.keep_errors(task.error_samples);
+    }
+    window.elapsed = started.elapsed();
+    window.latencies_us.sort_unstable();
+    Ok(window)
+}
+
+/// One task's loop: call, record, repeat until `deadline`.
+async fn call_until(mut target: Target, deadline: Instant) -> Window {
+    let mut tally = Window::default();
+    loop {
+        let sent = Instant::now();
+        if sent >= deadline {
+            return tally;
+        }
+        let outcome = target.call().await;
+        tally
+            .latencies_us
+            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+        if let Err(message) = outcome {
+            tally.errors += 1;
+            tally.keep_errors(vec![message]);
+        }
+    }
+}
