@@ -17,6 +17,9 @@ pub(crate) mod proto {
 
 use proto::{EchoRequest, EchoResponse, echo_service_server::EchoService};
 
+/// The largest reply a sized echo sends.
+const MAX_REPLY_BYTES: u32 = 1 << 20;
+
 /// The handler of `EchoService`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Echo;
@@ -24,8 +27,11 @@ pub(crate) struct Echo;
 #[tonic::async_trait]
 impl EchoService for Echo {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        Ok(Response::new(EchoResponse {
-            payload: request.into_inner().payload,
-        }))
+        let request = request.into_inner();
+        let payload = match request.reply_bytes {
+            0 => request.payload,
+            n => vec![0x2a; n.min(MAX_REPLY_BYTES) as usize],
+        };
+        Ok(Response::new(EchoResponse { payload }))
     }
 }

@@ -63,18 +63,30 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    /// The echo baseline at `address`, sending `member` encoded as its payload.
+    /// The echo baseline at `address`, sending `member` encoded as its payload and answered with
+    /// it, or with `reply_bytes` bytes when not zero.
     pub(crate) async fn echo(
         address: SocketAddr,
         member: &api::ResolveMemberRequest,
+        reply_bytes: u32,
     ) -> anyhow::Result<Self> {
         let client = EchoServiceClient::new(connect(address).await?);
         Ok(Target::Echo {
             client,
             request: EchoRequest {
                 payload: member.encode_to_vec(),
+                reply_bytes,
             },
         })
+    }
+
+    /// The encoded size of the answer of one `ResolveMember` call, checked like any other.
+    pub(crate) async fn resolve_response_bytes(&mut self) -> anyhow::Result<u32> {
+        let Target::Resolve { client, request } = self else {
+            anyhow::bail!("not a ResolveMember target");
+        };
+        let response = client.resolve_member(request.clone()).await?.into_inner();
+        Ok(u32::try_from(response.encoded_len())?)
     }
 
     /// `ResolveMember` at `address`, resolving `member`.
@@ -97,7 +109,12 @@ impl Target {
                     .echo(request.clone())
                     .await
                     .map_err(|s| s.to_string())?;
-                if response.get_ref().payload != request.payload {
+                let payload = &response.get_ref().payload;
+                let expected = match request.reply_bytes {
+                    0 => payload == &request.payload,
+                    n => payload.len() == n as usize,
+                };
+                if !expected {
                     return Err("echo answered a different payload".to_owned());
                 }
             }

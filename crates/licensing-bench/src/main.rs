@@ -3,8 +3,9 @@
 //!
 //! `resolve`: the cost of `ResolveMember`, first as the bare domain call in process, then over
 //! loopback gRPC next to an echo service that answers the same request bytes and does nothing
-//! else. Servers and client run on separate runtimes; rounds alternate echo and resolve so drift
-//! over the run hits both equally.
+//! else, and next to the same echo answering as many bytes as `ResolveMember` does (which tells
+//! the cost of the answer's size from the cost of the handler). Servers and client run on separate
+//! runtimes; rounds alternate the services so drift over the run hits all alike.
 
 // Printing the results is what a benchmark command is for.
 #![allow(clippy::print_stdout)]
@@ -77,25 +78,38 @@ fn main() -> anyhow::Result<ExitCode> {
 fn bench_resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     let prices = Arc::new(licensing::price_list::sample().map_err(anyhow::Error::msg)?);
     let timings = bench_in_process(&prices, args.calls)?;
-    let (echo, resolve) = bench_loopback(args, prices)?;
+    let totals = bench_loopback(args, prices)?;
 
     println!();
-    print_window("total", "echo", &echo);
-    print_window("total", "resolve", &resolve);
+    print_window("total", "echo", &totals.echo);
+    print_window("total", "echo-sz", &totals.sized_echo);
+    print_window("total", "resolve", &totals.resolve);
+    let ratios = |baseline: &Window| {
+        (
+            totals.resolve.per_second() / baseline.per_second(),
+            f64::from(totals.resolve.percentile_us(99.0)) / f64::from(baseline.percentile_us(99.0)),
+        )
+    };
+    let (throughput, p99) = ratios(&totals.echo);
     println!(
-        "throughput ratio (resolve/echo): {:.2} (target >= {THROUGHPUT_RATIO_TARGET:.2})",
-        resolve.per_second() / echo.per_second()
+        "throughput ratio (resolve/echo): {throughput:.2} (target >= {THROUGHPUT_RATIO_TARGET:.2})"
     );
+    println!("p99 ratio (resolve/echo): {p99:.2} (target <= {P99_RATIO_TARGET:.2})");
+    let (throughput, p99) = ratios(&totals.sized_echo);
     println!(
-        "p99 ratio (resolve/echo): {:.2} (target <= {P99_RATIO_TARGET:.2})",
-        f64::from(resolve.percentile_us(99.0)) / f64::from(echo.percentile_us(99.0))
+        "against an echo answering as many bytes as ResolveMember ({} B): throughput {throughput:.2}, p99 {p99:.2}",
+        totals.response_bytes
     );
     let worst = timings.iter().map(|t| t.ns_per_call).fold(0.0, f64::max);
     println!(
         "in-process resolve, slowest variant: {worst:.0} ns/call (target < {IN_PROCESS_TARGET_NS:.0} ns)"
     );
 
-    Ok(report_errors(&[("echo", &echo), ("resolve", &resolve)]))
+    Ok(report_errors(&[
+        ("echo", &totals.echo),
+        ("sized echo", &totals.sized_echo),
+        ("resolve", &totals.resolve),
+    ]))
 }
 
 /// Times the domain call alone and prints one line per settings variant.
@@ -109,9 +123,22 @@ fn bench_in_process(prices: &PriceList, calls: u64) -> anyhow::Result<Vec<Timing
     Ok(timings)
 }
 
+/// The measured rounds of each service, summed.
+#[derive(Debug)]
+struct Totals {
+    /// The bare echo: the request's bytes back.
+    echo: Window,
+    /// The echo answering as many bytes as `ResolveMember` does.
+    sized_echo: Window,
+    /// `ResolveMember`.
+    resolve: Window,
+    /// Encoded size of a `ResolveMember` answer.
+    response_bytes: u32,
+}
+
 /// Serves echo and licensing on one runtime, loads them from another, and returns the totals
-/// of the measured rounds (echo, resolve).
-fn bench_loopback(args: &ResolveArgs, prices: Arc<PriceList>) -> anyhow::Result<(Window, Window)> {
+/// of the measured rounds.
+fn bench_loopback(args: &ResolveArgs, prices: Arc<PriceList>) -> anyhow::Result<Totals> {
     let server_runtime = runtime("server")?;
     let client_runtime = runtime("client")?;
     let database = tempfile::tempdir().context("creating the database directory")?;
@@ -133,36 +160,51 @@ fn bench_loopback(args: &ResolveArgs, prices: Arc<PriceList>) -> anyhow::Result<
     Ok(totals)
 }
 
-/// Warms both services up, then measures them in alternating rounds. The clients (and their
+/// Warms every service up, then measures them in alternating rounds. The clients (and their
 /// connections) are dropped on return, before the servers are stopped.
 async fn alternate_rounds(
     args: &ResolveArgs,
     echo_server: &RunningServer,
     licensing_server: &RunningServer,
-) -> anyhow::Result<(Window, Window)> {
+) -> anyhow::Result<Totals> {
     let member = load::member_request();
-    let echo = Target::echo(echo_server.address, &member).await?;
-    let resolve = Target::resolve(licensing_server.address, &member).await?;
+    let mut resolve = Target::resolve(licensing_server.address, &member).await?;
+    let response_bytes = resolve.resolve_response_bytes().await?;
+    let echo = Target::echo(echo_server.address, &member, 0).await?;
+    let sized_echo = Target::echo(echo_server.address, &member, response_bytes).await?;
+    let targets = [
+        ("echo", &echo),
+        ("echo-sz", &sized_echo),
+        ("resolve", &resolve),
+    ];
     let warm_up = Duration::from_secs(args.warm_up);
     let round = Duration::from_secs(args.seconds);
 
     // Warm-up answers are checked too: their errors count.
-    let mut echo_total = load::run_window(&echo, args.in_flight, warm_up)
-        .await?
-        .errors_only();
-    let mut resolve_total = load::run_window(&resolve, args.in_flight, warm_up)
-        .await?
-        .errors_only();
+    let mut totals = Vec::with_capacity(targets.len());
+    for (_, target) in targets {
+        totals.push(
+            load::run_window(target, args.in_flight, warm_up)
+                .await?
+                .errors_only(),
+        );
+    }
     for n in 1..=args.rounds {
         let label = format!("round {n}/{}", args.rounds);
-        let window = load::run_window(&echo, args.in_flight, round).await?;
-        print_window(&label, "echo", &window);
-        echo_total.merge(window);
-        let window = load::run_window(&resolve, args.in_flight, round).await?;
-        print_window(&label, "resolve", &window);
-        resolve_total.merge(window);
+        for ((service, target), total) in targets.iter().zip(&mut totals) {
+            let window = load::run_window(target, args.in_flight, round).await?;
+            print_window(&label, service, &window);
+            total.merge(window);
+        }
     }
-    Ok((echo_total, resolve_total))
+    let [echo, sized_echo, resolve] =
+        <[Window; 3]>::try_from(totals).map_err(|_| anyhow::anyhow!("one total per service"))?;
+    Ok(Totals {
+        echo,
+        sized_echo,
+        resolve,
+        response_bytes,
+    })
 }
 
 fn runtime(name: &str) -> anyhow::Result<Runtime> {
