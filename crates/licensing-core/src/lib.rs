@@ -4,12 +4,20 @@
 //! Everything here is pure computation over values: no I/O, no clock, no transport. A caller that
 //! holds validated inputs can therefore never see an error from [`resolve`].
 
+pub mod calendar;
+pub mod inventory;
 pub mod member;
 pub mod price;
 pub mod resolve;
 pub mod retention;
 pub mod tier;
 
+pub use calendar::{BillingMonth, InvalidMonth, UnknownTimeZone, Zone};
+pub use inventory::{
+    Cart, CartError, CartLine, ClosedPeak, Inventory, MAX_SEATS, Product, SeatChange, Seats,
+    SeatsMissing, cart, hold_seats,
+};
+pub use jiff::Timestamp;
 pub use member::{
     BillingMode, Channel, InvalidSettings, MAX_SKILL_ID_BYTES, MAX_SKILLS, MemberSettings,
     MemberSettingsInput, Permission, PermissionSet, Role, Skill,

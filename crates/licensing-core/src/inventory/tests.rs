@@ -1,0 +1,347 @@
+//! Cart and peak tests: hand-computed tables, then random sequences of changes across months and
+//! time zones against a plain model that keeps every change and computes peaks from scratch.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::{
+    calendar::Zone,
+    member::{MemberSettings, MemberSettingsInput, Permission},
+    price::PriceListInput,
+    resolve::resolve,
+    retention::RecordingRetention,
+};
+
+fn prices() -> PriceList {
+    PriceList::new(PriceListInput {
+        name: "test".into(),
+        version: 1,
+        currency: "EUR".into(),
+        seat_monthly: [500, 2900, 4900, 6900, 9900],
+        seat_daily_professional: 290,
+        seat_daily_enterprise: 390,
+        recording_unit_monthly: 700,
+        outbound_seat_monthly: 1500,
+        speech_to_text_minute: 2,
+        power_pack: 4900,
+    })
+    .expect("valid test prices")
+}
+
+fn month(text: &str) -> BillingMonth {
+    BillingMonth::parse(text).expect("valid month")
+}
+
+fn change(product: Product, seats: u32) -> SeatChange {
+    SeatChange { product, seats }
+}
+
+#[test]
+fn a_cart_prices_this_month_at_the_peak_and_next_month_at_the_new_count() {
+    let prices = prices();
+    let march = month("2026-03");
+    let start = Inventory::new(march);
+    let grow = cart(
+        &start,
+        &[
+            change(Product::StandardSeat, 10),
+            change(Product::OutboundSeat, 2),
+        ],
+        march,
+        &prices,
+    )
+    .expect("valid cart");
+    assert_eq!(
+        grow.lines,
+        [
+            CartLine {
+                product: Product::StandardSeat,
+                from: 0,
+                to: 10,
+                this_month: 29_000,
+                next_month: 29_000
+            },
+            CartLine {
+                product: Product::OutboundSeat,
+                from: 0,
+                to: 2,
+                this_month: 3_000,
+                next_month: 3_000
+            },
+        ]
+    );
+    assert_eq!((grow.this_month, grow.next_month), (32_000, 32_000));
+    assert_eq!(grow.after.revision, 1);
+
+    // A reduction: this month stays at its peak, next month is cheaper.
+    let shrink = cart(
+        &grow.after,
+        &[change(Product::StandardSeat, 4)],
+        march,
+        &prices,
+    )
+    .expect("valid cart");
+    assert_eq!(shrink.lines[0].this_month, 0);
+    assert_eq!(shrink.lines[0].next_month, -6 * 2900);
+    assert_eq!(shrink.after.peak.get(Product::StandardSeat), 10);
+    assert_eq!(shrink.after.seats.get(Product::StandardSeat), 4);
+
+    // Back up to 8 in the same month: still below the peak, so no extra cost this month.
+    let regrow = cart(
+        &shrink.after,
+        &[change(Product::StandardSeat, 8)],
+        march,
+        &prices,
+    )
+    .expect("valid cart");
+    assert_eq!((regrow.this_month, regrow.next_month), (0, 4 * 2900));
+
+    // Next month starts from the reduced count.
+    let april = cart(
+        &regrow.after,
+        &[change(Product::StandardSeat, 9)],
+        month("2026-04"),
+        &prices,
+    )
+    .expect("valid");
+    assert_eq!(
+        april.closed,
+        [ClosedPeak {
+            month: march,
+            peak: Seats([0, 10, 0, 0, 0, 2])
+        }]
+    );
+    assert_eq!(april.after.peak.get(Product::StandardSeat), 9);
+    assert_eq!(april.this_month, 2900);
+
+    // Unchanged products get no line and do not move the revision.
+    let same = cart(
+        &april.after,
+        &[change(Product::StandardSeat, 9)],
+        month("2026-04"),
+        &prices,
+    )
+    .expect("valid");
+    assert!(same.lines.is_empty());
+    assert_eq!(same.after.revision, april.after.revision);
+}
+
+#[test]
+fn months_without_changes_are_closed_at_the_counts_carried_through_them() {
+    let mut inventory = Inventory::new(month("2026-11"));
+    inventory.seats = Seats([0, 3, 0, 0, 0, 0]);
+    inventory.peak = Seats([0, 5, 0, 0, 0, 0]);
+    let closed = inventory.roll_to(month("2027-02"));
+    let months: Vec<String> = closed
+        .iter()
+        .map(|c| format!("{} {}", c.month, c.peak.get(Product::StandardSeat)))
+        .collect();
+    assert_eq!(months, ["2026-11 5", "2026-12 3", "2027-01 3"]);
+    assert!(
+        inventory.roll_to(month("2026-05")).is_empty(),
+        "a clock going back closes nothing"
+    );
+}
+
+#[test]
+fn carts_are_refused_below_the_seats_in_use_or_with_a_product_twice() {
+    let prices = prices();
+    let march = month("2026-03");
+    let mut inventory = Inventory::new(march);
+    inventory.seats = Seats([0, 5, 0, 0, 0, 0]);
+    inventory.in_use = Seats([0, 3, 0, 0, 0, 0]);
+    assert_eq!(
+        cart(
+            &inventory,
+            &[change(Product::StandardSeat, 2)],
+            march,
+            &prices
+        ),
+        Err(CartError::BelowInUse {
+            product: Product::StandardSeat,
+            requested: 2,
+            in_use: 3
+        })
+    );
+    assert!(
+        cart(
+            &inventory,
+            &[change(Product::StandardSeat, 3)],
+            march,
+            &prices
+        )
+        .is_ok()
+    );
+    let error = cart(
+        &inventory,
+        &[
+            change(Product::StandardSeat, 6),
+            change(Product::StandardSeat, 7),
+        ],
+        march,
+        &prices,
+    )
+    .expect_err("duplicate accepted");
+    assert_eq!(
+        error.to_string(),
+        "invalid changes[1].product STANDARD_SEAT: duplicates changes[0].product"
+    );
+}
+
+fn resolution(permissions: Vec<Permission>, daily: bool) -> Resolution {
+    let settings = MemberSettings::new(MemberSettingsInput {
+        permissions,
+        billing_preference: if daily {
+            BillingMode::Daily
+        } else {
+            BillingMode::Monthly
+        },
+        ..Default::default()
+    })
+    .expect("valid");
+    resolve(&settings, RecordingRetention::default(), &prices())
+}
+
+#[test]
+fn members_hold_a_seat_of_their_tier_only_when_billed_monthly() {
+    let monthly = Seats::held_by(&resolution(vec![Permission::Statistics], false));
+    assert_eq!(monthly, Seats([0, 0, 1, 0, 0, 0]));
+    assert_eq!(
+        Seats::held_by(&resolution(vec![Permission::Statistics], true)),
+        Seats::NONE
+    );
+    // STANDARD cannot be billed daily: the preference falls back to monthly, and so does the seat.
+    assert_eq!(
+        Seats::held_by(&resolution(vec![Permission::Communication], true)),
+        Seats([0, 1, 0, 0, 0, 0])
+    );
+}
+
+#[test]
+fn holding_a_seat_needs_a_free_one_unless_the_account_grows() {
+    let prices = prices();
+    let march = month("2026-03");
+    let mut inventory = Inventory::new(march);
+    inventory.seats = Seats([0, 1, 0, 0, 0, 0]);
+    let standard = Seats([0, 1, 0, 0, 0, 0]);
+    let professional = Seats([0, 0, 1, 0, 0, 0]);
+
+    let first =
+        hold_seats(&inventory, Seats::NONE, standard, march, false, &prices).expect("a free seat");
+    assert_eq!(first.after.in_use, standard);
+    assert!(first.lines.is_empty());
+    assert_eq!(first.after.revision, 1, "seats in use changed");
+
+    let error = hold_seats(&first.after, Seats::NONE, standard, march, false, &prices)
+        .expect_err("no seat left");
+    assert_eq!(
+        error.to_string(),
+        "no free seat: 1 STANDARD_SEAT missing (2 needed, 1 bought); buy seats with AdjustInventory or turn on auto_growth"
+    );
+
+    // Re-applying a member who keeps their seat needs nothing new.
+    assert!(hold_seats(&first.after, standard, standard, march, false, &prices).is_ok());
+
+    // Auto-growth buys the missing seat, priced like a cart.
+    let grown =
+        hold_seats(&first.after, standard, professional, march, true, &prices).expect("grows");
+    assert_eq!(
+        grown.lines,
+        [CartLine {
+            product: Product::ProfessionalSeat,
+            from: 0,
+            to: 1,
+            this_month: 4900,
+            next_month: 4900
+        }]
+    );
+    assert_eq!(grown.after.in_use, professional);
+    assert_eq!(grown.after.seats, Seats([0, 1, 1, 0, 0, 0]));
+}
+
+// ---- model ----
+
+/// The plain model: every change with its time; a month's peak is the count carried into it or
+/// any count set during it, whichever is highest.
+fn model_peak(
+    zone: &Zone,
+    changes: &[(Timestamp, Product, u32)],
+    month: BillingMonth,
+    product: Product,
+) -> u32 {
+    let start = zone.start_of(month);
+    let carried = changes
+        .iter()
+        .filter(|(at, p, _)| *p == product && *at < start)
+        .next_back()
+        .map_or(0, |(_, _, n)| *n);
+    changes
+        .iter()
+        .filter(|(at, p, _)| *p == product && zone.month(*at) == month)
+        .map(|(_, _, n)| *n)
+        .fold(carried, u32::max)
+}
+
+use jiff::{Timestamp, ToSpan};
+
+fn zone() -> impl Strategy<Value = Zone> {
+    proptest::sample::select(vec![
+        "UTC",
+        "Europe/Prague",
+        "America/Los_Angeles",
+        "Asia/Kolkata",
+        "Australia/Lord_Howe",
+    ])
+    .prop_map(|name| Zone::new(name).expect("known zone"))
+}
+
+fn product() -> impl Strategy<Value = Product> {
+    proptest::sample::select(Product::ALL.to_vec())
+}
+
+proptest! {
+    #[test]
+    fn peaks_match_the_plain_model(
+        zone in zone(),
+        steps in proptest::collection::vec((0i64..20 * 24 * 60, product(), 0u32..30), 1..40),
+    ) {
+        let prices = prices();
+        // Start an hour before a month end in the zone, then move forward by random minutes.
+        let first = zone.start_of(BillingMonth::parse("2026-10").expect("valid")) - 1.hour();
+        let mut at = first;
+        let mut inventory = Inventory::new(zone.month(first));
+        let mut closed: BTreeMap<BillingMonth, Seats> = BTreeMap::new();
+        let mut history = Vec::new();
+        for (minutes, product, seats) in steps {
+            at += minutes.minutes();
+            let month = zone.month(at);
+            let cart = cart(&inventory, &[SeatChange { product, seats }], month, &prices).expect("no seats in use");
+            for c in &cart.closed {
+                prop_assert!(closed.insert(c.month, c.peak).is_none(), "{} closed twice", c.month);
+            }
+            // This month's effect is the rise of the peak; never negative.
+            prop_assert!(cart.this_month >= 0);
+            inventory = cart.after;
+            history.push((at, product, seats));
+        }
+        // Every month from the first to the current one is accounted for exactly once.
+        let mut month = zone.month(first);
+        while month < inventory.month {
+            let peak = closed.get(&month).copied();
+            prop_assert!(peak.is_some(), "{month} was never closed");
+            for product in Product::ALL {
+                prop_assert_eq!(
+                    peak.map(|p| p.get(product)),
+                    Some(model_peak(&zone, &history, month, product)),
+                    "{} {}", month, product
+                );
+            }
+            month = month.next();
+        }
+        for product in Product::ALL {
+            prop_assert_eq!(inventory.peak.get(product), model_peak(&zone, &history, inventory.month, product));
+        }
+    }
+}
