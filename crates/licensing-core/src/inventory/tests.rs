@@ -274,8 +274,7 @@ fn model_peak(
     let start = zone.start_of(month);
     let carried = changes
         .iter()
-        .filter(|(at, p, _)| *p == product && *at < start)
-        .next_back()
+        .rfind(|(at, p, _)| *p == product && *at < start)
         .map_or(0, |(_, _, n)| *n);
     changes
         .iter()
