@@ -4,6 +4,8 @@
 //! Everything here is pure computation over values: no I/O, no clock, no transport. A caller that
 //! holds validated inputs can therefore never see an error from [`resolve`].
 
+pub mod account;
+pub mod audit;
 pub mod calendar;
 pub mod inventory;
 pub mod member;
@@ -12,6 +14,11 @@ pub mod resolve;
 pub mod retention;
 pub mod tier;
 
+pub use account::{
+    Account, AccountSettings, InvalidAccountSettings, MAX_ACCOUNT_ID_BYTES, MAX_GRACE_PERIOD_DAYS, MAX_MEMBER_ID_BYTES,
+    check_id,
+};
+pub use audit::{AuditEntry, Change, StoredMember, UNAUTHENTICATED};
 pub use calendar::{BillingMonth, InvalidMonth, UnknownTimeZone, Zone};
 pub use inventory::{
     Cart, CartError, CartLine, ClosedPeak, Inventory, MAX_SEATS, Product, SeatChange, Seats,

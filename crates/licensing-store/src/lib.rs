@@ -4,13 +4,29 @@
 //! "Storage"), the format version of the database, and the durability contract: a write is
 //! acknowledged only after [`Store::flush`] returned `Ok`.
 
-use std::path::{Path, PathBuf};
+mod accounts;
+mod records;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+pub use accounts::{Adjusted, Applied, OpError};
+pub use records::Corrupt;
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change of the key
 /// layout or record encoding; a database of another version is refused at open, never rewritten.
 pub const FORMAT_VERSION: u32 = 1;
 
 const META_TREE: &str = "meta";
+const ACCOUNTS_TREE: &str = "accounts";
+const MEMBERS_TREE: &str = "members";
+const PEAKS_TREE: &str = "peaks";
+const AUDIT_TREE: &str = "audit";
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 
 /// Where and how to open the database.
@@ -45,13 +61,28 @@ pub enum StoreError {
         /// The version found on disk.
         found: String,
     },
+    /// A stored record could not be decoded: the database is damaged or from a broken build.
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
+    /// An earlier storage error stopped all writes; a restart reopens and checks the database.
+    #[error("storage in {path} failed earlier; writes are stopped until the service restarts")]
+    Failed {
+        /// The database folder.
+        path: PathBuf,
+    },
 }
 
-/// The licensing database.
+/// The licensing database. Clones share it.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
+    accounts: sled::Tree,
+    members: sled::Tree,
+    peaks: sled::Tree,
+    audit: sled::Tree,
     path: PathBuf,
+    /// Set by the first storage error; from then on every write is refused.
+    failed: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -95,7 +126,28 @@ impl Store {
                 return Err(StoreError::UnsupportedFormat { path, found });
             }
         }
-        Ok(Store { db, path })
+        Ok(Store {
+            accounts: db.open_tree(ACCOUNTS_TREE).map_err(storage)?,
+            members: db.open_tree(MEMBERS_TREE).map_err(storage)?,
+            peaks: db.open_tree(PEAKS_TREE).map_err(storage)?,
+            audit: db.open_tree(AUDIT_TREE).map_err(storage)?,
+            db,
+            path,
+            failed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Whether a storage error has stopped writes.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Records that storage failed with `error` (for I/O errors, not refusals) and returns it.
+    fn failed_with(&self, error: StoreError) -> StoreError {
+        if matches!(error, StoreError::Storage { .. }) && !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(path = %self.path.display(), %error, "storage failed: refusing writes until restart");
+        }
+        error
     }
 
     /// The database folder.
@@ -106,14 +158,12 @@ impl Store {
     /// Makes every write so far durable. Only after this returned `Ok` may a write be
     /// acknowledged to a caller.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
-            .await
-            .map(drop)
-            .map_err(|source| StoreError::Storage {
+        self.db.flush_async().await.map(drop).map_err(|source| {
+            self.failed_with(StoreError::Storage {
                 path: self.path.clone(),
                 source,
             })
+        })
     }
 }
 

@@ -1,0 +1,177 @@
+//! Account settings: the calendar, seat growth, recording retention, late-event grace and the
+//! metered services' switches and caps.
+
+use crate::{calendar::Zone, retention::RecordingRetention};
+
+/// The longest grace period for late events, in days.
+pub const MAX_GRACE_PERIOD_DAYS: u32 = 62;
+
+/// An account's validated settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSettings {
+    /// The account's calendar.
+    pub zone: Zone,
+    /// Whether applying a member grows the inventory when no seat is free.
+    pub auto_growth: bool,
+    /// Call-recording retention.
+    pub recording_retention: RecordingRetention,
+    /// Days after a month's end during which late events are accepted.
+    pub grace_period_days: u32,
+    /// Speech-to-text on.
+    pub speech_to_text: bool,
+    /// Speech-to-text minutes beyond the base pack per month; `None` is unlimited.
+    pub speech_to_text_extra_minutes_cap: Option<u32>,
+    /// Power Pack on.
+    pub power_pack: bool,
+    /// Smart-routing packs per month; `None` is unlimited.
+    pub smart_routing_packs_cap: Option<u32>,
+    /// AI-topics packs per month; `None` is unlimited.
+    pub ai_topics_packs_cap: Option<u32>,
+    /// AI-QA packs per month; `None` is unlimited.
+    pub ai_qa_packs_cap: Option<u32>,
+    /// AI topics run on calls (needs speech-to-text).
+    pub ai_topics_on_calls: bool,
+}
+
+/// A settings field that is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field} {value}: {problem}")]
+pub struct InvalidAccountSettings {
+    /// The field, as named in requests.
+    pub field: String,
+    /// The refused value, rendered.
+    pub value: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl AccountSettings {
+    /// Defaults for an account in `zone`: no auto-growth, 3-month retention, no grace, metered
+    /// services off.
+    pub fn new(zone: Zone) -> AccountSettings {
+        AccountSettings {
+            zone,
+            auto_growth: false,
+            recording_retention: RecordingRetention::default(),
+            grace_period_days: 0,
+            speech_to_text: false,
+            speech_to_text_extra_minutes_cap: None,
+            power_pack: false,
+            smart_routing_packs_cap: None,
+            ai_topics_packs_cap: None,
+            ai_qa_packs_cap: None,
+            ai_topics_on_calls: false,
+        }
+    }
+
+    /// Checks the rules between fields; `prefix` is the request's path to the settings.
+    pub fn validate(&self, prefix: &str) -> Result<(), InvalidAccountSettings> {
+        if self.grace_period_days > MAX_GRACE_PERIOD_DAYS {
+            return Err(InvalidAccountSettings {
+                field: format!("{prefix}grace_period_days"),
+                value: self.grace_period_days.to_string(),
+                problem: format!("must be at most {MAX_GRACE_PERIOD_DAYS}"),
+            });
+        }
+        if self.ai_topics_on_calls && !self.speech_to_text {
+            return Err(InvalidAccountSettings {
+                field: format!("{prefix}ai_topics_on_calls"),
+                value: "true".to_owned(),
+                problem: "requires speech_to_text to be on".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ai_topics_on_calls_needs_speech_to_text() {
+        let mut settings = AccountSettings::new(Zone::utc());
+        settings.ai_topics_on_calls = true;
+        let error = settings.validate("settings.").expect_err("accepted");
+        assert_eq!(error.to_string(), "invalid settings.ai_topics_on_calls true: requires speech_to_text to be on");
+        settings.speech_to_text = true;
+        assert!(settings.validate("settings.").is_ok());
+    }
+
+    #[test]
+    fn the_grace_period_is_bounded() {
+        let mut settings = AccountSettings::new(Zone::utc());
+        settings.grace_period_days = 63;
+        let error = settings.validate("").expect_err("accepted");
+        assert_eq!(error.to_string(), "invalid grace_period_days 63: must be at most 62");
+    }
+}
+
+/// The longest account id, in bytes.
+pub const MAX_ACCOUNT_ID_BYTES: usize = 64;
+/// The longest member id, in bytes.
+pub const MAX_MEMBER_ID_BYTES: usize = 128;
+
+/// Checks an account or member id: 1 to `max` bytes of ASCII letters, digits, `.`, `_`, `-`, `@`
+/// or `:`. Ids become parts of storage keys, so the set is closed and has no separator byte.
+pub fn check_id(field: &str, value: &str, max: usize) -> Result<(), InvalidAccountSettings> {
+    let problem = if value.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if value.len() > max {
+        Some(format!("must be at most {max} bytes"))
+    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@:".contains(&b)) {
+        Some("may hold only ASCII letters, digits and . _ - @ :".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(InvalidAccountSettings { field: field.to_owned(), value: format!("{value:?}"), problem }),
+    }
+}
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The account's id.
+    pub id: String,
+    /// Its settings.
+    pub settings: AccountSettings,
+    /// A sandbox account's clock moves only when advanced; it is never billable.
+    pub sandbox: bool,
+    /// When it was created, on its own clock.
+    pub created_at: jiff::Timestamp,
+    /// A sandbox's clock; `None` for other accounts, which use the real time.
+    pub clock: Option<jiff::Timestamp>,
+    /// Seats, seats in use, peaks, revision.
+    pub inventory: crate::inventory::Inventory,
+    /// The sequence number of the last audit entry.
+    pub audit_sequence: u64,
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_short_and_plain() {
+        assert!(check_id("account_id", "acme-eu_1.prod@x:y", 64).is_ok());
+        for (value, problem) in [
+            ("", "must not be empty"),
+            ("a b", "may hold only ASCII letters, digits and . _ - @ :"),
+            ("a\0b", "may hold only ASCII letters, digits and . _ - @ :"),
+        ] {
+            let error = check_id("account_id", value, 64).expect_err("accepted");
+            assert_eq!(error.problem, problem, "{value:?}");
+            assert_eq!(error.field, "account_id");
+        }
+        assert_eq!(check_id("member_id", &"m".repeat(129), 128).expect_err("long").problem, "must be at most 128 bytes");
+    }
+}
+
+impl Account {
+    /// The account's current time: its own clock for a sandbox, else `real_now`.
+    pub fn now(&self, real_now: jiff::Timestamp) -> jiff::Timestamp {
+        self.clock.unwrap_or(real_now)
+    }
+}

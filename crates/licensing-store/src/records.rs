@@ -1,0 +1,396 @@
+//! The stored records and their encoding.
+//!
+//! Records are not the wire types: each is a versioned enum encoded with postcard, so a future
+//! layout is a new variant that old data still decodes into. Conversions to and from the domain
+//! validate again on the way in, so a record that no longer makes sense is reported as corrupt
+//! rather than served.
+
+use jiff::Timestamp;
+use licensing_core::{
+    Account, AccountSettings, AuditEntry, BillingMode, BillingMonth, CartLine, Change, Channel, Inventory,
+    MemberSettings, MemberSettingsInput, Permission, Product, RecordingRetention, Role, Seats, Skill,
+    StoredMember, Zone,
+};
+use serde::{Deserialize, Serialize};
+
+/// A record that could not be decoded or no longer validates.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt {what} record: {problem}")]
+pub struct Corrupt {
+    /// The kind of record.
+    pub what: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn corrupt(what: &'static str, problem: impl ToString) -> Corrupt {
+    Corrupt { what, problem: problem.to_string() }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding plain structs into a Vec cannot fail.
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+pub(crate) fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, Corrupt> {
+    postcard::from_bytes(bytes).map_err(|e| corrupt(what, e))
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Time(i64, i32);
+
+impl From<Timestamp> for Time {
+    fn from(t: Timestamp) -> Time {
+        Time(t.as_second(), t.subsec_nanosecond())
+    }
+}
+
+impl Time {
+    fn decode(self, what: &'static str) -> Result<Timestamp, Corrupt> {
+        Timestamp::new(self.0, self.1).map_err(|e| corrupt(what, e))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Month(i16, i8);
+
+impl From<BillingMonth> for Month {
+    fn from(m: BillingMonth) -> Month {
+        Month(m.year(), m.month())
+    }
+}
+
+impl Month {
+    fn decode(self, what: &'static str) -> Result<BillingMonth, Corrupt> {
+        BillingMonth::new(self.0, self.1).ok_or_else(|| corrupt(what, format!("month {}-{}", self.0, self.1)))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SettingsV1 {
+    zone: String,
+    auto_growth: bool,
+    /// Months of retention; 0 is 14 days.
+    retention_months: u32,
+    grace_period_days: u32,
+    speech_to_text: bool,
+    speech_to_text_extra_minutes_cap: Option<u32>,
+    power_pack: bool,
+    smart_routing_packs_cap: Option<u32>,
+    ai_topics_packs_cap: Option<u32>,
+    ai_qa_packs_cap: Option<u32>,
+    ai_topics_on_calls: bool,
+}
+
+impl From<&AccountSettings> for SettingsV1 {
+    fn from(s: &AccountSettings) -> SettingsV1 {
+        SettingsV1 {
+            zone: s.zone.name().to_owned(),
+            auto_growth: s.auto_growth,
+            retention_months: s.recording_retention.as_months().unwrap_or(0),
+            grace_period_days: s.grace_period_days,
+            speech_to_text: s.speech_to_text,
+            speech_to_text_extra_minutes_cap: s.speech_to_text_extra_minutes_cap,
+            power_pack: s.power_pack,
+            smart_routing_packs_cap: s.smart_routing_packs_cap,
+            ai_topics_packs_cap: s.ai_topics_packs_cap,
+            ai_qa_packs_cap: s.ai_qa_packs_cap,
+            ai_topics_on_calls: s.ai_topics_on_calls,
+        }
+    }
+}
+
+impl SettingsV1 {
+    fn decode(self) -> Result<AccountSettings, Corrupt> {
+        const WHAT: &str = "account settings";
+        let zone = Zone::new(&self.zone).map_err(|e| corrupt(WHAT, e))?;
+        let recording_retention = match self.retention_months {
+            0 => RecordingRetention::FOURTEEN_DAYS,
+            months => RecordingRetention::months(months).map_err(|e| corrupt(WHAT, e))?,
+        };
+        Ok(AccountSettings {
+            zone,
+            auto_growth: self.auto_growth,
+            recording_retention,
+            grace_period_days: self.grace_period_days,
+            speech_to_text: self.speech_to_text,
+            speech_to_text_extra_minutes_cap: self.speech_to_text_extra_minutes_cap,
+            power_pack: self.power_pack,
+            smart_routing_packs_cap: self.smart_routing_packs_cap,
+            ai_topics_packs_cap: self.ai_topics_packs_cap,
+            ai_qa_packs_cap: self.ai_qa_packs_cap,
+            ai_topics_on_calls: self.ai_topics_on_calls,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct InventoryV1 {
+    seats: [u32; 6],
+    in_use: [u32; 6],
+    month: Month,
+    peak: [u32; 6],
+    revision: u64,
+}
+
+/// An account: `accounts` tree, key = account id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum AccountRecord {
+    V1 {
+        settings: SettingsV1,
+        sandbox: bool,
+        created_at: Time,
+        clock: Option<Time>,
+        inventory: InventoryV1,
+        audit_sequence: u64,
+    },
+}
+
+impl From<&Account> for AccountRecord {
+    fn from(a: &Account) -> AccountRecord {
+        let i = &a.inventory;
+        AccountRecord::V1 {
+            settings: SettingsV1::from(&a.settings),
+            sandbox: a.sandbox,
+            created_at: a.created_at.into(),
+            clock: a.clock.map(Time::from),
+            inventory: InventoryV1 {
+                seats: i.seats.0,
+                in_use: i.in_use.0,
+                month: i.month.into(),
+                peak: i.peak.0,
+                revision: i.revision,
+            },
+            audit_sequence: a.audit_sequence,
+        }
+    }
+}
+
+impl AccountRecord {
+    pub(crate) fn decode(self, id: &str) -> Result<Account, Corrupt> {
+        const WHAT: &str = "account";
+        let AccountRecord::V1 { settings, sandbox, created_at, clock, inventory, audit_sequence } = self;
+        Ok(Account {
+            id: id.to_owned(),
+            settings: settings.decode()?,
+            sandbox,
+            created_at: created_at.decode(WHAT)?,
+            clock: clock.map(|c| c.decode(WHAT)).transpose()?,
+            inventory: Inventory {
+                seats: Seats(inventory.seats),
+                in_use: Seats(inventory.in_use),
+                month: inventory.month.decode(WHAT)?,
+                peak: Seats(inventory.peak),
+                revision: inventory.revision,
+            },
+            audit_sequence,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MemberV1 {
+    role: u8,
+    permissions: Vec<u8>,
+    skills: Vec<(String, u8)>,
+    track_statistics: bool,
+    call_recording: bool,
+    outbound_calling: bool,
+    daily: bool,
+    held: [u32; 6],
+    updated_at: Time,
+}
+
+/// A member: `members` tree, key = account id, 0, member id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MemberRecord {
+    V1(MemberV1),
+}
+
+fn role_code(role: Option<Role>) -> u8 {
+    match role {
+        None => 0,
+        Some(Role::User) => 1,
+        Some(Role::TeamLeader) => 2,
+        Some(Role::Administrator) => 3,
+    }
+}
+
+fn channel_code(channel: Channel) -> u8 {
+    match channel {
+        Channel::Voice => 0,
+        Channel::Email => 1,
+        Channel::Chat => 2,
+        Channel::Sms => 3,
+    }
+}
+
+impl From<&StoredMember> for MemberV1 {
+    fn from(m: &StoredMember) -> MemberV1 {
+        let s = &m.settings;
+        MemberV1 {
+            role: role_code(s.role()),
+            permissions: s.listed_permissions().iter().map(|p| p as u8).collect(),
+            skills: s.skills().iter().map(|k| (k.id.clone(), channel_code(k.channel))).collect(),
+            track_statistics: s.track_statistics(),
+            call_recording: s.call_recording(),
+            outbound_calling: s.outbound_calling(),
+            daily: s.billing_preference() == BillingMode::Daily,
+            held: m.held.0,
+            updated_at: m.updated_at.into(),
+        }
+    }
+}
+
+impl MemberV1 {
+    pub(crate) fn decode(self, member_id: &str) -> Result<StoredMember, Corrupt> {
+        const WHAT: &str = "member";
+        let role = match self.role {
+            0 => None,
+            1 => Some(Role::User),
+            2 => Some(Role::TeamLeader),
+            3 => Some(Role::Administrator),
+            n => return Err(corrupt(WHAT, format!("role {n}"))),
+        };
+        let permissions = self
+            .permissions
+            .iter()
+            .map(|&n| Permission::ALL.get(usize::from(n)).copied().ok_or_else(|| corrupt(WHAT, format!("permission {n}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let skills = self
+            .skills
+            .into_iter()
+            .map(|(id, channel)| {
+                let channel = match channel {
+                    0 => Channel::Voice,
+                    1 => Channel::Email,
+                    2 => Channel::Chat,
+                    3 => Channel::Sms,
+                    n => return Err(corrupt(WHAT, format!("channel {n}"))),
+                };
+                Ok(Skill { id, channel })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let settings = MemberSettings::new(MemberSettingsInput {
+            role,
+            permissions,
+            skills,
+            track_statistics: self.track_statistics,
+            call_recording: self.call_recording,
+            outbound_calling: self.outbound_calling,
+            billing_preference: if self.daily { BillingMode::Daily } else { BillingMode::Monthly },
+        })
+        .map_err(|e| corrupt(WHAT, e))?;
+        Ok(StoredMember {
+            member_id: member_id.to_owned(),
+            settings,
+            held: Seats(self.held),
+            updated_at: self.updated_at.decode(WHAT)?,
+        })
+    }
+}
+
+impl From<&StoredMember> for MemberRecord {
+    fn from(m: &StoredMember) -> MemberRecord {
+        MemberRecord::V1(MemberV1::from(m))
+    }
+}
+
+impl MemberRecord {
+    pub(crate) fn decode(self, member_id: &str) -> Result<StoredMember, Corrupt> {
+        match self {
+            MemberRecord::V1(v1) => v1.decode(member_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct CartLineV1 {
+    product: u8,
+    from: u32,
+    to: u32,
+    this_month: i64,
+    next_month: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ChangeV1 {
+    AccountSettings { before: Option<SettingsV1>, after: SettingsV1 },
+    Member { member_id: String, before: Option<MemberV1>, after: Option<MemberV1> },
+    Inventory { lines: Vec<CartLineV1>, auto_growth_for: Option<String> },
+    Clock { from: Time, to: Time },
+}
+
+/// An audit entry: `audit` tree, key = account id, 0, sequence (u64 big-endian).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum AuditRecord {
+    V1 { time: Time, actor: String, change: ChangeV1 },
+}
+
+impl From<&AuditEntry> for AuditRecord {
+    fn from(e: &AuditEntry) -> AuditRecord {
+        let change = match &e.change {
+            Change::AccountSettings { before, after } => {
+                ChangeV1::AccountSettings { before: before.as_ref().map(SettingsV1::from), after: after.into() }
+            }
+            Change::Member { before, after } => ChangeV1::Member {
+                member_id: before.as_ref().or(after.as_ref()).map(|m| m.member_id.clone()).unwrap_or_default(),
+                before: before.as_ref().map(MemberV1::from),
+                after: after.as_ref().map(MemberV1::from),
+            },
+            Change::Inventory { lines, auto_growth_for } => ChangeV1::Inventory {
+                lines: lines
+                    .iter()
+                    .map(|l| CartLineV1 {
+                        product: l.product as u8,
+                        from: l.from,
+                        to: l.to,
+                        this_month: l.this_month,
+                        next_month: l.next_month,
+                    })
+                    .collect(),
+                auto_growth_for: auto_growth_for.clone(),
+            },
+            Change::Clock { from, to } => ChangeV1::Clock { from: (*from).into(), to: (*to).into() },
+        };
+        AuditRecord::V1 { time: e.time.into(), actor: e.actor.clone(), change }
+    }
+}
+
+impl AuditRecord {
+    pub(crate) fn decode(self, sequence: u64) -> Result<AuditEntry, Corrupt> {
+        const WHAT: &str = "audit";
+        let AuditRecord::V1 { time, actor, change } = self;
+        let change = match change {
+            ChangeV1::AccountSettings { before, after } => Change::AccountSettings {
+                before: before.map(SettingsV1::decode).transpose()?,
+                after: after.decode()?,
+            },
+            ChangeV1::Member { member_id, before, after } => Change::Member {
+                before: before.map(|m| m.decode(&member_id)).transpose()?,
+                after: after.map(|m| m.decode(&member_id)).transpose()?,
+            },
+            ChangeV1::Inventory { lines, auto_growth_for } => Change::Inventory {
+                lines: lines
+                    .into_iter()
+                    .map(|l| {
+                        let product = Product::ALL
+                            .get(usize::from(l.product))
+                            .copied()
+                            .ok_or_else(|| corrupt(WHAT, format!("product {}", l.product)))?;
+                        Ok(CartLine { product, from: l.from, to: l.to, this_month: l.this_month, next_month: l.next_month })
+                    })
+                    .collect::<Result<Vec<_>, Corrupt>>()?,
+                auto_growth_for,
+            },
+            ChangeV1::Clock { from, to } => Change::Clock { from: from.decode(WHAT)?, to: to.decode(WHAT)? },
+        };
+        Ok(AuditEntry { sequence, time: time.decode(WHAT)?, actor, change })
+    }
+}
+
+/// The closed months' peaks: `peaks` tree, key = account id, 0, "YYYY-MM".
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum PeakRecord {
+    V1([u32; 6]),
+}
