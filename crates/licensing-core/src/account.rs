@@ -93,7 +93,10 @@ mod tests {
         let mut settings = AccountSettings::new(Zone::utc());
         settings.ai_topics_on_calls = true;
         let error = settings.validate("settings.").expect_err("accepted");
-        assert_eq!(error.to_string(), "invalid settings.ai_topics_on_calls true: requires speech_to_text to be on");
+        assert_eq!(
+            error.to_string(),
+            "invalid settings.ai_topics_on_calls true: requires speech_to_text to be on"
+        );
         settings.speech_to_text = true;
         assert!(settings.validate("settings.").is_ok());
     }
@@ -103,7 +106,10 @@ mod tests {
         let mut settings = AccountSettings::new(Zone::utc());
         settings.grace_period_days = 63;
         let error = settings.validate("").expect_err("accepted");
-        assert_eq!(error.to_string(), "invalid grace_period_days 63: must be at most 62");
+        assert_eq!(
+            error.to_string(),
+            "invalid grace_period_days 63: must be at most 62"
+        );
     }
 }
 
@@ -119,14 +125,21 @@ pub fn check_id(field: &str, value: &str, max: usize) -> Result<(), InvalidAccou
         Some("must not be empty".to_owned())
     } else if value.len() > max {
         Some(format!("must be at most {max} bytes"))
-    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@:".contains(&b)) {
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-@:".contains(&b))
+    {
         Some("may hold only ASCII letters, digits and . _ - @ :".to_owned())
     } else {
         None
     };
     match problem {
         None => Ok(()),
-        Some(problem) => Err(InvalidAccountSettings { field: field.to_owned(), value: format!("{value:?}"), problem }),
+        Some(problem) => Err(InvalidAccountSettings {
+            field: field.to_owned(),
+            value: format!("{value:?}"),
+            problem,
+        }),
     }
 }
 
@@ -165,7 +178,12 @@ mod id_tests {
             assert_eq!(error.problem, problem, "{value:?}");
             assert_eq!(error.field, "account_id");
         }
-        assert_eq!(check_id("member_id", &"m".repeat(129), 128).expect_err("long").problem, "must be at most 128 bytes");
+        assert_eq!(
+            check_id("member_id", &"m".repeat(129), 128)
+                .expect_err("long")
+                .problem,
+            "must be at most 128 bytes"
+        );
     }
 }
 

@@ -6,8 +6,9 @@
 
 use jiff::Timestamp;
 use licensing_core::{
-    Account, AccountSettings, AuditEntry, BillingMonth, Cart, CartError, CartLine, Change, ClosedPeak, MemberSettings,
-    PriceList, Product, SeatChange, Seats, StoredMember, cart, hold_seats, resolve,
+    Account, AccountSettings, AuditEntry, BillingMonth, Cart, CartError, CartLine, Change,
+    ClosedPeak, MemberSettings, PriceList, Product, SeatChange, Seats, StoredMember, cart,
+    hold_seats, resolve,
 };
 use sled::{
     Transactional as _,
@@ -40,7 +41,9 @@ pub enum OpError {
     #[error("{0}")]
     Precondition(String),
     /// A confirm named a revision that is no longer current.
-    #[error("revision {named} is stale: the inventory is at revision {current}; preview the cart again")]
+    #[error(
+        "revision {named} is stale: the inventory is at revision {current}; preview the cart again"
+    )]
     StaleRevision {
         /// The revision the caller named.
         named: u64,
@@ -114,20 +117,38 @@ fn corrupt(error: crate::records::Corrupt) -> TxError {
 }
 
 fn read_account(accounts: &TransactionalTree, id: &str) -> Result<Account, TxError> {
-    let bytes = accounts.get(id.as_bytes())?.ok_or_else(|| abort(OpError::AccountNotFound(id.to_owned())))?;
-    decode::<AccountRecord>("account", &bytes).and_then(|r| r.decode(id)).map_err(corrupt)
+    let bytes = accounts
+        .get(id.as_bytes())?
+        .ok_or_else(|| abort(OpError::AccountNotFound(id.to_owned())))?;
+    decode::<AccountRecord>("account", &bytes)
+        .and_then(|r| r.decode(id))
+        .map_err(corrupt)
 }
 
-fn read_member(members: &TransactionalTree, account: &str, member: &str) -> Result<Option<StoredMember>, TxError> {
+fn read_member(
+    members: &TransactionalTree,
+    account: &str,
+    member: &str,
+) -> Result<Option<StoredMember>, TxError> {
     match members.get(key(account, member.as_bytes()))? {
         None => Ok(None),
-        Some(bytes) => decode::<MemberRecord>("member", &bytes).and_then(|r| r.decode(member)).map(Some).map_err(corrupt),
+        Some(bytes) => decode::<MemberRecord>("member", &bytes)
+            .and_then(|r| r.decode(member))
+            .map(Some)
+            .map_err(corrupt),
     }
 }
 
-fn write_peaks(peaks: &TransactionalTree, account: &str, closed: &[ClosedPeak]) -> Result<(), TxError> {
+fn write_peaks(
+    peaks: &TransactionalTree,
+    account: &str,
+    closed: &[ClosedPeak],
+) -> Result<(), TxError> {
     for c in closed {
-        peaks.insert(key(account, c.month.to_string().as_bytes()), encode(&PeakRecord::V1(c.peak.0)))?;
+        peaks.insert(
+            key(account, c.month.to_string().as_bytes()),
+            encode(&PeakRecord::V1(c.peak.0)),
+        )?;
     }
     Ok(())
 }
@@ -141,15 +162,25 @@ fn audit(
     change: Change,
 ) -> Result<(), TxError> {
     account.audit_sequence += 1;
-    let entry = AuditEntry { sequence: account.audit_sequence, time, actor: actor.to_owned(), change };
-    trail.insert(key(&account.id, &entry.sequence.to_be_bytes()), encode(&AuditRecord::from(&entry)))?;
+    let entry = AuditEntry {
+        sequence: account.audit_sequence,
+        time,
+        actor: actor.to_owned(),
+        change,
+    };
+    trail.insert(
+        key(&account.id, &entry.sequence.to_be_bytes()),
+        encode(&AuditRecord::from(&entry)),
+    )?;
     Ok(())
 }
 
 impl Store {
     fn check_writable(&self) -> Result<(), OpError> {
         if self.has_failed() {
-            return Err(OpError::Store(StoreError::Failed { path: self.path.clone() }));
+            return Err(OpError::Store(StoreError::Failed {
+                path: self.path.clone(),
+            }));
         }
         Ok(())
     }
@@ -160,9 +191,12 @@ impl Store {
             Ok(value) => Ok(value),
             Err(TransactionError::Abort(OpError::Store(e))) => Err(self.failed_with(e).into()),
             Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(source)) => {
-                Err(self.failed_with(StoreError::Storage { path: self.path.clone(), source }).into())
-            }
+            Err(TransactionError::Storage(source)) => Err(self
+                .failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })
+                .into()),
         }
     }
 
@@ -175,10 +209,16 @@ impl Store {
                 return Err(abort(OpError::AccountExists(account.id.clone())));
             }
             let mut created = account.clone();
-            let change = Change::AccountSettings { before: None, after: created.settings.clone() };
+            let change = Change::AccountSettings {
+                before: None,
+                after: created.settings.clone(),
+            };
             let time = created.created_at;
             audit(trail, &mut created, time, actor, change)?;
-            accounts.insert(created.id.as_bytes(), encode(&AccountRecord::from(&created)))?;
+            accounts.insert(
+                created.id.as_bytes(),
+                encode(&AccountRecord::from(&created)),
+            )?;
             Ok(created)
         });
         self.finish(result)
@@ -189,7 +229,12 @@ impl Store {
         let bytes = self
             .accounts
             .get(id.as_bytes())
-            .map_err(|source| self.failed_with(StoreError::Storage { path: self.path.clone(), source }))?
+            .map_err(|source| {
+                self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })
+            })?
             .ok_or_else(|| OpError::AccountNotFound(id.to_owned()))?;
         decode::<AccountRecord>("account", &bytes)
             .and_then(|r| r.decode(id))
@@ -212,7 +257,10 @@ impl Store {
             update(&mut account.settings).map_err(abort)?;
             if account.settings != before {
                 let now = account.now(real_now);
-                let change = Change::AccountSettings { before: Some(before), after: account.settings.clone() };
+                let change = Change::AccountSettings {
+                    before: Some(before),
+                    after: account.settings.clone(),
+                };
                 audit(trail, &mut account, now, actor, change)?;
                 accounts.insert(id.as_bytes(), encode(&AccountRecord::from(&account)))?;
             }
@@ -241,22 +289,49 @@ impl Store {
             let resolution = resolve(settings, account.settings.recording_retention, prices);
             let held = Seats::held_by(&resolution);
             let old = before.as_ref().map_or(Seats::NONE, |m| m.held);
-            let cart = hold_seats(&account.inventory, old, held, month, account.settings.auto_growth, prices)
-                .map_err(|missing| abort(OpError::Precondition(missing.to_string())))?;
+            let cart = hold_seats(
+                &account.inventory,
+                old,
+                held,
+                month,
+                account.settings.auto_growth,
+                prices,
+            )
+            .map_err(|missing| abort(OpError::Precondition(missing.to_string())))?;
             write_peaks(peaks, account_id, &cart.closed)?;
             account.inventory = cart.after;
-            let member =
-                StoredMember { member_id: member_id.to_owned(), settings: settings.clone(), held, updated_at: now };
-            members.insert(key(account_id, member_id.as_bytes()), encode(&MemberRecord::from(&member)))?;
-            let change = Change::Member { before: before.clone(), after: Some(member.clone()) };
+            let member = StoredMember {
+                member_id: member_id.to_owned(),
+                settings: settings.clone(),
+                held,
+                updated_at: now,
+            };
+            members.insert(
+                key(account_id, member_id.as_bytes()),
+                encode(&MemberRecord::from(&member)),
+            )?;
+            let change = Change::Member {
+                before: before.clone(),
+                after: Some(member.clone()),
+            };
             audit(trail, &mut account, now, actor, change)?;
             if !cart.lines.is_empty() {
-                let change =
-                    Change::Inventory { lines: cart.lines.clone(), auto_growth_for: Some(member_id.to_owned()) };
+                let change = Change::Inventory {
+                    lines: cart.lines.clone(),
+                    auto_growth_for: Some(member_id.to_owned()),
+                };
                 audit(trail, &mut account, now, actor, change)?;
             }
-            accounts.insert(account_id.as_bytes(), encode(&AccountRecord::from(&account)))?;
-            Ok(Applied { member, before, account, growth: cart.lines })
+            accounts.insert(
+                account_id.as_bytes(),
+                encode(&AccountRecord::from(&account)),
+            )?;
+            Ok(Applied {
+                member,
+                before,
+                account,
+                growth: cart.lines,
+            })
         });
         self.finish(result)
     }
@@ -277,16 +352,38 @@ impl Store {
             let now = account.now(real_now);
             let month = account.settings.zone.month(now);
             let removed = read_member(members, account_id, member_id)?.ok_or_else(|| {
-                abort(OpError::MemberNotFound { account: account_id.to_owned(), member: member_id.to_owned() })
+                abort(OpError::MemberNotFound {
+                    account: account_id.to_owned(),
+                    member: member_id.to_owned(),
+                })
             })?;
             // Releasing seats can never be short.
-            let cart = hold_seats(&account.inventory, removed.held, Seats::NONE, month, false, prices)
-                .map_err(|missing| abort(OpError::Precondition(missing.to_string())))?;
+            let cart = hold_seats(
+                &account.inventory,
+                removed.held,
+                Seats::NONE,
+                month,
+                false,
+                prices,
+            )
+            .map_err(|missing| abort(OpError::Precondition(missing.to_string())))?;
             write_peaks(peaks, account_id, &cart.closed)?;
             account.inventory = cart.after;
             members.remove(key(account_id, member_id.as_bytes()))?;
-            audit(trail, &mut account, now, actor, Change::Member { before: Some(removed.clone()), after: None })?;
-            accounts.insert(account_id.as_bytes(), encode(&AccountRecord::from(&account)))?;
+            audit(
+                trail,
+                &mut account,
+                now,
+                actor,
+                Change::Member {
+                    before: Some(removed.clone()),
+                    after: None,
+                },
+            )?;
+            accounts.insert(
+                account_id.as_bytes(),
+                encode(&AccountRecord::from(&account)),
+            )?;
             Ok((removed, account))
         });
         self.finish(result)
@@ -306,8 +403,11 @@ impl Store {
             None => {
                 let account = self.account(account_id)?;
                 let month = account.settings.zone.month(account.now(real_now));
-                cart(&account.inventory, changes, month, prices)
-                    .map(|cart| Adjusted { cart, account, confirmed: false })
+                cart(&account.inventory, changes, month, prices).map(|cart| Adjusted {
+                    cart,
+                    account,
+                    confirmed: false,
+                })
             }
             Some(revision) => {
                 self.check_writable()?;
@@ -329,26 +429,48 @@ impl Store {
                         Err(e) => return Ok(Err(e)),
                     };
                     if cart.lines.is_empty() {
-                        return Ok(Ok(Adjusted { cart, account: before, confirmed: true }));
+                        return Ok(Ok(Adjusted {
+                            cart,
+                            account: before,
+                            confirmed: true,
+                        }));
                     }
                     write_peaks(peaks, account_id, &cart.closed)?;
                     account.inventory = cart.after;
-                    let change = Change::Inventory { lines: cart.lines.clone(), auto_growth_for: None };
+                    let change = Change::Inventory {
+                        lines: cart.lines.clone(),
+                        auto_growth_for: None,
+                    };
                     audit(trail, &mut account, now, actor, change)?;
-                    accounts.insert(account_id.as_bytes(), encode(&AccountRecord::from(&account)))?;
-                    Ok(Ok(Adjusted { cart, account: before, confirmed: true }))
+                    accounts.insert(
+                        account_id.as_bytes(),
+                        encode(&AccountRecord::from(&account)),
+                    )?;
+                    Ok(Ok(Adjusted {
+                        cart,
+                        account: before,
+                        confirmed: true,
+                    }))
                 });
                 self.finish(result)?
             }
         };
         match outcome {
             Ok(adjusted) => Ok(adjusted),
-            Err(CartError::DuplicateProduct { index, first, product }) => Err(OpError::Invalid {
+            Err(CartError::DuplicateProduct {
+                index,
+                first,
+                product,
+            }) => Err(OpError::Invalid {
                 field: format!("changes[{index}].product"),
                 value: product.name().to_owned(),
                 problem: format!("duplicates changes[{first}].product"),
             }),
-            Err(CartError::BelowInUse { product, requested, in_use }) => {
+            Err(CartError::BelowInUse {
+                product,
+                requested,
+                in_use,
+            }) => {
                 let holders = self.holders(account_id, product, 10)?;
                 let mut names = holders.join(", ");
                 if (in_use as usize) > holders.len() {
@@ -362,7 +484,12 @@ impl Store {
     }
 
     /// Up to `limit` ids of the members holding a seat of `product`.
-    fn holders(&self, account_id: &str, product: Product, limit: usize) -> Result<Vec<String>, OpError> {
+    fn holders(
+        &self,
+        account_id: &str,
+        product: Product,
+        limit: usize,
+    ) -> Result<Vec<String>, OpError> {
         let mut holders = Vec::new();
         for member in self.members(account_id, None) {
             let member = member?;
@@ -382,8 +509,16 @@ impl Store {
         let bytes = self
             .members
             .get(key(account_id, member_id.as_bytes()))
-            .map_err(|source| self.failed_with(StoreError::Storage { path: self.path.clone(), source }))?
-            .ok_or_else(|| OpError::MemberNotFound { account: account_id.to_owned(), member: member_id.to_owned() })?;
+            .map_err(|source| {
+                self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })
+            })?
+            .ok_or_else(|| OpError::MemberNotFound {
+                account: account_id.to_owned(),
+                member: member_id.to_owned(),
+            })?;
         decode::<MemberRecord>("member", &bytes)
             .and_then(|r| r.decode(member_id))
             .map_err(|e| OpError::Store(StoreError::Corrupt(e)))
@@ -412,7 +547,12 @@ impl Store {
         }
         let skip = prefix.len();
         self.members.range(start..end).map(move |item| {
-            let (k, v) = item.map_err(|source| self.failed_with(StoreError::Storage { path: self.path.clone(), source }))?;
+            let (k, v) = item.map_err(|source| {
+                self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })
+            })?;
             let member_id = std::str::from_utf8(&k[skip..]).unwrap_or_default();
             decode::<MemberRecord>("member", &v)
                 .and_then(|r| r.decode(member_id))
@@ -430,7 +570,12 @@ impl Store {
         let end = key(account_id, &u64::MAX.to_be_bytes());
         let skip = account_id.len() + 1;
         self.audit.range(start..=end).map(move |item| {
-            let (k, v) = item.map_err(|source| self.failed_with(StoreError::Storage { path: self.path.clone(), source }))?;
+            let (k, v) = item.map_err(|source| {
+                self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })
+            })?;
             let mut raw = [0u8; 8];
             raw.copy_from_slice(k.get(skip..skip + 8).unwrap_or(&[0; 8]));
             decode::<AuditRecord>("audit", &v)
@@ -440,11 +585,20 @@ impl Store {
     }
 
     /// The peak of a closed month, if the month was closed.
-    pub fn closed_peak(&self, account_id: &str, month: BillingMonth) -> Result<Option<Seats>, OpError> {
+    pub fn closed_peak(
+        &self,
+        account_id: &str,
+        month: BillingMonth,
+    ) -> Result<Option<Seats>, OpError> {
         let bytes = self
             .peaks
             .get(key(account_id, month.to_string().as_bytes()))
-            .map_err(|source| self.failed_with(StoreError::Storage { path: self.path.clone(), source }))?;
+            .map_err(|source| {
+                self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })
+            })?;
         match bytes {
             None => Ok(None),
             Some(bytes) => {

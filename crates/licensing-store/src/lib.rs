@@ -144,7 +144,8 @@ impl Store {
 
     /// Records that storage failed with `error` (for I/O errors, not refusals) and returns it.
     fn failed_with(&self, error: StoreError) -> StoreError {
-        if matches!(error, StoreError::Storage { .. }) && !self.failed.swap(true, Ordering::AcqRel) {
+        if matches!(error, StoreError::Storage { .. }) && !self.failed.swap(true, Ordering::AcqRel)
+        {
             tracing::error!(path = %self.path.display(), %error, "storage failed: refusing writes until restart");
         }
         error

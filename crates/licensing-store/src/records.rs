@@ -7,9 +7,9 @@
 
 use jiff::Timestamp;
 use licensing_core::{
-    Account, AccountSettings, AuditEntry, BillingMode, BillingMonth, CartLine, Change, Channel, Inventory,
-    MemberSettings, MemberSettingsInput, Permission, Product, RecordingRetention, Role, Seats, Skill,
-    StoredMember, Zone,
+    Account, AccountSettings, AuditEntry, BillingMode, BillingMonth, CartLine, Change, Channel,
+    Inventory, MemberSettings, MemberSettingsInput, Permission, Product, RecordingRetention, Role,
+    Seats, Skill, StoredMember, Zone,
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,10 @@ pub struct Corrupt {
 }
 
 fn corrupt(what: &'static str, problem: impl ToString) -> Corrupt {
-    Corrupt { what, problem: problem.to_string() }
+    Corrupt {
+        what,
+        problem: problem.to_string(),
+    }
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -32,7 +35,10 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
-pub(crate) fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, Corrupt> {
+pub(crate) fn decode<'a, T: Deserialize<'a>>(
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<T, Corrupt> {
     postcard::from_bytes(bytes).map_err(|e| corrupt(what, e))
 }
 
@@ -62,7 +68,8 @@ impl From<BillingMonth> for Month {
 
 impl Month {
     fn decode(self, what: &'static str) -> Result<BillingMonth, Corrupt> {
-        BillingMonth::new(self.0, self.1).ok_or_else(|| corrupt(what, format!("month {}-{}", self.0, self.1)))
+        BillingMonth::new(self.0, self.1)
+            .ok_or_else(|| corrupt(what, format!("month {}-{}", self.0, self.1)))
     }
 }
 
@@ -169,7 +176,14 @@ impl From<&Account> for AccountRecord {
 impl AccountRecord {
     pub(crate) fn decode(self, id: &str) -> Result<Account, Corrupt> {
         const WHAT: &str = "account";
-        let AccountRecord::V1 { settings, sandbox, created_at, clock, inventory, audit_sequence } = self;
+        let AccountRecord::V1 {
+            settings,
+            sandbox,
+            created_at,
+            clock,
+            inventory,
+            audit_sequence,
+        } = self;
         Ok(Account {
             id: id.to_owned(),
             settings: settings.decode()?,
@@ -231,7 +245,11 @@ impl From<&StoredMember> for MemberV1 {
         MemberV1 {
             role: role_code(s.role()),
             permissions: s.listed_permissions().iter().map(|p| p as u8).collect(),
-            skills: s.skills().iter().map(|k| (k.id.clone(), channel_code(k.channel))).collect(),
+            skills: s
+                .skills()
+                .iter()
+                .map(|k| (k.id.clone(), channel_code(k.channel)))
+                .collect(),
             track_statistics: s.track_statistics(),
             call_recording: s.call_recording(),
             outbound_calling: s.outbound_calling(),
@@ -255,7 +273,12 @@ impl MemberV1 {
         let permissions = self
             .permissions
             .iter()
-            .map(|&n| Permission::ALL.get(usize::from(n)).copied().ok_or_else(|| corrupt(WHAT, format!("permission {n}"))))
+            .map(|&n| {
+                Permission::ALL
+                    .get(usize::from(n))
+                    .copied()
+                    .ok_or_else(|| corrupt(WHAT, format!("permission {n}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let skills = self
             .skills
@@ -278,7 +301,11 @@ impl MemberV1 {
             track_statistics: self.track_statistics,
             call_recording: self.call_recording,
             outbound_calling: self.outbound_calling,
-            billing_preference: if self.daily { BillingMode::Daily } else { BillingMode::Monthly },
+            billing_preference: if self.daily {
+                BillingMode::Daily
+            } else {
+                BillingMode::Monthly
+            },
         })
         .map_err(|e| corrupt(WHAT, e))?;
         Ok(StoredMember {
@@ -315,30 +342,55 @@ pub(crate) struct CartLineV1 {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum ChangeV1 {
-    AccountSettings { before: Option<SettingsV1>, after: SettingsV1 },
-    Member { member_id: String, before: Option<MemberV1>, after: Option<MemberV1> },
-    Inventory { lines: Vec<CartLineV1>, auto_growth_for: Option<String> },
-    Clock { from: Time, to: Time },
+    AccountSettings {
+        before: Option<SettingsV1>,
+        after: SettingsV1,
+    },
+    Member {
+        member_id: String,
+        before: Option<MemberV1>,
+        after: Option<MemberV1>,
+    },
+    Inventory {
+        lines: Vec<CartLineV1>,
+        auto_growth_for: Option<String>,
+    },
+    Clock {
+        from: Time,
+        to: Time,
+    },
 }
 
 /// An audit entry: `audit` tree, key = account id, 0, sequence (u64 big-endian).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum AuditRecord {
-    V1 { time: Time, actor: String, change: ChangeV1 },
+    V1 {
+        time: Time,
+        actor: String,
+        change: ChangeV1,
+    },
 }
 
 impl From<&AuditEntry> for AuditRecord {
     fn from(e: &AuditEntry) -> AuditRecord {
         let change = match &e.change {
-            Change::AccountSettings { before, after } => {
-                ChangeV1::AccountSettings { before: before.as_ref().map(SettingsV1::from), after: after.into() }
-            }
+            Change::AccountSettings { before, after } => ChangeV1::AccountSettings {
+                before: before.as_ref().map(SettingsV1::from),
+                after: after.into(),
+            },
             Change::Member { before, after } => ChangeV1::Member {
-                member_id: before.as_ref().or(after.as_ref()).map(|m| m.member_id.clone()).unwrap_or_default(),
+                member_id: before
+                    .as_ref()
+                    .or(after.as_ref())
+                    .map(|m| m.member_id.clone())
+                    .unwrap_or_default(),
                 before: before.as_ref().map(MemberV1::from),
                 after: after.as_ref().map(MemberV1::from),
             },
-            Change::Inventory { lines, auto_growth_for } => ChangeV1::Inventory {
+            Change::Inventory {
+                lines,
+                auto_growth_for,
+            } => ChangeV1::Inventory {
                 lines: lines
                     .iter()
                     .map(|l| CartLineV1 {
@@ -351,26 +403,44 @@ impl From<&AuditEntry> for AuditRecord {
                     .collect(),
                 auto_growth_for: auto_growth_for.clone(),
             },
-            Change::Clock { from, to } => ChangeV1::Clock { from: (*from).into(), to: (*to).into() },
+            Change::Clock { from, to } => ChangeV1::Clock {
+                from: (*from).into(),
+                to: (*to).into(),
+            },
         };
-        AuditRecord::V1 { time: e.time.into(), actor: e.actor.clone(), change }
+        AuditRecord::V1 {
+            time: e.time.into(),
+            actor: e.actor.clone(),
+            change,
+        }
     }
 }
 
 impl AuditRecord {
     pub(crate) fn decode(self, sequence: u64) -> Result<AuditEntry, Corrupt> {
         const WHAT: &str = "audit";
-        let AuditRecord::V1 { time, actor, change } = self;
+        let AuditRecord::V1 {
+            time,
+            actor,
+            change,
+        } = self;
         let change = match change {
             ChangeV1::AccountSettings { before, after } => Change::AccountSettings {
                 before: before.map(SettingsV1::decode).transpose()?,
                 after: after.decode()?,
             },
-            ChangeV1::Member { member_id, before, after } => Change::Member {
+            ChangeV1::Member {
+                member_id,
+                before,
+                after,
+            } => Change::Member {
                 before: before.map(|m| m.decode(&member_id)).transpose()?,
                 after: after.map(|m| m.decode(&member_id)).transpose()?,
             },
-            ChangeV1::Inventory { lines, auto_growth_for } => Change::Inventory {
+            ChangeV1::Inventory {
+                lines,
+                auto_growth_for,
+            } => Change::Inventory {
                 lines: lines
                     .into_iter()
                     .map(|l| {
@@ -378,14 +448,28 @@ impl AuditRecord {
                             .get(usize::from(l.product))
                             .copied()
                             .ok_or_else(|| corrupt(WHAT, format!("product {}", l.product)))?;
-                        Ok(CartLine { product, from: l.from, to: l.to, this_month: l.this_month, next_month: l.next_month })
+                        Ok(CartLine {
+                            product,
+                            from: l.from,
+                            to: l.to,
+                            this_month: l.this_month,
+                            next_month: l.next_month,
+                        })
                     })
                     .collect::<Result<Vec<_>, Corrupt>>()?,
                 auto_growth_for,
             },
-            ChangeV1::Clock { from, to } => Change::Clock { from: from.decode(WHAT)?, to: to.decode(WHAT)? },
+            ChangeV1::Clock { from, to } => Change::Clock {
+                from: from.decode(WHAT)?,
+                to: to.decode(WHAT)?,
+            },
         };
-        Ok(AuditEntry { sequence, time: time.decode(WHAT)?, actor, change })
+        Ok(AuditEntry {
+            sequence,
+            time: time.decode(WHAT)?,
+            actor,
+            change,
+        })
     }
 }
 

@@ -1,0 +1,323 @@
+//! Store operations on temporary databases: refusals write nothing, carts race, data reopens.
+
+use std::{path::Path, sync::Barrier};
+
+use licensing_core::{
+    AccountSettings, Channel, Inventory, MemberSettingsInput, Permission, PriceListInput, Skill,
+    UNAUTHENTICATED, Zone,
+};
+
+use super::*;
+use crate::StoreConfig;
+
+fn prices() -> PriceList {
+    PriceList::new(PriceListInput {
+        name: "test".into(),
+        version: 1,
+        currency: "EUR".into(),
+        seat_monthly: [500, 2900, 4900, 6900, 9900],
+        seat_daily_professional: 290,
+        seat_daily_enterprise: 390,
+        recording_unit_monthly: 700,
+        outbound_seat_monthly: 1500,
+        speech_to_text_minute: 2,
+        power_pack: 4900,
+    })
+    .expect("valid prices")
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(&StoreConfig {
+        path: dir.join("db"),
+        cache_capacity_bytes: 8 << 20,
+    })
+    .expect("open")
+}
+
+fn now() -> Timestamp {
+    "2026-03-10T12:00:00Z".parse().expect("timestamp")
+}
+
+fn new_account(store: &Store, id: &str, auto_growth: bool) -> Account {
+    let zone = Zone::new("Europe/Prague").expect("zone");
+    let mut settings = AccountSettings::new(zone.clone());
+    settings.auto_growth = auto_growth;
+    let account = Account {
+        id: id.to_owned(),
+        settings,
+        sandbox: false,
+        created_at: now(),
+        clock: None,
+        inventory: Inventory::new(zone.month(now())),
+        audit_sequence: 0,
+    };
+    store
+        .create_account(account, UNAUTHENTICATED)
+        .expect("create account")
+}
+
+fn agent() -> MemberSettings {
+    MemberSettings::new(MemberSettingsInput {
+        permissions: vec![Permission::Communication],
+        skills: vec![Skill {
+            id: "voice".into(),
+            channel: Channel::Voice,
+        }],
+        ..Default::default()
+    })
+    .expect("valid")
+}
+
+fn seats(store: &Store, account: &str, product: Product, count: u32) {
+    let revision = store.account(account).expect("account").inventory.revision;
+    store
+        .adjust_inventory(
+            account,
+            &[SeatChange {
+                product,
+                seats: count,
+            }],
+            Some(revision),
+            now(),
+            &prices(),
+            "test",
+        )
+        .expect("confirm");
+}
+
+fn trail_len(store: &Store, account: &str) -> usize {
+    store.audit_trail(account, 1).count()
+}
+
+#[test]
+fn accounts_are_created_once_and_read_back_after_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        new_account(&store, "acme", false);
+        let again = store.create_account(store.account("acme").expect("account"), UNAUTHENTICATED);
+        assert!(matches!(again, Err(OpError::AccountExists(id)) if id == "acme"));
+        assert!(matches!(
+            store.account("nope"),
+            Err(OpError::AccountNotFound(_))
+        ));
+    }
+    let store = open(dir.path());
+    let account = store.account("acme").expect("reopened");
+    assert_eq!(account.settings.zone.name(), "Europe/Prague");
+    let entries: Vec<_> = store
+        .audit_trail("acme", 1)
+        .map(|e| e.expect("entry"))
+        .collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, UNAUTHENTICATED);
+    assert!(matches!(
+        entries[0].change,
+        Change::AccountSettings { before: None, .. }
+    ));
+}
+
+#[test]
+fn applying_without_a_free_seat_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    new_account(&store, "acme", false);
+    seats(&store, "acme", Product::StandardSeat, 1);
+    store
+        .apply_member("acme", "alice", &agent(), now(), &prices(), "test")
+        .expect("first seat");
+    let before = store.account("acme").expect("account");
+    let entries = trail_len(&store, "acme");
+
+    let error = store
+        .apply_member("acme", "bob", &agent(), now(), &prices(), "test")
+        .expect_err("no seat");
+    assert_eq!(
+        error.to_string(),
+        "no free seat: 1 STANDARD_SEAT missing (2 needed, 1 bought); buy seats with AdjustInventory or turn on auto_growth"
+    );
+    assert!(matches!(
+        store.member("acme", "bob"),
+        Err(OpError::MemberNotFound { .. })
+    ));
+    assert_eq!(store.account("acme").expect("account"), before);
+    assert_eq!(trail_len(&store, "acme"), entries);
+
+    // Re-applying alice keeps her seat.
+    store
+        .apply_member("acme", "alice", &agent(), now(), &prices(), "test")
+        .expect("same seat");
+}
+
+#[test]
+fn auto_growth_buys_the_seat_and_records_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    new_account(&store, "acme", true);
+    let applied = store
+        .apply_member("acme", "alice", &agent(), now(), &prices(), "test")
+        .expect("grows");
+    assert_eq!(applied.growth.len(), 1);
+    let inventory = store.account("acme").expect("account").inventory;
+    assert_eq!(
+        (
+            inventory.seats.get(Product::StandardSeat),
+            inventory.in_use.get(Product::StandardSeat)
+        ),
+        (1, 1)
+    );
+    let last = store
+        .audit_trail("acme", 1)
+        .last()
+        .expect("entries")
+        .expect("entry");
+    assert_eq!(
+        last.change,
+        Change::Inventory {
+            lines: applied.growth,
+            auto_growth_for: Some("alice".into())
+        }
+    );
+}
+
+#[test]
+fn carts_preview_without_writing_and_confirm_only_the_current_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    new_account(&store, "acme", false);
+    let change = [SeatChange {
+        product: Product::ProfessionalSeat,
+        seats: 3,
+    }];
+    let preview = store
+        .adjust_inventory("acme", &change, None, now(), &prices(), "test")
+        .expect("preview");
+    assert!(!preview.confirmed);
+    assert_eq!(preview.cart.this_month, 3 * 4900);
+    assert_eq!(
+        store.account("acme").expect("account").inventory.seats,
+        Seats::NONE
+    );
+
+    let revision = preview.account.inventory.revision;
+    store
+        .adjust_inventory("acme", &change, Some(revision), now(), &prices(), "test")
+        .expect("confirm");
+    let stale = store.adjust_inventory("acme", &change, Some(revision), now(), &prices(), "test");
+    assert!(
+        matches!(stale, Err(OpError::StaleRevision { named, current }) if named == revision && current == revision + 1)
+    );
+}
+
+#[test]
+fn reductions_below_the_seats_in_use_name_the_members() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    new_account(&store, "acme", false);
+    seats(&store, "acme", Product::StandardSeat, 3);
+    for member in ["alice", "bob"] {
+        store
+            .apply_member("acme", member, &agent(), now(), &prices(), "test")
+            .expect("seat");
+    }
+    let change = [SeatChange {
+        product: Product::StandardSeat,
+        seats: 1,
+    }];
+    let error = store
+        .adjust_inventory("acme", &change, None, now(), &prices(), "test")
+        .expect_err("below in use");
+    assert_eq!(
+        error.to_string(),
+        "cannot reduce STANDARD_SEAT to 1: 2 in use by members alice, bob"
+    );
+    store
+        .remove_member("acme", "bob", now(), &prices(), "test")
+        .expect("remove");
+    store
+        .adjust_inventory("acme", &change, None, now(), &prices(), "test")
+        .expect("now fits");
+}
+
+#[test]
+fn two_confirms_racing_on_one_revision_exactly_one_wins() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        new_account(&store, "acme", false);
+        let revision = store.account("acme").expect("account").inventory.revision;
+        let barrier = Barrier::new(2);
+        let outcomes: Vec<Result<Adjusted, OpError>> = std::thread::scope(|scope| {
+            let racers: Vec<_> = [4, 7]
+                .into_iter()
+                .map(|count| {
+                    let (store, barrier) = (&store, &barrier);
+                    scope.spawn(move || {
+                        let change = [SeatChange {
+                            product: Product::StandardSeat,
+                            seats: count,
+                        }];
+                        barrier.wait();
+                        store.adjust_inventory(
+                            "acme",
+                            &change,
+                            Some(revision),
+                            now(),
+                            &prices(),
+                            "test",
+                        )
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("racer"))
+                .collect()
+        });
+        let winners: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Err(OpError::StaleRevision { .. }))),
+            "round {round}"
+        );
+        let won = winners[0].cart.after.seats.get(Product::StandardSeat);
+        let inventory = store.account("acme").expect("account").inventory;
+        assert_eq!(
+            inventory.seats.get(Product::StandardSeat),
+            won,
+            "round {round}"
+        );
+        assert_eq!(inventory.revision, revision + 1);
+        assert_eq!(
+            trail_len(&store, "acme"),
+            2,
+            "round {round}: one creation, one cart"
+        );
+    }
+}
+
+#[test]
+fn members_list_in_id_order_within_their_account_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    new_account(&store, "acme", true);
+    new_account(&store, "acme2", true);
+    for member in ["carol", "alice", "bob"] {
+        store
+            .apply_member("acme", member, &agent(), now(), &prices(), "test")
+            .expect("apply");
+    }
+    store
+        .apply_member("acme2", "zed", &agent(), now(), &prices(), "test")
+        .expect("apply");
+    let ids = |after| -> Vec<String> {
+        store
+            .members("acme", after)
+            .map(|m| m.expect("member").member_id)
+            .collect()
+    };
+    assert_eq!(ids(None), ["alice", "bob", "carol"]);
+    assert_eq!(ids(Some("alice")), ["bob", "carol"]);
+}
