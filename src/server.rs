@@ -6,7 +6,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use licensing_core::PriceList;
 use licensing_store::{Store, StoreError};
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, watch},
+};
 use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
@@ -82,6 +85,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
+    // Tells streams that follow changes to end, so that draining does not wait for them.
+    let (stop_streams, streams_stop) = watch::channel(false);
     health
         .set_serving::<LicensingServiceServer<Licensing>>()
         .await;
@@ -90,9 +95,14 @@ pub async fn run(
         .await;
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let licensing = LicensingServiceServer::new(Licensing::new(options.prices.clone()))
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+    let licensing = LicensingServiceServer::new(Licensing::new(
+        options.prices.clone(),
+        options.store.clone(),
+        health.clone(),
+        streams_stop,
+    ))
+    .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
     let ingestion = IngestionServiceServer::new(Ingestion)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
@@ -103,6 +113,7 @@ pub async fn run(
         let health = health.clone();
         async move {
             shutdown.await;
+            let _ = stop_streams.send(true);
             tracing::info!("shutting down: reporting NOT_SERVING and draining calls");
             health
                 .set_not_serving::<LicensingServiceServer<Licensing>>()

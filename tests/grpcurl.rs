@@ -255,17 +255,18 @@ fn invalid_resolve_member_requests_name_the_field_and_value() {
 fn methods_not_served_yet_say_so() {
     let server = Licensing::start();
     let error = server.call_err(
-        "licensing.v1.LicensingService/GetInventory",
+        "licensing.v1.LicensingService/GetStatement",
         &json!({ "accountId": "acme" }),
     );
     assert!(error.contains("Code: Unimplemented"), "{error}");
     assert!(
-        error.contains("GetInventory is not available in this version yet"),
+        error.contains("GetStatement is not available in this version yet"),
         "{error}"
     );
     let error = server.call_err(RESOLVE, &json!({ "settings": {}, "apply": true }));
     assert!(
-        error.contains("Code: Unimplemented") && error.contains("omit apply for a preview"),
+        error.contains("Code: InvalidArgument")
+            && error.contains("invalid account_id \"\": is required with apply"),
         "{error}"
     );
 }

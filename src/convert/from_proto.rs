@@ -2,7 +2,9 @@
 //! value in its error; unknown enum numbers are refused rather than mapped to a default.
 
 use licensing_core::{
-    BillingMode, Channel, MemberSettings, MemberSettingsInput, Permission, Role, Skill,
+    AccountSettings, BillingMode, Channel, MAX_ACCOUNT_ID_BYTES, MAX_MEMBER_ID_BYTES, MAX_SEATS,
+    MemberSettings, MemberSettingsInput, Permission, Product, RecordingRetention, Role, SeatChange,
+    Skill, Tier, Timestamp, Zone, check_id,
 };
 
 use crate::{api, error::ApiError};
@@ -100,6 +102,247 @@ fn channel(field: &str, number: i32) -> Result<Channel, ApiError> {
 
 fn unknown_enum(field: &str, number: i32, what: &str) -> ApiError {
     ApiError::invalid(field, number.to_string(), format!("unknown {what} number"))
+}
+
+/// An account id from the request field `account_id`.
+pub fn account_id(value: &str) -> Result<&str, ApiError> {
+    check_id("account_id", value, MAX_ACCOUNT_ID_BYTES)?;
+    Ok(value)
+}
+
+/// A member id from the request field `member_id`.
+pub fn member_id(value: &str) -> Result<&str, ApiError> {
+    check_id("member_id", value, MAX_MEMBER_ID_BYTES)?;
+    Ok(value)
+}
+
+/// A time zone by IANA name.
+fn zone(field: &str, name: &str) -> Result<Zone, ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            field,
+            "\"\"",
+            "must be an IANA time zone such as \"Europe/Prague\"",
+        ));
+    }
+    Zone::new(name)
+        .map_err(|_| ApiError::invalid(field, format!("{name:?}"), "is not a known IANA time zone"))
+}
+
+/// A recording retention; `None` when the message is absent.
+fn retention(
+    field: &str,
+    retention: Option<api::RecordingRetention>,
+) -> Result<Option<RecordingRetention>, ApiError> {
+    use api::recording_retention::Period;
+    match retention.and_then(|r| r.period) {
+        None => Ok(None),
+        Some(Period::FourteenDays(true)) => Ok(Some(RecordingRetention::FOURTEEN_DAYS)),
+        Some(Period::FourteenDays(false)) => Err(ApiError::invalid(
+            format!("{field}.fourteen_days"),
+            "false",
+            "set it to true, or set months",
+        )),
+        Some(Period::Months(months)) => {
+            RecordingRetention::months(months).map(Some).map_err(|_| {
+                ApiError::invalid(
+                    format!("{field}.months"),
+                    months.to_string(),
+                    "must be a positive multiple of 3, at most 1200 (or choose fourteen_days)",
+                )
+            })
+        }
+    }
+}
+
+/// The settings of a new account: `time_zone` is required, the rest has defaults.
+pub fn new_account_settings(
+    settings: Option<api::AccountSettings>,
+) -> Result<AccountSettings, ApiError> {
+    let settings = settings
+        .ok_or_else(|| ApiError::invalid("settings", "(unset)", "must be set, with a time_zone"))?;
+    let mut account = AccountSettings::new(zone("settings.time_zone", &settings.time_zone)?);
+    if let Some(retention) =
+        retention("settings.recording_retention", settings.recording_retention)?
+    {
+        account.recording_retention = retention;
+    }
+    account.auto_growth = settings.auto_growth;
+    account.grace_period_days = settings.grace_period_days;
+    account.speech_to_text = settings.speech_to_text;
+    account.speech_to_text_extra_minutes_cap = settings.speech_to_text_extra_minutes_cap;
+    account.power_pack = settings.power_pack;
+    account.smart_routing_packs_cap = settings.smart_routing_packs_cap;
+    account.ai_topics_packs_cap = settings.ai_topics_packs_cap;
+    account.ai_qa_packs_cap = settings.ai_qa_packs_cap;
+    account.ai_topics_on_calls = settings.ai_topics_on_calls;
+    account.validate("settings.")?;
+    Ok(account)
+}
+
+/// A validated change of account settings: each `Some` replaces the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsUpdate {
+    zone: Option<Zone>,
+    auto_growth: Option<bool>,
+    recording_retention: Option<RecordingRetention>,
+    grace_period_days: Option<u32>,
+    speech_to_text: Option<bool>,
+    speech_to_text_extra_minutes_cap: Option<Option<u32>>,
+    power_pack: Option<bool>,
+    smart_routing_packs_cap: Option<u32>,
+    ai_topics_packs_cap: Option<u32>,
+    ai_qa_packs_cap: Option<u32>,
+    ai_topics_on_calls: Option<bool>,
+}
+
+impl SettingsUpdate {
+    /// Applies the change; the rules between fields are checked on the result by the caller.
+    pub fn apply(&self, settings: &mut AccountSettings) {
+        let s = settings;
+        if let Some(zone) = &self.zone {
+            s.zone = zone.clone();
+        }
+        s.auto_growth = self.auto_growth.unwrap_or(s.auto_growth);
+        s.recording_retention = self.recording_retention.unwrap_or(s.recording_retention);
+        s.grace_period_days = self.grace_period_days.unwrap_or(s.grace_period_days);
+        s.speech_to_text = self.speech_to_text.unwrap_or(s.speech_to_text);
+        if let Some(cap) = self.speech_to_text_extra_minutes_cap {
+            s.speech_to_text_extra_minutes_cap = cap;
+        }
+        s.power_pack = self.power_pack.unwrap_or(s.power_pack);
+        s.smart_routing_packs_cap = self.smart_routing_packs_cap.or(s.smart_routing_packs_cap);
+        s.ai_topics_packs_cap = self.ai_topics_packs_cap.or(s.ai_topics_packs_cap);
+        s.ai_qa_packs_cap = self.ai_qa_packs_cap.or(s.ai_qa_packs_cap);
+        s.ai_topics_on_calls = self.ai_topics_on_calls.unwrap_or(s.ai_topics_on_calls);
+    }
+}
+
+/// The change an `UpdateAccount` request asks for.
+pub fn settings_update(request: &api::UpdateAccountRequest) -> Result<SettingsUpdate, ApiError> {
+    if request.clear_speech_to_text_extra_minutes_cap
+        && request.speech_to_text_extra_minutes_cap.is_some()
+    {
+        return Err(ApiError::invalid(
+            "clear_speech_to_text_extra_minutes_cap",
+            "true",
+            "contradicts speech_to_text_extra_minutes_cap: set one of them",
+        ));
+    }
+    Ok(SettingsUpdate {
+        zone: request
+            .time_zone
+            .as_deref()
+            .map(|name| zone("time_zone", name))
+            .transpose()?,
+        auto_growth: request.auto_growth,
+        recording_retention: retention("recording_retention", request.recording_retention)?,
+        grace_period_days: request.grace_period_days,
+        speech_to_text: request.speech_to_text,
+        speech_to_text_extra_minutes_cap: if request.clear_speech_to_text_extra_minutes_cap {
+            Some(None)
+        } else {
+            request.speech_to_text_extra_minutes_cap.map(Some)
+        },
+        power_pack: request.power_pack,
+        smart_routing_packs_cap: request.smart_routing_packs_cap,
+        ai_topics_packs_cap: request.ai_topics_packs_cap,
+        ai_qa_packs_cap: request.ai_qa_packs_cap,
+        ai_topics_on_calls: request.ai_topics_on_calls,
+    })
+}
+
+/// A seat product.
+fn product(field: &str, number: i32) -> Result<Product, ApiError> {
+    Ok(match api::Product::try_from(number) {
+        Ok(api::Product::DashboardSeat) => Product::DashboardSeat,
+        Ok(api::Product::StandardSeat) => Product::StandardSeat,
+        Ok(api::Product::ProfessionalSeat) => Product::ProfessionalSeat,
+        Ok(api::Product::EnterpriseSeat) => Product::EnterpriseSeat,
+        Ok(api::Product::DeveloperSeat) => Product::DeveloperSeat,
+        Ok(api::Product::OutboundSeat) => Product::OutboundSeat,
+        Ok(api::Product::CallRecordingUnit) => {
+            return Err(ApiError::invalid(
+                field,
+                "PRODUCT_CALL_RECORDING_UNIT",
+                "is not a seat product: recording units follow the recorded members",
+            ));
+        }
+        Ok(api::Product::Unspecified) => {
+            return Err(ApiError::invalid(
+                field,
+                "PRODUCT_UNSPECIFIED",
+                "must be set",
+            ));
+        }
+        Err(_) => return Err(unknown_enum(field, number, "product")),
+    })
+}
+
+/// The seat counts of a cart.
+pub fn seat_changes(changes: &[api::SeatChange]) -> Result<Vec<SeatChange>, ApiError> {
+    if changes.is_empty() {
+        return Err(ApiError::invalid(
+            "changes",
+            "[]",
+            "must name at least one product",
+        ));
+    }
+    changes
+        .iter()
+        .enumerate()
+        .map(|(i, change)| {
+            let product = product(&format!("changes[{i}].product"), change.product)?;
+            if change.seats > MAX_SEATS {
+                return Err(ApiError::invalid(
+                    format!("changes[{i}].seats"),
+                    change.seats.to_string(),
+                    format!("must be at most {MAX_SEATS}"),
+                ));
+            }
+            Ok(SeatChange {
+                product,
+                seats: change.seats,
+            })
+        })
+        .collect()
+}
+
+/// A tier filter; empty means every tier.
+pub fn tiers(field: &str, numbers: &[i32]) -> Result<Vec<Tier>, ApiError> {
+    numbers
+        .iter()
+        .enumerate()
+        .map(|(i, &number)| {
+            let field = format!("{field}[{i}]");
+            Ok(match api::Tier::try_from(number) {
+                Ok(api::Tier::Dashboard) => Tier::Dashboard,
+                Ok(api::Tier::Standard) => Tier::Standard,
+                Ok(api::Tier::Professional) => Tier::Professional,
+                Ok(api::Tier::Enterprise) => Tier::Enterprise,
+                Ok(api::Tier::Developer) => Tier::Developer,
+                Ok(api::Tier::Unspecified) => {
+                    return Err(ApiError::invalid(
+                        field,
+                        "TIER_UNSPECIFIED",
+                        "must be a tier",
+                    ));
+                }
+                Err(_) => return Err(unknown_enum(&field, number, "tier")),
+            })
+        })
+        .collect()
+}
+
+/// An instant.
+pub fn timestamp(field: &str, value: &prost_types::Timestamp) -> Result<Timestamp, ApiError> {
+    Timestamp::new(value.seconds, value.nanos).map_err(|_| {
+        ApiError::invalid(
+            field,
+            format!("{}s {}ns", value.seconds, value.nanos),
+            "is not a valid timestamp",
+        )
+    })
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! Domain → wire.
 
 use licensing_core::{
-    AddOn, AddOnLine, BillingMode, BillingReason, Currency, Permission, PermissionSet, PriceItem,
-    PriceLine, PriceList, Reason, Resolution, Tier, Trigger,
+    Account, AccountSettings, AddOn, AddOnLine, AuditEntry, BillingMode, BillingReason, CartLine,
+    Change, Channel, Currency, Inventory, MemberSettings, Permission, PermissionSet, PriceItem,
+    PriceLine, PriceList, Product, Reason, RecordingRetention, Resolution, Role, StoredMember,
+    Tier, Timestamp, Trigger, resolve,
 };
 
 use crate::api;
@@ -149,5 +151,195 @@ pub fn seat_product(tier: Tier) -> api::Product {
         Tier::Professional => api::Product::ProfessionalSeat,
         Tier::Enterprise => api::Product::EnterpriseSeat,
         Tier::Developer => api::Product::DeveloperSeat,
+    }
+}
+
+/// An instant.
+pub fn timestamp(at: Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.as_second(),
+        nanos: at.subsec_nanosecond(),
+    }
+}
+
+/// A recording retention.
+pub fn retention(retention: RecordingRetention) -> api::RecordingRetention {
+    use api::recording_retention::Period as P;
+    api::RecordingRetention {
+        period: Some(match retention.as_months() {
+            None => P::FourteenDays(true),
+            Some(months) => P::Months(months),
+        }),
+    }
+}
+
+/// An account's settings.
+pub fn account_settings(s: &AccountSettings) -> api::AccountSettings {
+    api::AccountSettings {
+        time_zone: s.zone.name().to_owned(),
+        auto_growth: s.auto_growth,
+        recording_retention: Some(retention(s.recording_retention)),
+        grace_period_days: s.grace_period_days,
+        speech_to_text: s.speech_to_text,
+        speech_to_text_extra_minutes_cap: s.speech_to_text_extra_minutes_cap,
+        power_pack: s.power_pack,
+        smart_routing_packs_cap: s.smart_routing_packs_cap,
+        ai_topics_packs_cap: s.ai_topics_packs_cap,
+        ai_qa_packs_cap: s.ai_qa_packs_cap,
+        ai_topics_on_calls: s.ai_topics_on_calls,
+    }
+}
+
+/// An account, with its current time.
+pub fn account(account: &Account, real_now: Timestamp) -> api::Account {
+    api::Account {
+        account_id: account.id.clone(),
+        settings: Some(account_settings(&account.settings)),
+        sandbox: account.sandbox,
+        now: Some(timestamp(account.now(real_now))),
+        created_at: Some(timestamp(account.created_at)),
+    }
+}
+
+/// Member settings as the caller gave them (listed permissions, not the effective set).
+pub fn member_settings(settings: &MemberSettings) -> api::MemberSettings {
+    api::MemberSettings {
+        role: (match settings.role() {
+            None => api::Role::Unspecified,
+            Some(Role::User) => api::Role::User,
+            Some(Role::TeamLeader) => api::Role::TeamLeader,
+            Some(Role::Administrator) => api::Role::Administrator,
+        }) as i32,
+        permissions: permissions(settings.listed_permissions()),
+        skills: settings
+            .skills()
+            .iter()
+            .map(|skill| api::Skill {
+                id: skill.id.clone(),
+                channel: (match skill.channel {
+                    Channel::Voice => api::Channel::Voice,
+                    Channel::Email => api::Channel::Email,
+                    Channel::Chat => api::Channel::Chat,
+                    Channel::Sms => api::Channel::Sms,
+                }) as i32,
+            })
+            .collect(),
+        track_statistics: settings.track_statistics(),
+        call_recording: settings.call_recording(),
+        outbound_calling: settings.outbound_calling(),
+        billing_preference: billing_mode(settings.billing_preference()) as i32,
+    }
+}
+
+/// A stored member, with the licence their settings resolve to under the account's retention.
+pub fn member(account: &Account, member: &StoredMember, prices: &PriceList) -> api::Member {
+    let resolution = resolve(
+        &member.settings,
+        account.settings.recording_retention,
+        prices,
+    );
+    api::Member {
+        account_id: account.id.clone(),
+        member_id: member.member_id.clone(),
+        settings: Some(member_settings(&member.settings)),
+        licence: Some(licence(&resolution, prices)),
+        updated_at: Some(timestamp(member.updated_at)),
+    }
+}
+
+/// A seat product.
+pub fn product(product: Product) -> api::Product {
+    match product {
+        Product::DashboardSeat => api::Product::DashboardSeat,
+        Product::StandardSeat => api::Product::StandardSeat,
+        Product::ProfessionalSeat => api::Product::ProfessionalSeat,
+        Product::EnterpriseSeat => api::Product::EnterpriseSeat,
+        Product::DeveloperSeat => api::Product::DeveloperSeat,
+        Product::OutboundSeat => api::Product::OutboundSeat,
+    }
+}
+
+/// Each product's seats, use and peak.
+pub fn seat_counts(inventory: &Inventory) -> Vec<api::SeatCount> {
+    Product::ALL
+        .into_iter()
+        .map(|p| api::SeatCount {
+            product: product(p) as i32,
+            seats: inventory.seats.get(p),
+            in_use: inventory.in_use.get(p),
+            peak_this_month: inventory.peak.get(p),
+        })
+        .collect()
+}
+
+/// An inventory, as of the month it is in.
+pub fn inventory(inventory: &Inventory) -> api::Inventory {
+    api::Inventory {
+        seats: seat_counts(inventory),
+        revision: inventory.revision,
+        month: inventory.month.to_string(),
+    }
+}
+
+/// A cart line.
+pub fn cart_line(line: &CartLine, currency: Currency) -> api::CartLine {
+    api::CartLine {
+        product: product(line.product) as i32,
+        from: line.from,
+        to: line.to,
+        this_month: Some(money(line.this_month, currency)),
+        next_month: Some(money(line.next_month, currency)),
+    }
+}
+
+/// One member's row of the usage overview.
+pub fn member_usage(member: &StoredMember, resolution: &Resolution) -> api::MemberUsage {
+    api::MemberUsage {
+        member_id: member.member_id.clone(),
+        tier: tier(resolution.tier) as i32,
+        add_ons: resolution.add_ons().iter().map(add_on_line).collect(),
+        billing_mode: billing_mode(resolution.billing.effective) as i32,
+        reasons: resolution.reasons().iter().map(reason).collect(),
+    }
+}
+
+/// An audit entry. Members in it are shown with the licence of their settings under the
+/// account's current retention and price list.
+pub fn audit_entry(account: &Account, entry: &AuditEntry, prices: &PriceList) -> api::AuditEntry {
+    use api::audit_entry::Change as C;
+    let change = match &entry.change {
+        Change::AccountSettings { before, after } => {
+            C::AccountSettings(api::AccountSettingsChange {
+                before: before.as_ref().map(account_settings),
+                after: Some(account_settings(after)),
+            })
+        }
+        Change::Member { before, after } => C::Member(api::MemberChange {
+            before: before.as_ref().map(|m| member(account, m, prices)),
+            after: after.as_ref().map(|m| member(account, m, prices)),
+        }),
+        Change::Inventory {
+            lines,
+            auto_growth_for,
+        } => C::Inventory(api::InventoryChange {
+            lines: lines
+                .iter()
+                .map(|l| cart_line(l, prices.currency()))
+                .collect(),
+            auto_growth: auto_growth_for.is_some(),
+            member_id: auto_growth_for.clone().unwrap_or_default(),
+        }),
+        Change::Clock { from, to } => C::Clock(api::ClockChange {
+            from: Some(timestamp(*from)),
+            to: Some(timestamp(*to)),
+        }),
+    };
+    api::AuditEntry {
+        sequence: entry.sequence,
+        time: Some(timestamp(entry.time)),
+        actor: Some(api::Actor {
+            principal: entry.actor.clone(),
+        }),
+        change: Some(change),
     }
 }

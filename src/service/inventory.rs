@@ -1,0 +1,85 @@
+//! GetInventory and AdjustInventory (the cart).
+
+use licensing_core::UNAUTHENTICATED;
+use tonic::Status;
+
+use super::{CommittedChange, Licensing};
+use crate::{
+    api,
+    convert::{from_proto, to_proto},
+    error::{ApiError, status},
+};
+
+impl Licensing {
+    pub(super) async fn get_inventory(
+        &self,
+        request: api::GetInventoryRequest,
+    ) -> Result<api::GetInventoryResponse, Status> {
+        let account_id = from_proto::account_id(&request.account_id)
+            .map_err(status)?
+            .to_owned();
+        let account = self
+            .blocking(move |store| store.account(&account_id))
+            .await?;
+        let month = account.settings.zone.month(account.now(Self::real_now()));
+        Ok(api::GetInventoryResponse {
+            inventory: Some(to_proto::inventory(&account.inventory.as_of(month))),
+        })
+    }
+
+    pub(super) async fn adjust_inventory(
+        &self,
+        request: api::AdjustInventoryRequest,
+    ) -> Result<api::AdjustInventoryResponse, Status> {
+        let account_id = from_proto::account_id(&request.account_id)
+            .map_err(status)?
+            .to_owned();
+        let changes = from_proto::seat_changes(&request.changes).map_err(status)?;
+        if !request.confirm && request.revision != 0 {
+            return Err(status(ApiError::invalid(
+                "revision",
+                request.revision.to_string(),
+                "is only read with confirm: set confirm to true, or omit revision for a preview",
+            )));
+        }
+        let confirm = request.confirm.then_some(request.revision);
+        let (prices, now) = (self.prices.clone(), Self::real_now());
+        let op = move |store: &licensing_store::Store| {
+            store.adjust_inventory(
+                &account_id,
+                &changes,
+                confirm,
+                now,
+                &prices,
+                UNAUTHENTICATED,
+            )
+        };
+        let adjusted = if request.confirm {
+            self.write(op).await?
+        } else {
+            self.blocking(op).await?
+        };
+        if adjusted.confirmed && !adjusted.cart.lines.is_empty() {
+            self.announce(&adjusted.account.id, CommittedChange::Account);
+        }
+        let currency = self.prices.currency();
+        let cart = &adjusted.cart;
+        Ok(api::AdjustInventoryResponse {
+            lines: cart
+                .lines
+                .iter()
+                .map(|l| to_proto::cart_line(l, currency))
+                .collect(),
+            this_month: Some(to_proto::money(cart.this_month, currency)),
+            next_month: Some(to_proto::money(cart.next_month, currency)),
+            // A preview answers the revision to confirm; a confirm, the one it wrote.
+            revision: if adjusted.confirmed {
+                cart.after.revision
+            } else {
+                adjusted.account.inventory.revision
+            },
+            confirmed: adjusted.confirmed,
+            inventory: Some(to_proto::inventory(&cart.after)),
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! `licensing.v1.LicensingService`: thin handlers that validate and convert (`from_proto`), call
+//! the domain or the store, and convert back (`to_proto`).
+//!
+//! Writes run on the blocking pool (sled blocks), are made durable with `Store::flush` and only
+//! then answered and announced to `GetUsage` followers. The first storage error turns every
+//! service NOT_SERVING and stops writes until a restart.
+
+mod accounts;
+mod inventory;
+mod members;
+mod usage;
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use licensing_core::{PriceList, Timestamp};
+use licensing_store::{OpError, Store};
+use tokio::sync::{broadcast, watch};
+use tonic::{Request, Response, Status};
+use tonic_health::server::HealthReporter;
+
+use crate::{
+    api::{self, licensing_service_server::LicensingService},
+    error::{ApiError, status},
+};
+
+/// A server-streaming response.
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Committed changes kept for `GetUsage` followers that fall behind; beyond that they resend
+/// their snapshot.
+const CHANGES_BUFFER: usize = 4096;
+
+/// A change made durable, announced to `GetUsage` followers.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    account_id: Arc<str>,
+    what: CommittedChange,
+}
+
+#[derive(Debug, Clone)]
+enum CommittedChange {
+    /// A member was applied.
+    Member(String),
+    /// A member was removed.
+    Removed(String),
+    /// The inventory or the account's settings changed.
+    Account,
+}
+
+/// The handlers of `LicensingService`.
+#[derive(Debug, Clone)]
+pub struct Licensing {
+    prices: Arc<PriceList>,
+    store: Store,
+    health: HealthReporter,
+    changes: broadcast::Sender<Committed>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Licensing {
+    /// Handlers over `store`, pricing with `prices`. `health` is turned NOT_SERVING on a storage
+    /// failure; streams that follow changes end when `shutdown` turns true.
+    pub fn new(
+        prices: Arc<PriceList>,
+        store: Store,
+        health: HealthReporter,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let (changes, _) = broadcast::channel(CHANGES_BUFFER);
+        Licensing {
+            prices,
+            store,
+            health,
+            changes,
+            shutdown,
+        }
+    }
+
+    /// The real time. Sandbox accounts replace it with their own clock in the store.
+    fn real_now() -> Timestamp {
+        Timestamp::now()
+    }
+
+    /// Runs a store operation on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, OpError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|e| status(ApiError::Internal(format!("store task failed: {e}"))))?;
+        result.map_err(|e| self.refused(e))
+    }
+
+    /// Runs a store write, then makes it durable. Only an `Ok` from here may be acknowledged.
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, OpError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let value = self.blocking(op).await?;
+        self.store
+            .flush()
+            .await
+            .map_err(|e| self.refused(e.into()))?;
+        Ok(value)
+    }
+
+    /// The status of a refused operation; a storage failure also turns health NOT_SERVING.
+    fn refused(&self, error: OpError) -> Status {
+        if self.store.has_failed() {
+            let health = self.health.clone();
+            tokio::spawn(async move {
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                for service in [
+                    "licensing.v1.LicensingService",
+                    "licensing.v1.IngestionService",
+                ] {
+                    health
+                        .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+            });
+        }
+        status(error.into())
+    }
+
+    fn announce(&self, account_id: &str, what: CommittedChange) {
+        // No follower is not an error.
+        let _ = self.changes.send(Committed {
+            account_id: account_id.into(),
+            what,
+        });
+    }
+}
+
+/// The answer of a method that is part of the contract but not served yet.
+fn not_yet(method: &'static str) -> Status {
+    status(ApiError::Unimplemented(method))
+}
+
+#[tonic::async_trait]
+impl LicensingService for Licensing {
+    async fn resolve_member(
+        &self,
+        request: Request<api::ResolveMemberRequest>,
+    ) -> Result<Response<api::ResolveMemberResponse>, Status> {
+        self.resolve_member(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_member(
+        &self,
+        request: Request<api::GetMemberRequest>,
+    ) -> Result<Response<api::GetMemberResponse>, Status> {
+        self.get_member(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<api::ListMembersRequest>,
+    ) -> Result<Response<api::ListMembersResponse>, Status> {
+        self.list_members(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<api::RemoveMemberRequest>,
+    ) -> Result<Response<api::RemoveMemberResponse>, Status> {
+        self.remove_member(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_account(
+        &self,
+        request: Request<api::CreateAccountRequest>,
+    ) -> Result<Response<api::CreateAccountResponse>, Status> {
+        self.create_account(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<api::GetAccountRequest>,
+    ) -> Result<Response<api::GetAccountResponse>, Status> {
+        self.get_account(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_account(
+        &self,
+        request: Request<api::UpdateAccountRequest>,
+    ) -> Result<Response<api::UpdateAccountResponse>, Status> {
+        self.update_account(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn advance_clock(
+        &self,
+        _: Request<api::AdvanceClockRequest>,
+    ) -> Result<Response<api::AdvanceClockResponse>, Status> {
+        Err(not_yet("AdvanceClock is not available in this version yet"))
+    }
+
+    async fn get_inventory(
+        &self,
+        request: Request<api::GetInventoryRequest>,
+    ) -> Result<Response<api::GetInventoryResponse>, Status> {
+        self.get_inventory(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn adjust_inventory(
+        &self,
+        request: Request<api::AdjustInventoryRequest>,
+    ) -> Result<Response<api::AdjustInventoryResponse>, Status> {
+        self.adjust_inventory(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type GetUsageStream = ResponseStream<api::GetUsageResponse>;
+
+    async fn get_usage(
+        &self,
+        request: Request<api::GetUsageRequest>,
+    ) -> Result<Response<Self::GetUsageStream>, Status> {
+        self.get_usage(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ReadAuditTrailStream = ResponseStream<api::ReadAuditTrailResponse>;
+
+    async fn read_audit_trail(
+        &self,
+        request: Request<api::ReadAuditTrailRequest>,
+    ) -> Result<Response<Self::ReadAuditTrailStream>, Status> {
+        self.read_audit_trail(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_statement(
+        &self,
+        _: Request<api::GetStatementRequest>,
+    ) -> Result<Response<api::GetStatementResponse>, Status> {
+        Err(not_yet("GetStatement is not available in this version yet"))
+    }
+
+    async fn check_quota(
+        &self,
+        _: Request<api::CheckQuotaRequest>,
+    ) -> Result<Response<api::CheckQuotaResponse>, Status> {
+        Err(not_yet("CheckQuota is not available in this version yet"))
+    }
+}
