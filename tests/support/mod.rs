@@ -24,7 +24,9 @@ pub struct Licensing {
     /// The bound address, `127.0.0.1:PORT`.
     pub address: String,
     logs: Arc<Mutex<Vec<String>>>,
-    _data: tempfile::TempDir,
+    /// The database folder.
+    pub data_dir: PathBuf,
+    _owned_data: Option<tempfile::TempDir>,
 }
 
 impl Licensing {
@@ -32,6 +34,14 @@ impl Licensing {
     /// health check answers SERVING.
     pub fn start() -> Licensing {
         let data = tempfile::tempdir().expect("temporary data folder");
+        let mut server = Licensing::start_at(data.path().join("db"));
+        server._owned_data = Some(data);
+        server
+    }
+
+    /// Starts the binary on `127.0.0.1:0` with its database in `data_dir`, which outlives it (for
+    /// restarts), and waits until it is SERVING.
+    pub fn start_at(data_dir: PathBuf) -> Licensing {
         let mut command = Command::new(env!("CARGO_BIN_EXE_licensing"));
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("LICENSING_") {
@@ -40,7 +50,7 @@ impl Licensing {
         }
         let mut child = command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path().join("db"))
+            .arg(&data_dir)
             .args(["--log", "info"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -77,7 +87,8 @@ impl Licensing {
             child,
             address,
             logs,
-            _data: data,
+            data_dir,
+            _owned_data: None,
         };
         server.wait_until_serving();
         server
@@ -160,6 +171,37 @@ impl Licensing {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The `http://` endpoint, for generated gRPC clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Calls a server-streaming method and returns every response message.
+    pub fn call_stream(&self, method: &str, request: &serde_json::Value) -> Vec<serde_json::Value> {
+        let output = self.grpcurl(&["-d", &request.to_string(), method]);
+        assert!(
+            output.status.success(),
+            "{method} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::Deserializer::from_slice(&output.stdout)
+            .into_iter::<serde_json::Value>()
+            .collect::<Result<_, _>>()
+            .expect("grpcurl printed JSON messages")
     }
 
     fn wait_for_logs(&self) -> Vec<String> {
