@@ -105,11 +105,11 @@ fn an_operator_session_from_account_to_audit_trail() {
     confirm["revision"] = preview["revision"].clone();
     let confirmed = server.call(&method("AdjustInventory"), &confirm);
     assert_eq!(confirmed["confirmed"], true);
-    assert_eq!(confirmed["revision"], "1");
+    assert_eq!(confirmed["revision"], "2");
     let stale = server.call_err(&method("AdjustInventory"), &confirm);
     assert!(
         stale.contains("Code: Aborted")
-            && stale.contains("the inventory is at revision 1; preview the cart again"),
+            && stale.contains("the inventory is at revision 2; preview the cart again"),
         "{stale}"
     );
 

@@ -79,7 +79,15 @@ impl Licensing {
                 adjusted.account.inventory.revision
             },
             confirmed: adjusted.confirmed,
-            inventory: Some(to_proto::inventory(&cart.after)),
+            inventory: Some(to_proto::inventory(&if adjusted.confirmed {
+                cart.after
+            } else {
+                // As it would be; its revision stays the one to confirm.
+                licensing_core::Inventory {
+                    revision: adjusted.account.inventory.revision,
+                    ..cart.after
+                }
+            })),
         })
     }
 }

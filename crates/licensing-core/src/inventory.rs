@@ -146,14 +146,15 @@ pub struct ClosedPeak {
 }
 
 impl Inventory {
-    /// An empty inventory starting in `month`.
+    /// An empty inventory starting in `month`. Revisions start at 1, so that a revision is never
+    /// the zero an unset request field carries.
     pub fn new(month: BillingMonth) -> Inventory {
         Inventory {
             seats: Seats::NONE,
             in_use: Seats::NONE,
             month,
             peak: Seats::NONE,
-            revision: 0,
+            revision: 1,
         }
     }
 
