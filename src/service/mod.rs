@@ -10,7 +10,13 @@ mod inventory;
 mod members;
 mod usage;
 
-use std::{pin::Pin, sync::Arc};
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use futures::Stream;
 use licensing_core::{PriceList, Timestamp};
@@ -56,6 +62,25 @@ pub struct Licensing {
     health: HealthReporter,
     changes: broadcast::Sender<Committed>,
     shutdown: watch::Receiver<bool>,
+    /// `GetUsage` streams still being served.
+    streams: Arc<AtomicUsize>,
+}
+
+/// Counts a usage stream while it is alive.
+#[derive(Debug)]
+struct StreamGuard(Arc<AtomicUsize>);
+
+impl StreamGuard {
+    fn new(count: &Arc<AtomicUsize>) -> StreamGuard {
+        count.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(count.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Licensing {
@@ -74,7 +99,13 @@ impl Licensing {
             health,
             changes,
             shutdown,
+            streams: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// `GetUsage` streams being served now (their tasks end when the client leaves).
+    pub fn usage_streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
     }
 
     /// The real time. Sandbox accounts replace it with their own clock in the store.

@@ -151,7 +151,9 @@ impl Licensing {
         // Subscribe before the snapshot, so no change committed during it is missed.
         let changes = request.follow.then(|| self.changes.subscribe());
         let this = self.clone();
+        let guard = super::StreamGuard::new(&self.streams);
         tokio::spawn(async move {
+            let _guard = guard;
             if !this.snapshot(&account_id, &tiers, &tx).await {
                 return;
             }
@@ -324,3 +326,6 @@ impl Licensing {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }
+
+#[cfg(test)]
+mod tests;

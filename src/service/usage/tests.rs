@@ -1,0 +1,127 @@
+//! `GetUsage` with `follow`, in process: changes arrive as they are committed, and the stream's
+//! task ends as soon as the client leaves, without waiting for another change.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt as _;
+use licensing_store::{Store, StoreConfig};
+use tokio::{net::TcpListener, sync::watch};
+use tonic::transport::server::TcpIncoming;
+
+use super::*;
+use crate::api::licensing_service_client::LicensingServiceClient;
+use crate::api::licensing_service_server::LicensingServiceServer;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn next(stream: &mut tonic::Streaming<api::GetUsageResponse>) -> Part {
+    let message = tokio::time::timeout(DEADLINE, stream.next())
+        .await
+        .expect("a message in time");
+    message
+        .expect("stream open")
+        .expect("no error")
+        .part
+        .expect("a part")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&StoreConfig {
+        path: dir.path().join("db"),
+        cache_capacity_bytes: 8 << 20,
+    })
+    .expect("open");
+    let prices = Arc::new(crate::price_list::sample().expect("sample prices"));
+    let (health, _) = tonic_health::server::health_reporter();
+    let (_stop, stopping) = watch::channel(false);
+    let licensing = Licensing::new(prices, store, health, stopping);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let service = LicensingServiceServer::new(licensing.clone());
+    tokio::spawn(
+        crate::server::server_builder()
+            .add_service(service)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let mut client = LicensingServiceClient::connect(format!("http://{address}"))
+        .await
+        .expect("connect");
+
+    client
+        .create_account(api::CreateAccountRequest {
+            account_id: "acme".into(),
+            settings: Some(api::AccountSettings {
+                time_zone: "UTC".into(),
+                auto_growth: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("create account");
+    let mut stream = client
+        .get_usage(api::GetUsageRequest {
+            account_id: "acme".into(),
+            tiers: vec![],
+            follow: true,
+        })
+        .await
+        .expect("follow")
+        .into_inner();
+    assert!(matches!(next(&mut stream).await, Part::Summary(_)));
+    assert_eq!(next(&mut stream).await, Part::SnapshotComplete(true));
+    assert_eq!(licensing.usage_streams(), 1);
+
+    let settings = api::MemberSettings {
+        role: api::Role::User as i32,
+        skills: vec![api::Skill {
+            id: "voice".into(),
+            channel: api::Channel::Voice as i32,
+        }],
+        ..Default::default()
+    };
+    client
+        .resolve_member(api::ResolveMemberRequest {
+            account_id: "acme".into(),
+            member_id: "alice".into(),
+            settings: Some(settings),
+            apply: true,
+        })
+        .await
+        .expect("apply");
+    let Part::Summary(summary) = next(&mut stream).await else {
+        panic!("a summary first")
+    };
+    let standard = summary.products[1].seats.expect("seats");
+    assert_eq!((standard.seats, standard.in_use), (1, 1));
+    let Part::Members(rows) = next(&mut stream).await else {
+        panic!("then the member's row")
+    };
+    assert_eq!(rows.rows[0].member_id, "alice");
+
+    client
+        .remove_member(api::RemoveMemberRequest {
+            account_id: "acme".into(),
+            member_id: "alice".into(),
+        })
+        .await
+        .expect("remove");
+    assert!(matches!(next(&mut stream).await, Part::Summary(_)));
+    assert_eq!(
+        next(&mut stream).await,
+        Part::RemovedMemberId("alice".into())
+    );
+
+    // The client leaves; no further change happens, yet the stream's task must end.
+    drop(stream);
+    let started = tokio::time::Instant::now();
+    while licensing.usage_streams() > 0 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the follow task outlived its client"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
