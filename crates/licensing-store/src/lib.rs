@@ -213,6 +213,45 @@ mod tests {
     }
 
     #[test]
+    fn after_a_storage_error_every_write_is_refused_until_reopened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&config(dir.path())).expect("create");
+        assert!(!store.has_failed());
+        let io = std::io::Error::other("disk on fire");
+        store.failed_with(StoreError::Storage {
+            path: store.path.clone(),
+            source: sled::Error::Io(io),
+        });
+        assert!(store.has_failed());
+        let zone = licensing_core::Zone::utc();
+        let now = licensing_core::Timestamp::UNIX_EPOCH;
+        let account = licensing_core::Account {
+            id: "acme".into(),
+            inventory: licensing_core::Inventory::new(zone.month(now)),
+            settings: licensing_core::AccountSettings::new(zone),
+            sandbox: false,
+            created_at: now,
+            clock: None,
+            audit_sequence: 0,
+        };
+        let refused = store.create_account(account.clone(), "test");
+        assert!(
+            matches!(refused, Err(OpError::Store(StoreError::Failed { .. }))),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            store.account("acme"),
+            Err(OpError::AccountNotFound(_))
+        ));
+        drop(store);
+        let reopened = Store::open(&config(dir.path())).expect("reopen");
+        assert!(!reopened.has_failed());
+        reopened
+            .create_account(account, "test")
+            .expect("writes again after a restart");
+    }
+
+    #[test]
     fn a_second_open_of_the_same_folder_is_refused_by_the_lock() {
         // sled locks the folder for the lifetime of the Db, so two processes can never share it.
         let dir = tempfile::tempdir().expect("tempdir");
