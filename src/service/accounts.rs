@@ -4,11 +4,11 @@ use licensing_core::{Account, Inventory, UNAUTHENTICATED};
 use licensing_store::OpError;
 use tonic::Status;
 
-use super::{CommittedChange, Licensing, not_yet};
+use super::{CommittedChange, Licensing};
 use crate::{
     api,
     convert::{from_proto, to_proto},
-    error::status,
+    error::{ApiError, status},
 };
 
 impl Licensing {
@@ -20,19 +20,29 @@ impl Licensing {
             .map_err(status)?
             .to_owned();
         let settings = from_proto::new_account_settings(request.settings).map_err(status)?;
-        if request.sandbox || request.sandbox_clock_start.is_some() {
-            return Err(not_yet(
-                "sandbox accounts are not available in this version yet: omit sandbox",
-            ));
-        }
-        let now = Self::real_now();
+        let real_now = Self::real_now();
+        let clock = match (request.sandbox, &request.sandbox_clock_start) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(status(ApiError::invalid(
+                    "sandbox_clock_start",
+                    "(set)",
+                    "is only read for a sandbox account: set sandbox too",
+                )));
+            }
+            (true, None) => Some(real_now),
+            (true, Some(start)) => {
+                Some(from_proto::timestamp("sandbox_clock_start", start).map_err(status)?)
+            }
+        };
+        let now = clock.unwrap_or(real_now);
         let account = Account {
             inventory: Inventory::new(settings.zone.month(now)),
             id,
             settings,
-            sandbox: false,
+            sandbox: clock.is_some(),
             created_at: now,
-            clock: None,
+            clock,
             audit_sequence: 0,
         };
         let created = self
@@ -40,7 +50,7 @@ impl Licensing {
             .await?;
         self.announce(&created.id, CommittedChange::Account);
         Ok(api::CreateAccountResponse {
-            account: Some(to_proto::account(&created, now)),
+            account: Some(to_proto::account(&created, real_now)),
         })
     }
 
@@ -81,6 +91,32 @@ impl Licensing {
         self.announce(&account.id, CommittedChange::Account);
         Ok(api::UpdateAccountResponse {
             account: Some(to_proto::account(&account, now)),
+        })
+    }
+}
+
+impl Licensing {
+    pub(super) async fn advance_clock(
+        &self,
+        request: api::AdvanceClockRequest,
+    ) -> Result<api::AdvanceClockResponse, Status> {
+        let id = from_proto::account_id(&request.account_id)
+            .map_err(status)?
+            .to_owned();
+        let to = request.to.as_ref().ok_or_else(|| {
+            status(ApiError::invalid(
+                "to",
+                "(unset)",
+                "must be set to the new time",
+            ))
+        })?;
+        let to = from_proto::timestamp("to", to).map_err(status)?;
+        let account = self
+            .write(move |store| store.advance_clock(&id, to, UNAUTHENTICATED))
+            .await?;
+        self.announce(&account.id, CommittedChange::Account);
+        Ok(api::AdvanceClockResponse {
+            account: Some(to_proto::account(&account, Self::real_now())),
         })
     }
 }

@@ -240,9 +240,11 @@ impl LicensingService for Licensing {
 
     async fn advance_clock(
         &self,
-        _: Request<api::AdvanceClockRequest>,
+        request: Request<api::AdvanceClockRequest>,
     ) -> Result<Response<api::AdvanceClockResponse>, Status> {
-        Err(not_yet("AdvanceClock is not available in this version yet"))
+        self.advance_clock(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_inventory(

@@ -193,3 +193,115 @@ impl Account {
         self.clock.unwrap_or(real_now)
     }
 }
+
+/// Why a clock could not be advanced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockError {
+    /// Only sandbox accounts have a clock of their own.
+    #[error("account {0:?} is not a sandbox: its clock is the real time and cannot be advanced")]
+    NotSandbox(String),
+    /// Clocks only move forward.
+    #[error(
+        "invalid to {to}: before the sandbox clock's current time {now}; clocks only move forward"
+    )]
+    Backwards {
+        /// The clock's time.
+        now: jiff::Timestamp,
+        /// The requested time.
+        to: jiff::Timestamp,
+    },
+}
+
+impl Account {
+    /// Moves a sandbox's clock to `to` and the inventory into the month `to` falls in, returning
+    /// the months that closed on the way. Advancing to the current time changes nothing.
+    pub fn advance_clock(
+        &mut self,
+        to: jiff::Timestamp,
+    ) -> Result<Vec<crate::inventory::ClosedPeak>, ClockError> {
+        let Some(now) = self.clock else {
+            return Err(ClockError::NotSandbox(self.id.clone()));
+        };
+        if to < now {
+            return Err(ClockError::Backwards { now, to });
+        }
+        self.clock = Some(to);
+        Ok(self.inventory.roll_to(self.settings.zone.month(to)))
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use jiff::{Timestamp, ToSpan};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        calendar::Zone,
+        inventory::{Inventory, Seats},
+    };
+
+    fn sandbox(zone: &str, start: Timestamp, seats: [u32; 6]) -> Account {
+        let zone = Zone::new(zone).expect("known zone");
+        let mut inventory = Inventory::new(zone.month(start));
+        inventory.seats = Seats(seats);
+        inventory.peak = Seats(seats);
+        Account {
+            id: "sandbox".into(),
+            settings: AccountSettings::new(zone),
+            sandbox: true,
+            created_at: start,
+            clock: Some(start),
+            inventory,
+            audit_sequence: 0,
+        }
+    }
+
+    #[test]
+    fn only_sandboxes_advance_and_only_forward() {
+        let start: Timestamp = "2026-03-29T00:30:00Z".parse().expect("timestamp");
+        let mut account = sandbox("Europe/Prague", start, [0; 6]);
+        let back = start - 1.second();
+        assert_eq!(
+            account
+                .advance_clock(back)
+                .expect_err("went back")
+                .to_string(),
+            format!(
+                "invalid to {back}: before the sandbox clock's current time {start}; clocks only move forward"
+            )
+        );
+        assert_eq!(account.advance_clock(start), Ok(vec![]));
+        account.clock = None;
+        assert_eq!(
+            account.advance_clock(start),
+            Err(ClockError::NotSandbox("sandbox".into()))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn advancing_in_steps_or_at_once_gives_the_same_state(
+            zone in proptest::sample::select(vec!["Europe/Prague", "America/Los_Angeles", "Asia/Kolkata"]),
+            seats in any::<[u8; 6]>(),
+            steps in proptest::collection::vec(0i64..40 * 24, 0..12),
+        ) {
+            let start: Timestamp = "2026-10-24T12:00:00Z".parse().expect("timestamp");
+            let seats = seats.map(u32::from);
+            let to = steps.iter().fold(start, |at, hours| at + hours.hours());
+
+            let mut stepped = sandbox(zone, start, seats);
+            let mut closed_in_steps = Vec::new();
+            let mut at = start;
+            for hours in &steps {
+                at += hours.hours();
+                closed_in_steps.extend(stepped.advance_clock(at).expect("forward"));
+            }
+            let mut jumped = sandbox(zone, start, seats);
+            let closed_at_once = jumped.advance_clock(to).expect("forward");
+
+            prop_assert_eq!(&stepped, &jumped);
+            prop_assert_eq!(closed_in_steps, closed_at_once);
+        }
+    }
+}

@@ -15,8 +15,8 @@ pub mod retention;
 pub mod tier;
 
 pub use account::{
-    Account, AccountSettings, InvalidAccountSettings, MAX_ACCOUNT_ID_BYTES, MAX_GRACE_PERIOD_DAYS,
-    MAX_MEMBER_ID_BYTES, check_id,
+    Account, AccountSettings, ClockError, InvalidAccountSettings, MAX_ACCOUNT_ID_BYTES,
+    MAX_GRACE_PERIOD_DAYS, MAX_MEMBER_ID_BYTES, check_id,
 };
 pub use audit::{AuditEntry, Change, StoredMember, UNAUTHENTICATED};
 pub use calendar::{BillingMonth, InvalidMonth, UnknownTimeZone, Zone};

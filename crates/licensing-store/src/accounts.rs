@@ -7,8 +7,8 @@
 use jiff::Timestamp;
 use licensing_core::{
     Account, AccountSettings, AuditEntry, BillingMonth, Cart, CartError, CartLine, Change,
-    ClosedPeak, MemberSettings, PriceList, Product, SeatChange, Seats, StoredMember, cart,
-    hold_seats, resolve,
+    ClockError, ClosedPeak, MemberSettings, PriceList, Product, SeatChange, Seats, StoredMember,
+    cart, hold_seats, resolve,
 };
 use sled::{
     Transactional as _,
@@ -264,6 +264,38 @@ impl Store {
                 audit(trail, &mut account, now, actor, change)?;
                 accounts.insert(id.as_bytes(), encode(&AccountRecord::from(&account)))?;
             }
+            Ok(account)
+        });
+        self.finish(result)
+    }
+
+    /// Moves a sandbox account's clock forward to `to`, closing the months it passes.
+    pub fn advance_clock(
+        &self,
+        account_id: &str,
+        to: Timestamp,
+        actor: &str,
+    ) -> Result<Account, OpError> {
+        self.check_writable()?;
+        let result = (&self.accounts, &self.peaks, &self.audit).transaction(|(accounts, peaks, trail)| {
+            let mut account = read_account(accounts, account_id)?;
+            let from = account.now(to);
+            let closed = account.advance_clock(to).map_err(|e| {
+                abort(match e {
+                    ClockError::NotSandbox(_) => OpError::Precondition(e.to_string()),
+                    ClockError::Backwards { now, to } => OpError::Invalid {
+                        field: "to".to_owned(),
+                        value: to.to_string(),
+                        problem: format!("is before the sandbox clock's current time {now}; clocks only move forward"),
+                    },
+                })
+            })?;
+            if to == from {
+                return Ok(account);
+            }
+            write_peaks(peaks, account_id, &closed)?;
+            audit(trail, &mut account, from, actor, Change::Clock { from, to })?;
+            accounts.insert(account_id.as_bytes(), encode(&AccountRecord::from(&account)))?;
             Ok(account)
         });
         self.finish(result)
