@@ -66,6 +66,16 @@ impl Zone {
         }
     }
 
+    /// `at` moved by `days` calendar days in this zone (a day across a DST change is 23 or 25
+    /// hours long).
+    pub fn add_days(&self, at: Timestamp, days: i64) -> Timestamp {
+        let zoned = at.to_zoned(self.tz.clone());
+        zoned
+            .checked_add(jiff::Span::new().days(days))
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::MAX)
+    }
+
     /// The instant `month` starts in this zone (its first day's first instant, which need not be
     /// midnight on a day that starts with a DST gap).
     pub fn start_of(&self, month: BillingMonth) -> Timestamp {

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod audit;
 pub mod calendar;
+pub mod events;
 pub mod inventory;
 pub mod member;
 pub mod price;
@@ -20,6 +21,10 @@ pub use account::{
 };
 pub use audit::{AuditEntry, Change, StoredMember, UNAUTHENTICATED};
 pub use calendar::{BillingMonth, InvalidMonth, UnknownTimeZone, Zone};
+pub use events::{
+    Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, Meter, Outcome, Refusal, SessionChange,
+    Transition, accept, concurrency_peaks, month_closes_at,
+};
 pub use inventory::{
     Cart, CartError, CartLine, ClosedPeak, Inventory, MAX_SEATS, Product, SeatChange, Seats,
     SeatsMissing, cart, hold_seats,

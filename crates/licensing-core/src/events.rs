@@ -1,0 +1,405 @@
+//! Usage events (SPEC 5): what they are, when an account accepts them, and what they add up to —
+//! login days for daily billing, concurrency peaks per tier, metered use.
+//!
+//! Every aggregate here is a commutative merge or a pure function of the set of events, so the
+//! result does not depend on the order in which events arrive.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+};
+
+use jiff::{Timestamp, ToSpan, civil::Date};
+
+use crate::{account::Account, calendar::BillingMonth, tier::Tier};
+
+/// How far past the account's clock an event may lie: collectors' clocks drift a little.
+pub const MAX_FUTURE_SECONDS: i64 = 15 * 60;
+/// The longest source or event id, in bytes.
+pub const MAX_EVENT_ID_BYTES: usize = 128;
+/// Event ids kept per login day, to trace what made the day billable.
+pub const EVENT_IDS_PER_DAY: usize = 5;
+
+/// A metered service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Meter {
+    /// Speech-to-text minutes.
+    SpeechToTextMinutes,
+    /// Power Pack: smart routing packs.
+    SmartRoutingPacks,
+    /// Power Pack: AI topics packs.
+    AiTopicsPacks,
+    /// Power Pack: AI quality assurance packs.
+    AiQaPacks,
+}
+
+impl Meter {
+    /// Every meter.
+    pub const ALL: [Meter; 4] = [
+        Meter::SpeechToTextMinutes,
+        Meter::SmartRoutingPacks,
+        Meter::AiTopicsPacks,
+        Meter::AiQaPacks,
+    ];
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// The agent logged in to the platform.
+    AgentLogin,
+    /// The agent logged out of the platform.
+    AgentLogout,
+    /// The agent logged in to a queue.
+    QueueLogin(String),
+    /// The agent logged out of a queue.
+    QueueLogout(String),
+    /// A metered service was used.
+    Metered {
+        /// Which.
+        meter: Meter,
+        /// How much (minutes or packs), positive.
+        quantity: u64,
+    },
+}
+
+/// One usage event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Event {
+    /// Where it comes from; ids are unique per source.
+    pub source: String,
+    /// Unique within the source.
+    pub event_id: String,
+    /// The account.
+    pub account_id: String,
+    /// The member.
+    pub member_id: String,
+    /// When it happened.
+    pub occurred_at: Timestamp,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// Why an event was refused. Refusals are answers too: the same event gets the same one again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A field is missing or malformed.
+    #[error("invalid {field} {value}: {problem}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// The value.
+        value: String,
+        /// The problem.
+        problem: String,
+    },
+    /// The account does not exist.
+    #[error("account {0:?} not found")]
+    UnknownAccount(String),
+    /// The event's month is closed.
+    #[error("month {month} closed at {closed_at} (end of month plus the account's grace period)")]
+    MonthClosed {
+        /// The event's month.
+        month: BillingMonth,
+        /// When it closed.
+        closed_at: Timestamp,
+    },
+    /// The event lies too far in the future.
+    #[error(
+        "occurred_at {occurred_at} is more than {MAX_FUTURE_SECONDS} s after the account's time {now}"
+    )]
+    TooFarInFuture {
+        /// The event's time.
+        occurred_at: Timestamp,
+        /// The account's time.
+        now: Timestamp,
+    },
+    /// The same source and id was applied before with another payload.
+    #[error("event {origin}/{event_id} was applied before with a different payload")]
+    ConflictingDuplicate {
+        /// The event's source.
+        origin: String,
+        /// The id.
+        event_id: String,
+    },
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effects are durable.
+    Applied,
+    /// It was applied before; nothing changed.
+    Duplicate,
+    /// Refused, with the reason.
+    Refused(Refusal),
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), Refusal> {
+    let problem = if value.is_empty() {
+        "must not be empty".to_owned()
+    } else if value.len() > max {
+        format!("must be at most {max} bytes")
+    } else if value.bytes().any(|b| b == 0 || b == b'/') {
+        "must not contain NUL or '/'".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(Refusal::Invalid {
+        field: field.to_owned(),
+        value: format!("{value:?}"),
+        problem,
+    })
+}
+
+impl Event {
+    /// Checks the fields that do not depend on stored state.
+    pub fn validate(&self) -> Result<(), Refusal> {
+        check_text("source", &self.source, MAX_EVENT_ID_BYTES)?;
+        check_text("event_id", &self.event_id, MAX_EVENT_ID_BYTES)?;
+        crate::account::check_id(
+            "account_id",
+            &self.account_id,
+            crate::account::MAX_ACCOUNT_ID_BYTES,
+        )
+        .and_then(|()| {
+            crate::account::check_id(
+                "member_id",
+                &self.member_id,
+                crate::account::MAX_MEMBER_ID_BYTES,
+            )
+        })
+        .map_err(|e| Refusal::Invalid {
+            field: e.field,
+            value: e.value,
+            problem: e.problem,
+        })?;
+        match &self.kind {
+            EventKind::QueueLogin(queue) | EventKind::QueueLogout(queue) => {
+                check_text("queue_id", queue, MAX_EVENT_ID_BYTES)?;
+            }
+            EventKind::Metered { quantity: 0, .. } => {
+                return Err(Refusal::Invalid {
+                    field: "metered_usage.quantity".into(),
+                    value: "0".into(),
+                    problem: "must be positive".into(),
+                });
+            }
+            EventKind::AgentLogin | EventKind::AgentLogout | EventKind::Metered { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// A fingerprint of the payload, to tell a replay from a different event reusing an id.
+    /// FNV-1a over a canonical rendering: stable across builds and machines.
+    pub fn fingerprint(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+            // A separator, so that field boundaries count.
+            hash ^= 0xff;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        };
+        eat(self.account_id.as_bytes());
+        eat(self.member_id.as_bytes());
+        eat(&self.occurred_at.as_second().to_be_bytes());
+        eat(&self.occurred_at.subsec_nanosecond().to_be_bytes());
+        match &self.kind {
+            EventKind::AgentLogin => eat(b"agent_login"),
+            EventKind::AgentLogout => eat(b"agent_logout"),
+            EventKind::QueueLogin(q) => {
+                eat(b"queue_login");
+                eat(q.as_bytes());
+            }
+            EventKind::QueueLogout(q) => {
+                eat(b"queue_logout");
+                eat(q.as_bytes());
+            }
+            EventKind::Metered { meter, quantity } => {
+                eat(b"metered");
+                eat(&[*meter as u8]);
+                eat(&quantity.to_be_bytes());
+            }
+        }
+        hash
+    }
+
+    /// Whether the event is a login (platform or queue): it makes its day a login day.
+    pub fn is_login(&self) -> bool {
+        matches!(self.kind, EventKind::AgentLogin | EventKind::QueueLogin(_))
+    }
+}
+
+/// When `month` closes for `account`: the start of the next month plus the grace period, in the
+/// account's calendar (a day is a calendar day, whatever its length).
+pub fn month_closes_at(account: &Account, month: BillingMonth) -> Timestamp {
+    let zone = &account.settings.zone;
+    let next = zone.start_of(month.next());
+    let days = i64::from(account.settings.grace_period_days);
+    zone.add_days(next, days)
+}
+
+/// The month `occurred_at` counts in, if the account accepts the event at `real_now`.
+pub fn accept(
+    account: &Account,
+    occurred_at: Timestamp,
+    real_now: Timestamp,
+) -> Result<BillingMonth, Refusal> {
+    let now = account.now(real_now);
+    if occurred_at > now + MAX_FUTURE_SECONDS.seconds() {
+        return Err(Refusal::TooFarInFuture { occurred_at, now });
+    }
+    let month = account.settings.zone.month(occurred_at);
+    let closed_at = month_closes_at(account, month);
+    if now >= closed_at {
+        return Err(Refusal::MonthClosed { month, closed_at });
+    }
+    Ok(month)
+}
+
+/// A member's login day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginDay {
+    /// The tier held that day: the highest seen in its logins.
+    pub tier: Tier,
+    /// Billable per day: the member was billed daily at one of the day's logins.
+    pub billable: bool,
+    /// Logins that day.
+    pub logins: u32,
+    /// The smallest few `source/event_id`s of the day's logins.
+    pub event_ids: Vec<String>,
+}
+
+impl LoginDay {
+    /// Adds a login. Commutative and idempotent per event id, so arrival order does not matter.
+    pub fn add(day: Option<LoginDay>, tier: Tier, billable: bool, event: &str) -> LoginDay {
+        let mut day = day.unwrap_or(LoginDay {
+            tier,
+            billable,
+            logins: 0,
+            event_ids: Vec::new(),
+        });
+        day.tier = day.tier.max(tier);
+        day.billable |= billable;
+        day.logins = day.logins.saturating_add(1);
+        if let Err(at) = day.event_ids.binary_search_by(|id| id.as_str().cmp(event)) {
+            day.event_ids.insert(at, event.to_owned());
+            day.event_ids.truncate(EVENT_IDS_PER_DAY);
+        }
+        day
+    }
+}
+
+/// A change of a member's session, in the order of time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionChange {
+    /// Platform login.
+    Login,
+    /// Platform logout.
+    Logout,
+    /// Queue login.
+    QueueLogin(String),
+    /// Queue logout.
+    QueueLogout(String),
+}
+
+/// One session change of a member, with the tier they held when it was ingested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// When.
+    pub at: Timestamp,
+    /// Who.
+    pub member_id: String,
+    /// Their tier.
+    pub tier: Tier,
+    /// What.
+    pub change: SessionChange,
+}
+
+#[derive(Debug, Default)]
+struct Session {
+    platform: bool,
+    queues: BTreeSet<String>,
+    counted_as: Option<Tier>,
+}
+
+/// The peak number of concurrently logged-in agents per tier within `[from, to)`, from
+/// transitions in time order (ties in a fixed order, e.g. the storage key's). An agent is logged
+/// in while their platform session or any queue session is open; logins before `from` count as
+/// the state the window starts with.
+pub fn concurrency_peaks(
+    transitions: impl IntoIterator<Item = Transition>,
+    from: Timestamp,
+    to: Timestamp,
+) -> [u32; 5] {
+    let mut sessions: HashMap<String, Session> = HashMap::new();
+    let mut current = [0u32; 5];
+    let mut peaks = [0u32; 5];
+    let mut window_open = false;
+    for t in transitions {
+        if t.at >= to {
+            break;
+        }
+        if !window_open && t.at >= from {
+            window_open = true;
+            peaks = current;
+        }
+        let session = sessions.entry(t.member_id).or_default();
+        match t.change {
+            SessionChange::Login => session.platform = true,
+            SessionChange::Logout => session.platform = false,
+            SessionChange::QueueLogin(q) => {
+                session.queues.insert(q);
+            }
+            SessionChange::QueueLogout(q) => {
+                session.queues.remove(&q);
+            }
+        }
+        let logged_in = session.platform || !session.queues.is_empty();
+        match (session.counted_as, logged_in) {
+            (None, true) => {
+                session.counted_as = Some(t.tier);
+                current[t.tier.index()] += 1;
+            }
+            (Some(tier), false) => {
+                session.counted_as = None;
+                current[tier.index()] -= 1;
+            }
+            (None, false) | (Some(_), true) => {}
+        }
+        if window_open {
+            for (peak, now) in peaks.iter_mut().zip(current) {
+                *peak = (*peak).max(now);
+            }
+        }
+    }
+    if !window_open {
+        peaks = current;
+    }
+    peaks
+}
+
+/// Metered use per meter.
+pub type MeterTotals = BTreeMap<Meter, u64>;
+
+/// A date in `YYYY-MM-DD`.
+pub fn date_key(date: Date) -> String {
+    date.to_string()
+}
+
+impl fmt::Display for Meter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Meter::SpeechToTextMinutes => "SPEECH_TO_TEXT_MINUTES",
+            Meter::SmartRoutingPacks => "SMART_ROUTING_PACKS",
+            Meter::AiTopicsPacks => "AI_TOPICS_PACKS",
+            Meter::AiQaPacks => "AI_QA_PACKS",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
