@@ -22,8 +22,8 @@ pub use account::{
 pub use audit::{AuditEntry, Change, StoredMember, UNAUTHENTICATED};
 pub use calendar::{BillingMonth, InvalidMonth, UnknownTimeZone, Zone};
 pub use events::{
-    Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, Meter, Outcome, Refusal, SessionChange,
-    Transition, accept, concurrency_peaks, month_closes_at,
+    Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, Meter, MeterTotals, Outcome, Refusal,
+    SessionChange, Transition, accept, concurrency_peaks, month_closes_at,
 };
 pub use inventory::{
     Cart, CartError, CartLine, ClosedPeak, Inventory, MAX_SEATS, Product, SeatChange, Seats,

@@ -5,6 +5,7 @@
 //! acknowledged only after [`Store::flush`] returned `Ok`.
 
 mod accounts;
+mod ingest;
 mod records;
 
 use std::{
@@ -16,6 +17,7 @@ use std::{
 };
 
 pub use accounts::{Adjusted, Applied, OpError};
+pub use ingest::Batch;
 pub use records::Corrupt;
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change of the key
@@ -27,6 +29,11 @@ const ACCOUNTS_TREE: &str = "accounts";
 const MEMBERS_TREE: &str = "members";
 const PEAKS_TREE: &str = "peaks";
 const AUDIT_TREE: &str = "audit";
+const DEDUPE_TREE: &str = "dedupe";
+const DAYS_TREE: &str = "days";
+const SESSIONS_TREE: &str = "sessions";
+const UNLICENSED_TREE: &str = "unlicensed";
+const METERS_TREE: &str = "meters";
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 
 /// Where and how to open the database.
@@ -80,6 +87,11 @@ pub struct Store {
     members: sled::Tree,
     peaks: sled::Tree,
     audit: sled::Tree,
+    dedupe: sled::Tree,
+    days: sled::Tree,
+    sessions: sled::Tree,
+    unlicensed: sled::Tree,
+    meters: sled::Tree,
     path: PathBuf,
     /// Set by the first storage error; from then on every write is refused.
     failed: Arc<AtomicBool>,
@@ -131,6 +143,11 @@ impl Store {
             members: db.open_tree(MEMBERS_TREE).map_err(storage)?,
             peaks: db.open_tree(PEAKS_TREE).map_err(storage)?,
             audit: db.open_tree(AUDIT_TREE).map_err(storage)?,
+            dedupe: db.open_tree(DEDUPE_TREE).map_err(storage)?,
+            days: db.open_tree(DAYS_TREE).map_err(storage)?,
+            sessions: db.open_tree(SESSIONS_TREE).map_err(storage)?,
+            unlicensed: db.open_tree(UNLICENSED_TREE).map_err(storage)?,
+            meters: db.open_tree(METERS_TREE).map_err(storage)?,
             db,
             path,
             failed: Arc::new(AtomicBool::new(false)),

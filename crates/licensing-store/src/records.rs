@@ -478,3 +478,100 @@ impl AuditRecord {
 pub(crate) enum PeakRecord {
     V1([u32; 6]),
 }
+
+/// A dedupe record: `dedupe` tree, key = account id, 0, source, 0, event id.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum DedupeRecord {
+    V1 { fingerprint: u64, month: Month },
+}
+
+impl DedupeRecord {
+    pub(crate) fn new(fingerprint: u64, month: BillingMonth) -> DedupeRecord {
+        DedupeRecord::V1 {
+            fingerprint,
+            month: month.into(),
+        }
+    }
+
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let DedupeRecord::V1 { fingerprint, .. } = self;
+        *fingerprint
+    }
+
+    pub(crate) fn month(&self) -> Result<BillingMonth, Corrupt> {
+        let DedupeRecord::V1 { month, .. } = self;
+        month.decode("dedupe")
+    }
+}
+
+/// A member's login day: `days` tree, key = account id, 0, member id, 0, `YYYY-MM-DD`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum DayRecord {
+    V1 {
+        tier: u8,
+        billable: bool,
+        logins: u32,
+        event_ids: Vec<String>,
+    },
+}
+
+impl From<&licensing_core::LoginDay> for DayRecord {
+    fn from(d: &licensing_core::LoginDay) -> DayRecord {
+        DayRecord::V1 {
+            tier: d.tier as u8,
+            billable: d.billable,
+            logins: d.logins,
+            event_ids: d.event_ids.clone(),
+        }
+    }
+}
+
+pub(crate) fn tier_of(code: u8, what: &'static str) -> Result<licensing_core::Tier, Corrupt> {
+    licensing_core::Tier::ALL
+        .get(usize::from(code))
+        .copied()
+        .ok_or_else(|| corrupt(what, format!("tier {code}")))
+}
+
+impl DayRecord {
+    pub(crate) fn decode(self) -> Result<licensing_core::LoginDay, Corrupt> {
+        let DayRecord::V1 {
+            tier,
+            billable,
+            logins,
+            event_ids,
+        } = self;
+        Ok(licensing_core::LoginDay {
+            tier: tier_of(tier, "login day")?,
+            billable,
+            logins,
+            event_ids,
+        })
+    }
+}
+
+/// A session change: `sessions` tree, key = account id, 0, time (sortable), member id, 0,
+/// source, 0, event id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum SessionRecord {
+    V1 { tier: u8, change: u8, queue: String },
+}
+
+/// Usage by an unknown member: `unlicensed` tree, key = account id, 0, member id.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum UnlicensedRecord {
+    V1 { events: u64, last_seen: Time },
+}
+
+impl UnlicensedRecord {
+    pub(crate) fn decode(self) -> Result<(u64, Timestamp), Corrupt> {
+        let UnlicensedRecord::V1 { events, last_seen } = self;
+        Ok((events, last_seen.decode("unlicensed")?))
+    }
+}
+
+/// Metered use: `meters` tree, key = account id, 0, `YYYY-MM`, 0, meter.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum MeterRecord {
+    V1(u64),
+}

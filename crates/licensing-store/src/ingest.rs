@@ -1,0 +1,451 @@
+//! Usage events: each batch group is one sled transaction in which every event's dedupe record is
+//! written together with its effects (login day, session change, unlicensed usage, metered use).
+//! A replayed event finds its dedupe record and changes nothing.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use licensing_core::{
+    Account, BillingMode, BillingMonth, Event, EventKind, LoginDay, Meter, MeterTotals, Outcome,
+    PriceList, Refusal, SessionChange, Tier, Transition, accept, concurrency_peaks,
+    month_closes_at, resolve,
+};
+use sled::{
+    Transactional as _,
+    transaction::{ConflictableTransactionError, TransactionError},
+};
+
+use crate::{
+    OpError, Store, StoreError,
+    accounts::prefix,
+    records::{
+        AccountRecord, DayRecord, DedupeRecord, MemberRecord, MeterRecord, SessionRecord,
+        UnlicensedRecord, decode, encode, tier_of,
+    },
+};
+
+/// A batch of events to ingest: each converted event, or the refusal its conversion met.
+pub type Batch = Vec<Result<Event, Refusal>>;
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+/// Twelve bytes that sort like the instant: seconds with the sign bit flipped, then nanoseconds.
+fn sortable(at: Timestamp) -> [u8; 12] {
+    let mut bytes = [0u8; 12];
+    bytes[..8].copy_from_slice(&((at.as_second() as u64) ^ (1 << 63)).to_be_bytes());
+    bytes[8..].copy_from_slice(&(at.subsec_nanosecond() as u32).to_be_bytes());
+    bytes
+}
+
+fn unsortable(bytes: &[u8]) -> Option<Timestamp> {
+    let seconds = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?) ^ (1 << 63);
+    let nanos = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+    Timestamp::new(seconds as i64, nanos as i32).ok()
+}
+
+fn meter_code(meter: Meter) -> u8 {
+    meter as u8
+}
+
+fn session_change(kind: &EventKind) -> Option<(u8, &str)> {
+    match kind {
+        EventKind::AgentLogin => Some((0, "")),
+        EventKind::AgentLogout => Some((1, "")),
+        EventKind::QueueLogin(q) => Some((2, q)),
+        EventKind::QueueLogout(q) => Some((3, q)),
+        EventKind::Metered { .. } => None,
+    }
+}
+
+type TxError = ConflictableTransactionError<StoreError>;
+
+fn corrupt(e: crate::records::Corrupt) -> TxError {
+    ConflictableTransactionError::Abort(StoreError::Corrupt(e))
+}
+
+impl Store {
+    /// Applies a group of batches in one transaction; returns one outcome per event, per batch.
+    /// The caller makes it durable with [`Store::flush`] before acknowledging any of it.
+    pub fn ingest(
+        &self,
+        batches: &[Batch],
+        real_now: Timestamp,
+        prices: &PriceList,
+    ) -> Result<Vec<Vec<Outcome>>, OpError> {
+        if self.has_failed() {
+            return Err(OpError::Store(StoreError::Failed {
+                path: self.path.clone(),
+            }));
+        }
+        let trees = (
+            &self.accounts,
+            &self.members,
+            &self.dedupe,
+            &self.days,
+            &self.sessions,
+            &self.unlicensed,
+            &self.meters,
+        );
+        let result = trees.transaction(
+            |(accounts, members, dedupe, days, sessions, unlicensed, meters)| {
+                // Caches live inside the closure: a rerun starts from the transaction's view again.
+                let mut account_cache: HashMap<&str, Option<Account>> = HashMap::new();
+                let mut member_cache: HashMap<(&str, &str), Option<(Tier, bool)>> = HashMap::new();
+                let mut outcomes = Vec::with_capacity(batches.len());
+                for batch in batches {
+                    let mut batch_outcomes = Vec::with_capacity(batch.len());
+                    for event in batch {
+                        let event = match event {
+                            Ok(event) => event,
+                            Err(refusal) => {
+                                batch_outcomes.push(Outcome::Refused(refusal.clone()));
+                                continue;
+                            }
+                        };
+                        if let Err(refusal) = event.validate() {
+                            batch_outcomes.push(Outcome::Refused(refusal));
+                            continue;
+                        }
+                        let account = match account_cache.get(event.account_id.as_str()) {
+                            Some(account) => account.clone(),
+                            None => {
+                                let account = match accounts.get(event.account_id.as_bytes())? {
+                                    None => None,
+                                    Some(bytes) => Some(
+                                        decode::<AccountRecord>("account", &bytes)
+                                            .and_then(|r| r.decode(&event.account_id))
+                                            .map_err(corrupt)?,
+                                    ),
+                                };
+                                account_cache.insert(&event.account_id, account.clone());
+                                account
+                            }
+                        };
+                        let Some(account) = account else {
+                            batch_outcomes.push(Outcome::Refused(Refusal::UnknownAccount(
+                                event.account_id.clone(),
+                            )));
+                            continue;
+                        };
+                        let month = match accept(&account, event.occurred_at, real_now) {
+                            Ok(month) => month,
+                            Err(refusal) => {
+                                batch_outcomes.push(Outcome::Refused(refusal));
+                                continue;
+                            }
+                        };
+                        let dedupe_key = join(&[
+                            event.account_id.as_bytes(),
+                            event.source.as_bytes(),
+                            event.event_id.as_bytes(),
+                        ]);
+                        let fingerprint = event.fingerprint();
+                        if let Some(bytes) = dedupe.get(&dedupe_key)? {
+                            let record: DedupeRecord = decode("dedupe", &bytes).map_err(corrupt)?;
+                            batch_outcomes.push(if record.fingerprint() == fingerprint {
+                                Outcome::Duplicate
+                            } else {
+                                Outcome::Refused(Refusal::ConflictingDuplicate {
+                                    origin: event.source.clone(),
+                                    event_id: event.event_id.clone(),
+                                })
+                            });
+                            continue;
+                        }
+                        dedupe
+                            .insert(dedupe_key, encode(&DedupeRecord::new(fingerprint, month)))?;
+
+                        if let EventKind::Metered { meter, quantity } = event.kind {
+                            let key = join(&[
+                                event.account_id.as_bytes(),
+                                month.to_string().as_bytes(),
+                                &[meter_code(meter)],
+                            ]);
+                            let total = match meters.get(&key)? {
+                                None => 0,
+                                Some(bytes) => {
+                                    let MeterRecord::V1(total) =
+                                        decode("meter", &bytes).map_err(corrupt)?;
+                                    total
+                                }
+                            };
+                            meters.insert(
+                                key,
+                                encode(&MeterRecord::V1(total.saturating_add(quantity))),
+                            )?;
+                            batch_outcomes.push(Outcome::Applied);
+                            continue;
+                        }
+
+                        let member_key = (event.account_id.as_str(), event.member_id.as_str());
+                        let member = match member_cache.get(&member_key) {
+                            Some(member) => *member,
+                            None => {
+                                let key = join(&[
+                                    event.account_id.as_bytes(),
+                                    event.member_id.as_bytes(),
+                                ]);
+                                let member = match members.get(key)? {
+                                    None => None,
+                                    Some(bytes) => {
+                                        let stored = decode::<MemberRecord>("member", &bytes)
+                                            .and_then(|r| r.decode(&event.member_id))
+                                            .map_err(corrupt)?;
+                                        let resolution = resolve(
+                                            &stored.settings,
+                                            account.settings.recording_retention,
+                                            prices,
+                                        );
+                                        Some((
+                                            resolution.tier,
+                                            resolution.billing.effective == BillingMode::Daily,
+                                        ))
+                                    }
+                                };
+                                member_cache.insert(member_key, member);
+                                member
+                            }
+                        };
+                        let Some((tier, daily)) = member else {
+                            // Kept, and shown as unlicensed usage.
+                            let key =
+                                join(&[event.account_id.as_bytes(), event.member_id.as_bytes()]);
+                            let (events, last_seen) = match unlicensed.get(&key)? {
+                                None => (0, event.occurred_at),
+                                Some(bytes) => decode::<UnlicensedRecord>("unlicensed", &bytes)
+                                    .and_then(UnlicensedRecord::decode)
+                                    .map_err(corrupt)?,
+                            };
+                            let record = UnlicensedRecord::V1 {
+                                events: events + 1,
+                                last_seen: last_seen.max(event.occurred_at).into(),
+                            };
+                            unlicensed.insert(key, encode(&record))?;
+                            batch_outcomes.push(Outcome::Applied);
+                            continue;
+                        };
+                        if event.is_login() {
+                            let date = account.settings.zone.day(event.occurred_at).to_string();
+                            let key = join(&[
+                                event.account_id.as_bytes(),
+                                event.member_id.as_bytes(),
+                                date.as_bytes(),
+                            ]);
+                            let day = match days.get(&key)? {
+                                None => None,
+                                Some(bytes) => Some(
+                                    decode::<DayRecord>("login day", &bytes)
+                                        .and_then(DayRecord::decode)
+                                        .map_err(corrupt)?,
+                                ),
+                            };
+                            let id = format!("{}/{}", event.source, event.event_id);
+                            let day = LoginDay::add(day, tier, daily, &id);
+                            days.insert(key, encode(&DayRecord::from(&day)))?;
+                        }
+                        if let Some((change, queue)) = session_change(&event.kind) {
+                            let key = join(&[
+                                event.account_id.as_bytes(),
+                                &sortable(event.occurred_at),
+                                event.member_id.as_bytes(),
+                                event.source.as_bytes(),
+                                event.event_id.as_bytes(),
+                            ]);
+                            let record = SessionRecord::V1 {
+                                tier: tier as u8,
+                                change,
+                                queue: queue.to_owned(),
+                            };
+                            sessions.insert(key, encode(&record))?;
+                        }
+                        batch_outcomes.push(Outcome::Applied);
+                    }
+                    outcomes.push(batch_outcomes);
+                }
+                Ok(outcomes)
+            },
+        );
+        match result {
+            Ok(outcomes) => Ok(outcomes),
+            Err(TransactionError::Abort(e)) => Err(OpError::Store(e)),
+            Err(TransactionError::Storage(source)) => {
+                Err(OpError::Store(self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })))
+            }
+        }
+    }
+
+    /// A member's login days in `month`, oldest first.
+    pub fn login_days(
+        &self,
+        account_id: &str,
+        member_id: &str,
+        month: BillingMonth,
+    ) -> Result<Vec<(String, LoginDay)>, OpError> {
+        let month = format!("{month}-");
+        let start = join(&[
+            account_id.as_bytes(),
+            member_id.as_bytes(),
+            month.as_bytes(),
+        ]);
+        let mut result = Vec::new();
+        for item in self.days.scan_prefix(&start) {
+            let (key, value) = item.map_err(|source| self.storage(source))?;
+            let date = String::from_utf8_lossy(&key[start.len() - month.len()..]).into_owned();
+            let day = decode::<DayRecord>("login day", &value)
+                .and_then(DayRecord::decode)
+                .map_err(StoreError::from)?;
+            result.push((date, day));
+        }
+        Ok(result)
+    }
+
+    /// The peak number of concurrently logged-in agents per tier in `month`.
+    pub fn concurrency_peaks(
+        &self,
+        account: &Account,
+        month: BillingMonth,
+    ) -> Result<[u32; 5], OpError> {
+        let zone = &account.settings.zone;
+        let (from, to) = (zone.start_of(month), zone.start_of(month.next()));
+        let start = prefix(&account.id);
+        let end = join(&[account.id.as_bytes(), &sortable(to)]);
+        let skip = start.len();
+        let mut transitions = Vec::new();
+        for item in self.sessions.range(start..end) {
+            let (key, value) = item.map_err(|source| self.storage(source))?;
+            let rest = &key[skip..];
+            let at = unsortable(rest).ok_or_else(|| {
+                StoreError::Corrupt(crate::Corrupt {
+                    what: "session",
+                    problem: "key time".into(),
+                })
+            })?;
+            let member = rest
+                .get(13..)
+                .and_then(|r| r.split(|&b| b == 0).next())
+                .unwrap_or_default();
+            let SessionRecord::V1 {
+                tier,
+                change,
+                queue,
+            } = decode("session", &value).map_err(StoreError::from)?;
+            let change = match change {
+                0 => SessionChange::Login,
+                1 => SessionChange::Logout,
+                2 => SessionChange::QueueLogin(queue),
+                _ => SessionChange::QueueLogout(queue),
+            };
+            transitions.push(Transition {
+                at,
+                member_id: String::from_utf8_lossy(member).into_owned(),
+                tier: tier_of(tier, "session").map_err(StoreError::from)?,
+                change,
+            });
+        }
+        Ok(concurrency_peaks(transitions, from, to))
+    }
+
+    /// Usage by members the account does not know: `(member id, events, last seen)`.
+    pub fn unlicensed(&self, account_id: &str) -> Result<Vec<(String, u64, Timestamp)>, OpError> {
+        let start = prefix(account_id);
+        let mut result = Vec::new();
+        for item in self.unlicensed.scan_prefix(&start) {
+            let (key, value) = item.map_err(|source| self.storage(source))?;
+            let (events, last_seen) = decode::<UnlicensedRecord>("unlicensed", &value)
+                .and_then(UnlicensedRecord::decode)
+                .map_err(StoreError::from)?;
+            result.push((
+                String::from_utf8_lossy(&key[start.len()..]).into_owned(),
+                events,
+                last_seen,
+            ));
+        }
+        Ok(result)
+    }
+
+    /// Metered use in `month`.
+    pub fn meter_totals(
+        &self,
+        account_id: &str,
+        month: BillingMonth,
+    ) -> Result<MeterTotals, OpError> {
+        let mut totals = MeterTotals::new();
+        for meter in Meter::ALL {
+            let key = join(&[
+                account_id.as_bytes(),
+                month.to_string().as_bytes(),
+                &[meter_code(meter)],
+            ]);
+            if let Some(bytes) = self
+                .meters
+                .get(key)
+                .map_err(|source| self.storage(source))?
+            {
+                let MeterRecord::V1(total) = decode("meter", &bytes).map_err(StoreError::from)?;
+                totals.insert(meter, total);
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Deletes the dedupe records of months that are closed (their events are refused anyway).
+    /// Returns how many were deleted.
+    pub fn expire_dedupe(&self, real_now: Timestamp) -> Result<usize, OpError> {
+        let mut expired = 0;
+        let mut accounts: HashMap<Vec<u8>, Option<Account>> = HashMap::new();
+        for item in self.dedupe.iter() {
+            let (key, value) = item.map_err(|source| self.storage(source))?;
+            let account_id = key.split(|&b| b == 0).next().unwrap_or_default().to_vec();
+            let account = match accounts.get(&account_id) {
+                Some(account) => account.clone(),
+                None => {
+                    let id = String::from_utf8_lossy(&account_id).into_owned();
+                    let account = match self.account(&id) {
+                        Ok(account) => Some(account),
+                        Err(OpError::AccountNotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    };
+                    accounts.insert(account_id, account.clone());
+                    account
+                }
+            };
+            let Some(account) = account else { continue };
+            let record: DedupeRecord = decode("dedupe", &value).map_err(StoreError::from)?;
+            let month = record.month().map_err(StoreError::from)?;
+            if account.now(real_now) >= month_closes_at(&account, month) {
+                // Only if unchanged since read: a concurrent ingest never loses its record.
+                if self
+                    .dedupe
+                    .compare_and_swap(&key, Some(&value), None::<&[u8]>)
+                    .map_err(|source| self.storage(source))?
+                    .is_ok()
+                {
+                    expired += 1;
+                }
+            }
+        }
+        Ok(expired)
+    }
+
+    fn storage(&self, source: sled::Error) -> StoreError {
+        self.failed_with(StoreError::Storage {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,327 @@
+//! Ingestion on temporary databases: exactly once, order independence, late and odd events.
+
+use std::path::Path;
+
+use jiff::ToSpan;
+use licensing_core::{
+    AccountSettings, Channel, Inventory, MemberSettings, MemberSettingsInput, Permission,
+    PriceListInput, Skill, UNAUTHENTICATED, Zone,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::StoreConfig;
+
+fn prices() -> PriceList {
+    PriceList::new(PriceListInput {
+        name: "test".into(),
+        version: 1,
+        currency: "EUR".into(),
+        seat_monthly: [500, 2900, 4900, 6900, 9900],
+        seat_daily_professional: 290,
+        seat_daily_enterprise: 390,
+        recording_unit_monthly: 700,
+        outbound_seat_monthly: 1500,
+        speech_to_text_minute: 2,
+        power_pack: 4900,
+    })
+    .expect("valid prices")
+}
+
+fn at(text: &str) -> Timestamp {
+    text.parse().expect("timestamp")
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(&StoreConfig {
+        path: dir.join("db"),
+        cache_capacity_bytes: 8 << 20,
+    })
+    .expect("open")
+}
+
+/// A sandbox account (its clock is `clock`) with a daily-billed PROFESSIONAL member `pro` and a
+/// monthly STANDARD member `std`.
+fn setup(store: &Store, zone: &str, clock: &str, grace: u32) {
+    let zone = Zone::new(zone).expect("zone");
+    let mut settings = AccountSettings::new(zone.clone());
+    settings.auto_growth = true;
+    settings.grace_period_days = grace;
+    let account = Account {
+        id: "acme".into(),
+        inventory: Inventory::new(zone.month(at(clock))),
+        settings,
+        sandbox: true,
+        created_at: at(clock),
+        clock: Some(at(clock)),
+        audit_sequence: 0,
+    };
+    store
+        .create_account(account, UNAUTHENTICATED)
+        .expect("account");
+    let pro = MemberSettings::new(MemberSettingsInput {
+        permissions: vec![Permission::Statistics],
+        billing_preference: BillingMode::Daily,
+        ..Default::default()
+    })
+    .expect("valid");
+    let std = MemberSettings::new(MemberSettingsInput {
+        permissions: vec![Permission::Communication],
+        skills: vec![Skill {
+            id: "voice".into(),
+            channel: Channel::Voice,
+        }],
+        ..Default::default()
+    })
+    .expect("valid");
+    store
+        .apply_member("acme", "pro", &pro, at(clock), &prices(), "test")
+        .expect("pro");
+    store
+        .apply_member("acme", "std", &std, at(clock), &prices(), "test")
+        .expect("std");
+}
+
+fn event(id: &str, member: &str, when: &str, kind: EventKind) -> Event {
+    Event {
+        source: "collector-1".into(),
+        event_id: id.into(),
+        account_id: "acme".into(),
+        member_id: member.into(),
+        occurred_at: at(when),
+        kind,
+    }
+}
+
+fn ingest(store: &Store, events: Vec<Event>) -> Vec<Outcome> {
+    let batch: Batch = events.into_iter().map(Ok).collect();
+    store
+        .ingest(&[batch], Timestamp::UNIX_EPOCH, &prices())
+        .expect("ingest")
+        .remove(0)
+}
+
+#[test]
+fn each_event_counts_once_and_a_reused_id_with_another_payload_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-05-20T00:00:00Z", 0);
+    let login = event("e1", "pro", "2026-05-10T08:00:00Z", EventKind::AgentLogin);
+    assert_eq!(
+        ingest(&store, vec![login.clone(), login.clone()]),
+        [Outcome::Applied, Outcome::Duplicate]
+    );
+    assert_eq!(ingest(&store, vec![login.clone()]), [Outcome::Duplicate]);
+    let other = Event {
+        occurred_at: at("2026-05-10T09:00:00Z"),
+        ..login
+    };
+    assert!(matches!(
+        ingest(&store, vec![other])[0],
+        Outcome::Refused(Refusal::ConflictingDuplicate { .. })
+    ));
+    let days = store
+        .login_days(
+            "acme",
+            "pro",
+            BillingMonth::parse("2026-05").expect("month"),
+        )
+        .expect("days");
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].0, "2026-05-10");
+    assert_eq!(
+        (days[0].1.logins, days[0].1.billable, days[0].1.tier),
+        (1, true, Tier::Professional)
+    );
+    assert_eq!(days[0].1.event_ids, ["collector-1/e1"]);
+}
+
+#[test]
+fn replays_after_a_restart_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = vec![
+        event("e1", "std", "2026-05-10T08:00:00Z", EventKind::AgentLogin),
+        event(
+            "e2",
+            "std",
+            "2026-05-10T09:00:00Z",
+            EventKind::Metered {
+                meter: Meter::SpeechToTextMinutes,
+                quantity: 7,
+            },
+        ),
+    ];
+    {
+        let store = open(dir.path());
+        setup(&store, "UTC", "2026-05-20T00:00:00Z", 0);
+        assert_eq!(
+            ingest(&store, events.clone()),
+            [Outcome::Applied, Outcome::Applied]
+        );
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        ingest(&store, events),
+        [Outcome::Duplicate, Outcome::Duplicate]
+    );
+    let totals = store
+        .meter_totals("acme", BillingMonth::parse("2026-05").expect("month"))
+        .expect("meters");
+    assert_eq!(totals.get(&Meter::SpeechToTextMinutes), Some(&7));
+}
+
+#[test]
+fn odd_events_are_refused_with_a_reason_or_kept_as_unlicensed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    // Clock on 2026-06-02 in Los Angeles with 1 day of grace: May closed on June 2 at 00:00 local.
+    setup(&store, "America/Los_Angeles", "2026-06-02T08:00:00Z", 1);
+    let outcomes = ingest(
+        &store,
+        vec![
+            event("late", "std", "2026-05-31T12:00:00Z", EventKind::AgentLogin),
+            event(
+                "future",
+                "std",
+                "2026-06-02T09:00:00Z",
+                EventKind::AgentLogin,
+            ),
+            event(
+                "ghost",
+                "nobody",
+                "2026-06-01T12:00:00Z",
+                EventKind::AgentLogin,
+            ),
+            Event {
+                account_id: "nope".into(),
+                ..event("x", "std", "2026-06-01T12:00:00Z", EventKind::AgentLogin)
+            },
+        ],
+    );
+    assert!(
+        matches!(&outcomes[0], Outcome::Refused(Refusal::MonthClosed { .. })),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(
+            &outcomes[1],
+            Outcome::Refused(Refusal::TooFarInFuture { .. })
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[2], Outcome::Applied);
+    assert_eq!(
+        outcomes[3],
+        Outcome::Refused(Refusal::UnknownAccount("nope".into()))
+    );
+    let unlicensed = store.unlicensed("acme").expect("unlicensed");
+    assert_eq!(
+        unlicensed,
+        [("nobody".to_owned(), 1, at("2026-06-01T12:00:00Z"))]
+    );
+}
+
+#[test]
+fn login_days_follow_the_account_zone_across_daylight_saving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "Europe/Prague", "2026-11-01T12:00:00Z", 3);
+    ingest(
+        &store,
+        vec![
+            // 23:30 UTC on Oct 24 is Oct 25 01:30 in Prague (UTC+2 before the change).
+            event("a", "pro", "2026-10-24T23:30:00Z", EventKind::AgentLogin),
+            // 23:30 UTC on Oct 25 is Oct 26 00:30 (UTC+1 after it).
+            event(
+                "b",
+                "pro",
+                "2026-10-25T23:30:00Z",
+                EventKind::QueueLogin("sales".into()),
+            ),
+            // 22:30 UTC on Oct 31 is still Oct 31 (23:30 local).
+            event("c", "pro", "2026-10-31T22:30:00Z", EventKind::AgentLogin),
+        ],
+    );
+    let days = store
+        .login_days(
+            "acme",
+            "pro",
+            BillingMonth::parse("2026-10").expect("month"),
+        )
+        .expect("days");
+    let dates: Vec<&str> = days.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(dates, ["2026-10-25", "2026-10-26", "2026-10-31"]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    /// Delivering the same events in any order, in any batching, gives the same days and peaks.
+    #[test]
+    fn arrival_order_does_not_change_days_or_peaks(
+        raw in proptest::collection::vec((0u8..2, 0u8..4, 0i64..3 * 24 * 60), 1..40),
+        seed in any::<u64>(),
+    ) {
+        let events: Vec<Event> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, (member, kind, minute))| {
+                let member = ["pro", "std"][usize::from(*member)];
+                let kind = match kind {
+                    0 => EventKind::AgentLogin,
+                    1 => EventKind::AgentLogout,
+                    2 => EventKind::QueueLogin("q".into()),
+                    _ => EventKind::QueueLogout("q".into()),
+                };
+                Event { occurred_at: at("2026-05-09T00:00:00Z") + minute.minutes(), ..event(&format!("e{i}"), member, "2026-05-09T00:00:00Z", kind) }
+            })
+            .collect();
+        let mut shuffled = events.clone();
+        let mut state = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let month = BillingMonth::parse("2026-05").expect("month");
+        let observe = |events: Vec<Event>, batch_size: usize| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = open(dir.path());
+            setup(&store, "Asia/Kolkata", "2026-05-20T00:00:00Z", 0);
+            for chunk in events.chunks(batch_size) {
+                ingest(&store, chunk.to_vec());
+            }
+            let account = store.account("acme").expect("account");
+            let peaks = store.concurrency_peaks(&account, month).expect("peaks");
+            let days: Vec<_> = ["pro", "std"].iter().map(|m| store.login_days("acme", m, month).expect("days")).collect();
+            (peaks, days)
+        };
+        prop_assert_eq!(observe(events, 7), observe(shuffled, 3));
+    }
+}
+
+#[test]
+fn dedupe_records_expire_once_their_month_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-05-31T12:00:00Z", 0);
+    ingest(
+        &store,
+        vec![event(
+            "e1",
+            "std",
+            "2026-05-31T11:00:00Z",
+            EventKind::AgentLogin,
+        )],
+    );
+    assert_eq!(
+        store.expire_dedupe(Timestamp::UNIX_EPOCH).expect("sweep"),
+        0,
+        "May is still open"
+    );
+    store
+        .advance_clock("acme", at("2026-06-01T00:00:00Z"), "test")
+        .expect("advance");
+    assert_eq!(
+        store.expire_dedupe(Timestamp::UNIX_EPOCH).expect("sweep"),
+        1
+    );
+}
