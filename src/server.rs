@@ -99,13 +99,18 @@ pub async fn run(
         options.prices.clone(),
         options.store.clone(),
         health.clone(),
-        streams_stop,
+        streams_stop.clone(),
     ))
     .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
-    let ingestion = IngestionServiceServer::new(Ingestion)
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+    let ingestion = IngestionServiceServer::new(Ingestion::start(
+        options.store.clone(),
+        options.prices.clone(),
+        health.clone(),
+        streams_stop.clone(),
+    ))
+    .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
 
     let stopping = Arc::new(Notify::new());
     let signal = {

@@ -2,9 +2,9 @@
 //! value in its error; unknown enum numbers are refused rather than mapped to a default.
 
 use licensing_core::{
-    AccountSettings, BillingMode, Channel, MAX_ACCOUNT_ID_BYTES, MAX_MEMBER_ID_BYTES, MAX_SEATS,
-    MemberSettings, MemberSettingsInput, Permission, Product, RecordingRetention, Role, SeatChange,
-    Skill, Tier, Timestamp, Zone, check_id,
+    AccountSettings, BillingMode, BillingMonth, Channel, Event, EventKind, MAX_ACCOUNT_ID_BYTES,
+    MAX_MEMBER_ID_BYTES, MAX_SEATS, MemberSettings, MemberSettingsInput, Meter, Permission,
+    Product, RecordingRetention, Refusal, Role, SeatChange, Skill, Tier, Timestamp, Zone, check_id,
 };
 
 use crate::{api, error::ApiError};
@@ -341,6 +341,87 @@ pub fn timestamp(field: &str, value: &prost_types::Timestamp) -> Result<Timestam
             field,
             format!("{}s {}ns", value.seconds, value.nanos),
             "is not a valid timestamp",
+        )
+    })
+}
+
+/// A usage event, or the refusal it meets before reaching the store.
+pub fn event(event: api::Event) -> Result<Event, Refusal> {
+    let invalid = |field: &str, value: String, problem: &str| Refusal::Invalid {
+        field: field.to_owned(),
+        value,
+        problem: problem.to_owned(),
+    };
+    let occurred_at = match &event.occurred_at {
+        None => return Err(invalid("occurred_at", "(unset)".into(), "must be set")),
+        Some(t) => Timestamp::new(t.seconds, t.nanos).map_err(|_| {
+            invalid(
+                "occurred_at",
+                format!("{}s {}ns", t.seconds, t.nanos),
+                "is not a valid timestamp",
+            )
+        })?,
+    };
+    use api::event::Kind;
+    let kind = match event.kind {
+        None => {
+            return Err(invalid(
+                "kind",
+                "(unset)".into(),
+                "must be one of agent_login, agent_logout, queue_login, queue_logout, metered_usage",
+            ));
+        }
+        Some(Kind::AgentLogin(_)) => EventKind::AgentLogin,
+        Some(Kind::AgentLogout(_)) => EventKind::AgentLogout,
+        Some(Kind::QueueLogin(q)) => EventKind::QueueLogin(q.queue_id),
+        Some(Kind::QueueLogout(q)) => EventKind::QueueLogout(q.queue_id),
+        Some(Kind::MeteredUsage(m)) => {
+            let meter = match api::Meter::try_from(m.meter) {
+                Ok(api::Meter::SpeechToTextMinutes) => Meter::SpeechToTextMinutes,
+                Ok(api::Meter::SmartRoutingPacks) => Meter::SmartRoutingPacks,
+                Ok(api::Meter::AiTopicsPacks) => Meter::AiTopicsPacks,
+                Ok(api::Meter::AiQaPacks) => Meter::AiQaPacks,
+                Ok(api::Meter::Unspecified) => {
+                    return Err(invalid(
+                        "metered_usage.meter",
+                        "METER_UNSPECIFIED".into(),
+                        "must be set",
+                    ));
+                }
+                Err(_) => {
+                    return Err(invalid(
+                        "metered_usage.meter",
+                        m.meter.to_string(),
+                        "unknown meter number",
+                    ));
+                }
+            };
+            EventKind::Metered {
+                meter,
+                quantity: m.quantity,
+            }
+        }
+    };
+    Ok(Event {
+        source: event.source,
+        event_id: event.event_id,
+        account_id: event.account_id,
+        member_id: event.member_id,
+        occurred_at,
+        kind,
+    })
+}
+
+/// A month `YYYY-MM`; empty is `None`.
+pub fn month(field: &str, text: &str) -> Result<Option<BillingMonth>, ApiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    BillingMonth::parse(text).map(Some).map_err(|_| {
+        ApiError::invalid(
+            field,
+            format!("{text:?}"),
+            "must be YYYY-MM, e.g. \"2026-03\"",
         )
     })
 }

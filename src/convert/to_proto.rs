@@ -2,9 +2,9 @@
 
 use licensing_core::{
     Account, AccountSettings, AddOn, AddOnLine, AuditEntry, BillingMode, BillingReason, CartLine,
-    Change, Channel, Currency, Inventory, MemberSettings, Permission, PermissionSet, PriceItem,
-    PriceLine, PriceList, Product, Reason, RecordingRetention, Resolution, Role, StoredMember,
-    Tier, Timestamp, Trigger, resolve,
+    Change, Channel, Currency, Inventory, LoginDay, MemberSettings, Meter, Outcome, Permission,
+    PermissionSet, PriceItem, PriceLine, PriceList, Product, Reason, RecordingRetention, Refusal,
+    Resolution, Role, StoredMember, Tier, Timestamp, Trigger, resolve,
 };
 
 use crate::api;
@@ -292,9 +292,15 @@ pub fn cart_line(line: &CartLine, currency: Currency) -> api::CartLine {
     }
 }
 
-/// One member's row of the usage overview.
-pub fn member_usage(member: &StoredMember, resolution: &Resolution) -> api::MemberUsage {
+/// One member's row of the usage overview, with their login days of the month shown.
+pub fn member_usage(
+    member: &StoredMember,
+    resolution: &Resolution,
+    days: Vec<api::LoginDay>,
+) -> api::MemberUsage {
     api::MemberUsage {
+        billable_days: days.iter().filter(|d| d.billable).count() as u32,
+        login_days: days,
         member_id: member.member_id.clone(),
         tier: tier(resolution.tier) as i32,
         add_ons: resolution.add_ons().iter().map(add_on_line).collect(),
@@ -341,5 +347,59 @@ pub fn audit_entry(account: &Account, entry: &AuditEntry, prices: &PriceList) ->
             principal: entry.actor.clone(),
         }),
         change: Some(change),
+    }
+}
+
+/// What became of an event.
+pub fn event_outcome(event_id: String, outcome: &Outcome) -> api::EventOutcome {
+    let (outcome, refusal, detail) = match outcome {
+        Outcome::Applied => (
+            api::Outcome::Applied,
+            api::RefusalReason::Unspecified,
+            String::new(),
+        ),
+        Outcome::Duplicate => (
+            api::Outcome::Duplicate,
+            api::RefusalReason::Unspecified,
+            String::new(),
+        ),
+        Outcome::Refused(refusal) => (
+            api::Outcome::Refused,
+            match refusal {
+                Refusal::Invalid { .. } => api::RefusalReason::Invalid,
+                Refusal::UnknownAccount(_) => api::RefusalReason::UnknownAccount,
+                Refusal::MonthClosed { .. } => api::RefusalReason::MonthClosed,
+                Refusal::TooFarInFuture { .. } => api::RefusalReason::TooFarInFuture,
+                Refusal::ConflictingDuplicate { .. } => api::RefusalReason::ConflictingDuplicate,
+            },
+            refusal.to_string(),
+        ),
+    };
+    api::EventOutcome {
+        event_id,
+        outcome: outcome as i32,
+        refusal: refusal as i32,
+        detail,
+    }
+}
+
+/// A meter.
+pub fn meter(meter: Meter) -> api::Meter {
+    match meter {
+        Meter::SpeechToTextMinutes => api::Meter::SpeechToTextMinutes,
+        Meter::SmartRoutingPacks => api::Meter::SmartRoutingPacks,
+        Meter::AiTopicsPacks => api::Meter::AiTopicsPacks,
+        Meter::AiQaPacks => api::Meter::AiQaPacks,
+    }
+}
+
+/// A member's login day.
+pub fn login_day(date: String, day: &LoginDay) -> api::LoginDay {
+    api::LoginDay {
+        date,
+        tier: tier(day.tier) as i32,
+        billable: day.billable,
+        logins: day.logins,
+        event_ids: day.event_ids.clone(),
     }
 }

@@ -141,20 +141,7 @@ impl Licensing {
     /// The status of a refused operation; a storage failure also turns health NOT_SERVING.
     fn refused(&self, error: OpError) -> Status {
         if self.store.has_failed() {
-            let health = self.health.clone();
-            tokio::spawn(async move {
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-                for service in [
-                    "licensing.v1.LicensingService",
-                    "licensing.v1.IngestionService",
-                ] {
-                    health
-                        .set_service_status(service, tonic_health::ServingStatus::NotServing)
-                        .await;
-                }
-            });
+            report_storage_failure(&self.health);
         }
         status(error.into())
     }
@@ -166,6 +153,29 @@ impl Licensing {
             what,
         });
     }
+}
+
+/// Turns every service NOT_SERVING after a storage failure: writes are refused until a restart.
+pub(crate) fn report_storage_failure(health: &HealthReporter) {
+    let health = health.clone();
+    tokio::spawn(async move {
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        for service in [
+            "licensing.v1.LicensingService",
+            "licensing.v1.IngestionService",
+        ] {
+            health
+                .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    });
+}
+
+/// Completes once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopping(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
 /// The answer of a method that is part of the contract but not served yet.

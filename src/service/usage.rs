@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use licensing_core::{Account, PriceList, Tier, Timestamp, resolve};
+use licensing_core::{Account, BillingMonth, PriceList, Tier, Timestamp, resolve};
 use licensing_store::{OpError, Store};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,48 +32,118 @@ fn usage(part: Part) -> api::GetUsageResponse {
     api::GetUsageResponse { part: Some(part) }
 }
 
-fn summary(account: &Account, real_now: Timestamp) -> api::UsageSummary {
-    let month = account.settings.zone.month(account.now(real_now));
-    let inventory = account.inventory.as_of(month);
-    api::UsageSummary {
+/// The month a usage request shows: the one asked for, or the account's current month.
+fn shown_month(
+    account: &Account,
+    month: Option<BillingMonth>,
+    real_now: Timestamp,
+) -> BillingMonth {
+    month.unwrap_or_else(|| account.settings.zone.month(account.now(real_now)))
+}
+
+/// The account-wide part of the usage overview; blocking (reads the store).
+fn summary(
+    store: &Store,
+    account: &Account,
+    month: Option<BillingMonth>,
+    real_now: Timestamp,
+) -> Result<api::UsageSummary, OpError> {
+    let current = account.settings.zone.month(account.now(real_now));
+    let shown = shown_month(account, month, real_now);
+    let inventory = account.inventory.as_of(current);
+    let peaks = store.concurrency_peaks(account, shown)?;
+    Ok(api::UsageSummary {
         products: to_proto::seat_counts(&inventory)
             .into_iter()
             .map(|seats| api::ProductUsage { seats: Some(seats) })
             .collect(),
-        concurrency_peaks: Vec::new(),
-        unlicensed: Vec::new(),
-        month: month.to_string(),
+        concurrency_peaks: Tier::ALL
+            .into_iter()
+            .zip(peaks)
+            .filter(|(_, peak)| *peak > 0)
+            .map(|(tier, peak)| api::ConcurrencyPeak {
+                tier: to_proto::tier(tier) as i32,
+                peak,
+            })
+            .collect(),
+        unlicensed: store
+            .unlicensed(&account.id)?
+            .into_iter()
+            .map(|(member_id, events, last_seen)| api::UnlicensedUsage {
+                member_id,
+                events,
+                last_seen: Some(to_proto::timestamp(last_seen)),
+            })
+            .collect(),
+        month: shown.to_string(),
         sandbox: account.sandbox,
-    }
+        meters: store
+            .meter_totals(&account.id, shown)?
+            .into_iter()
+            .map(|(meter, quantity)| api::MeterUsage {
+                meter: to_proto::meter(meter) as i32,
+                quantity,
+            })
+            .collect(),
+    })
+}
+
+/// What a usage stream shows.
+#[derive(Debug, Clone)]
+struct View {
+    account_id: Arc<str>,
+    tiers: Arc<[Tier]>,
+    month: Option<BillingMonth>,
 }
 
 /// Sends the summary and every member row; blocking. Returns false when the client left.
 fn send_snapshot(
     store: &Store,
-    account_id: &str,
-    tiers: &[Tier],
+    view: &View,
     prices: &PriceList,
     tx: &Sender<api::GetUsageResponse>,
 ) -> Result<bool, OpError> {
-    let account = store.account(account_id)?;
+    let real_now = Licensing::real_now();
+    let account = store.account(&view.account_id)?;
+    let month = shown_month(&account, view.month, real_now).to_string();
     let retention = account.settings.recording_retention;
     if tx
         .blocking_send(Ok(usage(Part::Summary(summary(
-            &account,
-            Licensing::real_now(),
-        )))))
+            store, &account, view.month, real_now,
+        )?))))
         .is_err()
     {
         return Ok(false);
     }
+    // Days are ordered by member like the members: one merged pass over both.
+    let mut days = store.account_login_days(&view.account_id).peekable();
     let mut rows = Vec::with_capacity(ROWS_PER_MESSAGE);
-    for member in store.members(account_id, None) {
+    for member in store.members(&view.account_id, None) {
         let member = member?;
+        let mut member_days = Vec::new();
+        loop {
+            match days.peek() {
+                Some(Ok((day_member, _, _)))
+                    if day_member.as_str() <= member.member_id.as_str() => {}
+                Some(Err(_)) => {
+                    if let Some(Err(e)) = days.next() {
+                        return Err(e);
+                    }
+                }
+                _ => break,
+            }
+            if let Some(Ok((day_member, date, day))) = days.next()
+                && day_member == member.member_id
+                && date.starts_with(&month)
+            {
+                member_days.push(to_proto::login_day(date, &day));
+            }
+        }
         let resolution = resolve(&member.settings, retention, prices);
-        if !tiers.is_empty() && !tiers.contains(&resolution.tier) {
+        if !view.tiers.is_empty() && !view.tiers.contains(&resolution.tier) {
             continue;
         }
-        rows.push(to_proto::member_usage(&member, &resolution));
+        rows.push(to_proto::member_usage(&member, &resolution, member_days));
         if rows.len() == ROWS_PER_MESSAGE {
             let batch = std::mem::replace(&mut rows, Vec::with_capacity(ROWS_PER_MESSAGE));
             if tx
@@ -99,23 +169,16 @@ fn send_snapshot(
 impl Licensing {
     /// Sends a snapshot from the blocking pool; false when the client left or it failed (the
     /// failure is sent to the client).
-    async fn snapshot(
-        &self,
-        account_id: &Arc<str>,
-        tiers: &Arc<[Tier]>,
-        tx: &Sender<api::GetUsageResponse>,
-    ) -> bool {
-        let (store, prices, account_id, tiers, sender) = (
+    async fn snapshot(&self, view: &View, tx: &Sender<api::GetUsageResponse>) -> bool {
+        let (store, prices, view, sender) = (
             self.store.clone(),
             self.prices.clone(),
-            account_id.clone(),
-            tiers.clone(),
+            view.clone(),
             tx.clone(),
         );
-        let sent = tokio::task::spawn_blocking(move || {
-            send_snapshot(&store, &account_id, &tiers, &prices, &sender)
-        })
-        .await;
+        let sent =
+            tokio::task::spawn_blocking(move || send_snapshot(&store, &view, &prices, &sender))
+                .await;
         match sent {
             Ok(Ok(open)) => open,
             Ok(Err(e)) => {
@@ -137,14 +200,17 @@ impl Licensing {
         &self,
         request: api::GetUsageRequest,
     ) -> Result<ResponseStream<api::GetUsageResponse>, Status> {
-        let account_id: Arc<str> = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .into();
-        let tiers: Arc<[Tier]> = from_proto::tiers("tiers", &request.tiers)
-            .map_err(status)?
-            .into();
+        let view = View {
+            account_id: from_proto::account_id(&request.account_id)
+                .map_err(status)?
+                .into(),
+            tiers: from_proto::tiers("tiers", &request.tiers)
+                .map_err(status)?
+                .into(),
+            month: from_proto::month("month", &request.month).map_err(status)?,
+        };
         // Unknown accounts fail the call itself rather than the stream's first message.
-        let id = account_id.clone();
+        let id = view.account_id.clone();
         self.blocking(move |store| store.account(&id)).await?;
 
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -154,11 +220,11 @@ impl Licensing {
         let guard = super::StreamGuard::new(&self.streams);
         tokio::spawn(async move {
             let _guard = guard;
-            if !this.snapshot(&account_id, &tiers, &tx).await {
+            if !this.snapshot(&view, &tx).await {
                 return;
             }
             if let Some(changes) = changes {
-                this.follow(&account_id, &tiers, &tx, changes).await;
+                this.follow(&view, &tx, changes).await;
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
@@ -167,8 +233,7 @@ impl Licensing {
     /// Sends each committed change of the account until the client leaves or the server stops.
     async fn follow(
         &self,
-        account_id: &Arc<str>,
-        tiers: &Arc<[Tier]>,
+        view: &View,
         tx: &Sender<api::GetUsageResponse>,
         mut changes: broadcast::Receiver<super::Committed>,
     ) {
@@ -179,21 +244,22 @@ impl Licensing {
         {
             return;
         }
-        let mut shutdown = self.shutdown.clone();
+        let stopping = super::stopping(self.shutdown.clone());
+        tokio::pin!(stopping);
         loop {
             let change = tokio::select! {
                 () = tx.closed() => return,
-                _ = shutdown.wait_for(|stopping| *stopping) => return,
+                () = &mut stopping => return,
                 change = changes.recv() => change,
             };
             let parts = match change {
-                Ok(change) if change.account_id == *account_id => {
-                    self.change_parts(account_id, tiers, change.what).await
+                Ok(change) if change.account_id == view.account_id => {
+                    self.change_parts(view, change.what).await
                 }
                 Ok(_) => continue,
                 // Fell behind: start over with a fresh snapshot rather than skip changes.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if !self.snapshot(account_id, tiers, tx).await {
+                    if !self.snapshot(view, tx).await {
                         return;
                     }
                     continue;
@@ -211,50 +277,65 @@ impl Licensing {
     /// The messages announcing one change: the new summary, then the member's row or removal.
     async fn change_parts(
         &self,
-        account_id: &Arc<str>,
-        tiers: &Arc<[Tier]>,
+        view: &View,
         what: CommittedChange,
     ) -> Vec<Result<api::GetUsageResponse, Status>> {
-        let id = account_id.to_string();
         let member_id = match &what {
             CommittedChange::Member(member) => Some(member.clone()),
             CommittedChange::Removed(_) | CommittedChange::Account => None,
         };
+        let (read_view, prices) = (view.clone(), self.prices.clone());
         let read = self
             .blocking(move |store| {
-                let account = store.account(&id)?;
-                let member = member_id.map(|m| store.member(&id, &m)).transpose();
-                Ok((account, member))
+                let real_now = Licensing::real_now();
+                let account = store.account(&read_view.account_id)?;
+                let summary = summary(store, &account, read_view.month, real_now)?;
+                let member = match member_id {
+                    None => None,
+                    Some(member_id) => match store.member(&account.id, &member_id) {
+                        Ok(member) => {
+                            let month = shown_month(&account, read_view.month, real_now);
+                            let days = store
+                                .login_days(&account.id, &member_id, month)?
+                                .into_iter()
+                                .map(|(date, day)| to_proto::login_day(date, &day))
+                                .collect();
+                            let resolution = resolve(
+                                &member.settings,
+                                account.settings.recording_retention,
+                                &prices,
+                            );
+                            Some((
+                                resolution.tier,
+                                to_proto::member_usage(&member, &resolution, days),
+                            ))
+                        }
+                        // Removed again since: its removal follows as its own change.
+                        Err(OpError::MemberNotFound { .. }) => None,
+                        Err(e) => return Err(e),
+                    },
+                };
+                Ok((summary, member))
             })
             .await;
-        let (account, member) = match read {
+        let (summary, member) = match read {
             Ok(read) => read,
             Err(e) => return vec![Err(e)],
         };
-        let mut parts = vec![Ok(usage(Part::Summary(summary(
-            &account,
-            Self::real_now(),
-        ))))];
+        let mut parts = vec![Ok(usage(Part::Summary(summary)))];
         match what {
             CommittedChange::Removed(member_id) => {
                 parts.push(Ok(usage(Part::RemovedMemberId(member_id))))
             }
-            CommittedChange::Member(_) => match member {
-                Ok(Some(member)) => {
-                    let resolution = resolve(
-                        &member.settings,
-                        account.settings.recording_retention,
-                        &self.prices,
-                    );
-                    if tiers.is_empty() || tiers.contains(&resolution.tier) {
-                        let rows = vec![to_proto::member_usage(&member, &resolution)];
-                        parts.push(Ok(usage(Part::Members(api::MemberUsageRows { rows }))));
-                    }
+            CommittedChange::Member(_) => {
+                if let Some((tier, row)) = member
+                    && (view.tiers.is_empty() || view.tiers.contains(&tier))
+                {
+                    parts.push(Ok(usage(Part::Members(api::MemberUsageRows {
+                        rows: vec![row],
+                    }))));
                 }
-                // Removed again since: its removal follows as its own change.
-                Ok(None) | Err(OpError::MemberNotFound { .. }) => {}
-                Err(e) => parts.push(Err(self.refused(e))),
-            },
+            }
             CommittedChange::Account => {}
         }
         parts

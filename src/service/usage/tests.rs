@@ -66,6 +66,7 @@ async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
             account_id: "acme".into(),
             tiers: vec![],
             follow: true,
+            month: String::new(),
         })
         .await
         .expect("follow")
