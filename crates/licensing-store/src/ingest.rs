@@ -311,6 +311,28 @@ impl Store {
         Ok(result)
     }
 
+    /// Every login day of the account's members, ordered by member id then date:
+    /// `(member id, YYYY-MM-DD, day)`.
+    pub fn account_login_days<'a>(
+        &'a self,
+        account_id: &str,
+    ) -> impl Iterator<Item = Result<(String, String, LoginDay), OpError>> + 'a {
+        let start = prefix(account_id);
+        let skip = start.len();
+        self.days.scan_prefix(start).map(move |item| {
+            let (key, value) = item.map_err(|source| self.storage(source))?;
+            let rest = &key[skip..];
+            let split = rest.iter().rposition(|&b| b == 0).unwrap_or(0);
+            let member = String::from_utf8_lossy(&rest[..split]).into_owned();
+            let date =
+                String::from_utf8_lossy(rest.get(split + 1..).unwrap_or_default()).into_owned();
+            let day = decode::<DayRecord>("login day", &value)
+                .and_then(DayRecord::decode)
+                .map_err(StoreError::from)?;
+            Ok((member, date, day))
+        })
+    }
+
     /// The peak number of concurrently logged-in agents per tier in `month`.
     pub fn concurrency_peaks(
         &self,
