@@ -11,8 +11,10 @@ pub mod events;
 pub mod inventory;
 pub mod member;
 pub mod price;
+pub mod quota;
 pub mod resolve;
 pub mod retention;
+pub mod statement;
 pub mod tier;
 
 pub use account::{
@@ -38,6 +40,11 @@ pub use price::{
     Currency, InvalidPriceList, MAX_PRICE, MemberPrice, Period, PriceItem, PriceLine, PriceList,
     PriceListInput,
 };
+pub use quota::{Quota, check_quota};
 pub use resolve::{AddOn, AddOnLine, Billing, BillingReason, Reason, Resolution, Trigger, resolve};
 pub use retention::{InvalidRetention, RecordingRetention};
+pub use statement::{
+    LineKind, LineSubject, MemberDays, MeterCaps, RecordedMember, SPEECH_TO_TEXT_BASE_MINUTES,
+    Statement, StatementInput, StatementLine, statement,
+};
 pub use tier::Tier;
