@@ -252,17 +252,8 @@ fn invalid_resolve_member_requests_name_the_field_and_value() {
 }
 
 #[test]
-fn methods_not_served_yet_say_so() {
+fn applying_without_an_account_is_refused() {
     let server = Licensing::start();
-    let error = server.call_err(
-        "licensing.v1.LicensingService/GetStatement",
-        &json!({ "accountId": "acme" }),
-    );
-    assert!(error.contains("Code: Unimplemented"), "{error}");
-    assert!(
-        error.contains("GetStatement is not available in this version yet"),
-        "{error}"
-    );
     let error = server.call_err(RESOLVE, &json!({ "settings": {}, "apply": true }));
     assert!(
         error.contains("Code: InvalidArgument")

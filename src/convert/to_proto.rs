@@ -403,3 +403,76 @@ pub fn login_day(date: String, day: &LoginDay) -> api::LoginDay {
         event_ids: day.event_ids.clone(),
     }
 }
+
+/// A month's statement.
+pub fn statement(
+    account: &Account,
+    statement: &licensing_core::Statement,
+    is_final: bool,
+) -> api::Statement {
+    use licensing_core::{LineKind, LineSubject};
+    let kind = |kind: LineKind| match kind {
+        LineKind::Seats => api::StatementLineKind::Seats,
+        LineKind::Daily => api::StatementLineKind::Daily,
+        LineKind::CallRecording => api::StatementLineKind::CallRecording,
+        LineKind::SpeechToText => api::StatementLineKind::SpeechToText,
+        LineKind::PowerPack => api::StatementLineKind::PowerPack,
+    };
+    let currency = statement.currency;
+    api::Statement {
+        account_id: account.id.clone(),
+        month: statement.month.to_string(),
+        status: if is_final {
+            api::StatementStatus::Final
+        } else {
+            api::StatementStatus::Provisional
+        } as i32,
+        sandbox: account.sandbox,
+        price_list: Some(api::PriceListRef {
+            name: statement.price_list.clone(),
+            version: statement.price_list_version,
+        }),
+        lines: statement
+            .lines
+            .iter()
+            .map(|l| {
+                let (product, tier_, meter_) = match l.subject {
+                    LineSubject::Product(p) => {
+                        (product(p), api::Tier::Unspecified, api::Meter::Unspecified)
+                    }
+                    LineSubject::Tier(t) => {
+                        (api::Product::Unspecified, tier(t), api::Meter::Unspecified)
+                    }
+                    LineSubject::Meter(m) => {
+                        (api::Product::Unspecified, api::Tier::Unspecified, meter(m))
+                    }
+                    LineSubject::CallRecording => (
+                        api::Product::CallRecordingUnit,
+                        api::Tier::Unspecified,
+                        api::Meter::Unspecified,
+                    ),
+                };
+                api::StatementLine {
+                    kind: kind(l.kind) as i32,
+                    product: product as i32,
+                    tier: tier_ as i32,
+                    meter: meter_ as i32,
+                    quantity: l.quantity,
+                    unit_price: Some(money(l.unit_price, currency)),
+                    amount: Some(money(l.amount, currency)),
+                    description: l.description.clone(),
+                    member_ids: l.member_ids.clone(),
+                }
+            })
+            .collect(),
+        subtotals: statement
+            .subtotals
+            .iter()
+            .map(|(k, amount)| api::StatementSubtotal {
+                kind: kind(*k) as i32,
+                amount: Some(money(*amount, currency)),
+            })
+            .collect(),
+        total: Some(money(statement.total, currency)),
+    }
+}

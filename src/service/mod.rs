@@ -6,6 +6,7 @@
 //! service NOT_SERVING and stops writes until a restart.
 
 mod accounts;
+mod billing;
 mod inventory;
 mod members;
 mod usage;
@@ -178,11 +179,6 @@ pub(crate) async fn stopping(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
-/// The answer of a method that is part of the contract but not served yet.
-fn not_yet(method: &'static str) -> Status {
-    status(ApiError::Unimplemented(method))
-}
-
 #[tonic::async_trait]
 impl LicensingService for Licensing {
     async fn resolve_member(
@@ -299,15 +295,19 @@ impl LicensingService for Licensing {
 
     async fn get_statement(
         &self,
-        _: Request<api::GetStatementRequest>,
+        request: Request<api::GetStatementRequest>,
     ) -> Result<Response<api::GetStatementResponse>, Status> {
-        Err(not_yet("GetStatement is not available in this version yet"))
+        self.get_statement(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn check_quota(
         &self,
-        _: Request<api::CheckQuotaRequest>,
+        request: Request<api::CheckQuotaRequest>,
     ) -> Result<Response<api::CheckQuotaResponse>, Status> {
-        Err(not_yet("CheckQuota is not available in this version yet"))
+        self.check_quota(request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

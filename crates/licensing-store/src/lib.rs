@@ -7,6 +7,7 @@
 mod accounts;
 mod ingest;
 mod records;
+mod statement;
 
 use std::{
     path::{Path, PathBuf},
@@ -19,6 +20,7 @@ use std::{
 pub use accounts::{Adjusted, Applied, OpError};
 pub use ingest::Batch;
 pub use records::Corrupt;
+pub use statement::MonthStatement;
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change of the key
 /// layout or record encoding; a database of another version is refused at open, never rewritten.
@@ -34,6 +36,7 @@ const DAYS_TREE: &str = "days";
 const SESSIONS_TREE: &str = "sessions";
 const UNLICENSED_TREE: &str = "unlicensed";
 const METERS_TREE: &str = "meters";
+const STATEMENTS_TREE: &str = "statements";
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 
 /// Where and how to open the database.
@@ -92,6 +95,7 @@ pub struct Store {
     sessions: sled::Tree,
     unlicensed: sled::Tree,
     meters: sled::Tree,
+    statements: sled::Tree,
     path: PathBuf,
     /// Set by the first storage error; from then on every write is refused.
     failed: Arc<AtomicBool>,
@@ -148,6 +152,7 @@ impl Store {
             sessions: db.open_tree(SESSIONS_TREE).map_err(storage)?,
             unlicensed: db.open_tree(UNLICENSED_TREE).map_err(storage)?,
             meters: db.open_tree(METERS_TREE).map_err(storage)?,
+            statements: db.open_tree(STATEMENTS_TREE).map_err(storage)?,
             db,
             path,
             failed: Arc::new(AtomicBool::new(false)),

@@ -575,3 +575,121 @@ impl UnlicensedRecord {
 pub(crate) enum MeterRecord {
     V1(u64),
 }
+
+/// A final statement: `statements` tree, key = account id, 0, `YYYY-MM`. Written once, when the
+/// month is first read after it closed; read back unchanged ever after.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum StatementRecord {
+    V1 {
+        lines: Vec<StatementLineV1>,
+        currency: String,
+        price_list: String,
+        price_list_version: u32,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StatementLineV1 {
+    kind: u8,
+    /// 0 product, 1 tier, 2 meter, 3 call recording; with the code of the product, tier or meter.
+    subject: (u8, u8),
+    quantity: u64,
+    unit_price: i64,
+    amount: i64,
+    description: String,
+    member_ids: Vec<String>,
+}
+
+impl From<&licensing_core::Statement> for StatementRecord {
+    fn from(s: &licensing_core::Statement) -> StatementRecord {
+        use licensing_core::LineSubject as S;
+        StatementRecord::V1 {
+            lines: s
+                .lines
+                .iter()
+                .map(|l| StatementLineV1 {
+                    kind: l.kind as u8,
+                    subject: match l.subject {
+                        S::Product(p) => (0, p as u8),
+                        S::Tier(t) => (1, t as u8),
+                        S::Meter(m) => (2, m as u8),
+                        S::CallRecording => (3, 0),
+                    },
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    amount: l.amount,
+                    description: l.description.clone(),
+                    member_ids: l.member_ids.clone(),
+                })
+                .collect(),
+            currency: s.currency.as_str().to_owned(),
+            price_list: s.price_list.clone(),
+            price_list_version: s.price_list_version,
+        }
+    }
+}
+
+impl StatementRecord {
+    pub(crate) fn decode(self, month: BillingMonth) -> Result<licensing_core::Statement, Corrupt> {
+        use licensing_core::{LineKind, LineSubject as S, Meter, StatementLine, Tier};
+        const WHAT: &str = "statement";
+        let StatementRecord::V1 {
+            lines,
+            currency,
+            price_list,
+            price_list_version,
+        } = self;
+        let lines = lines
+            .into_iter()
+            .map(|l| {
+                let kind = *LineKind::ALL
+                    .get(usize::from(l.kind))
+                    .ok_or_else(|| corrupt(WHAT, "line kind"))?;
+                let code = usize::from(l.subject.1);
+                let subject = match l.subject.0 {
+                    0 => S::Product(
+                        *Product::ALL
+                            .get(code)
+                            .ok_or_else(|| corrupt(WHAT, "product"))?,
+                    ),
+                    1 => S::Tier(*Tier::ALL.get(code).ok_or_else(|| corrupt(WHAT, "tier"))?),
+                    2 => S::Meter(*Meter::ALL.get(code).ok_or_else(|| corrupt(WHAT, "meter"))?),
+                    3 => S::CallRecording,
+                    n => return Err(corrupt(WHAT, format!("subject {n}"))),
+                };
+                Ok(StatementLine {
+                    kind,
+                    subject,
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    amount: l.amount,
+                    description: l.description,
+                    member_ids: l.member_ids,
+                })
+            })
+            .collect::<Result<Vec<_>, Corrupt>>()?;
+        let subtotals = LineKind::ALL
+            .into_iter()
+            .map(|kind| {
+                (
+                    kind,
+                    lines
+                        .iter()
+                        .filter(|l| l.kind == kind)
+                        .map(|l| l.amount)
+                        .sum(),
+                )
+            })
+            .collect();
+        Ok(licensing_core::Statement {
+            month,
+            total: lines.iter().map(|l| l.amount).sum(),
+            lines,
+            subtotals,
+            currency: licensing_core::Currency::parse(&currency)
+                .ok_or_else(|| corrupt(WHAT, "currency"))?,
+            price_list,
+            price_list_version,
+        })
+    }
+}
