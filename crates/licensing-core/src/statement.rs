@@ -231,9 +231,12 @@ pub fn statement(input: &StatementInput, prices: &PriceList) -> Statement {
     if !recorded.is_empty() {
         recorded.sort_by(|a, b| a.member_id.cmp(&b.member_id));
         let units: u64 = recorded.iter().map(|r| r.billed_units).sum();
+        let members = match recorded.len() {
+            1 => "1 recorded member".to_owned(),
+            n => format!("{n} recorded members"),
+        };
         let description = format!(
-            "{units} recording units: {} recorded members at {} months of retention (one unit per 3 months, one included from ENTERPRISE)",
-            recorded.len(),
+            "{units} recording units: {members} at {} months of retention (one unit per 3 months, one included from ENTERPRISE)",
             input.retention_months
         );
         let ids = recorded.iter().map(|r| r.member_id.clone()).collect();
