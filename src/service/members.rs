@@ -1,6 +1,6 @@
 //! ResolveMember (preview and apply), GetMember, ListMembers, RemoveMember.
 
-use licensing_core::{RecordingRetention, UNAUTHENTICATED, resolve};
+use licensing_core::{MemberSettings, RecordingRetention, UNAUTHENTICATED, resolve};
 use tonic::Status;
 
 use super::{CommittedChange, Licensing};
@@ -16,6 +16,20 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
 
 impl Licensing {
+    /// A preview's answer: the licence, nothing written.
+    fn preview(
+        &self,
+        settings: &MemberSettings,
+        retention: RecordingRetention,
+    ) -> api::ResolveMemberResponse {
+        let resolution = resolve(settings, retention, &self.prices);
+        api::ResolveMemberResponse {
+            licence: Some(to_proto::licence(&resolution, &self.prices)),
+            applied: false,
+            member: None,
+        }
+    }
+
     pub(super) async fn resolve_member(
         &self,
         request: api::ResolveMemberRequest,
@@ -30,12 +44,7 @@ impl Licensing {
                 )));
             }
             // Without an account, the preview prices recording at the default retention.
-            let resolution = resolve(&settings, RecordingRetention::default(), &self.prices);
-            return Ok(api::ResolveMemberResponse {
-                licence: Some(to_proto::licence(&resolution, &self.prices)),
-                applied: false,
-                member: None,
-            });
+            return Ok(self.preview(&settings, RecordingRetention::default()));
         }
         let account_id = from_proto::account_id(&request.account_id)
             .map_err(status)?
@@ -44,16 +53,7 @@ impl Licensing {
             let account = self
                 .blocking(move |store| store.account(&account_id))
                 .await?;
-            let resolution = resolve(
-                &settings,
-                account.settings.recording_retention,
-                &self.prices,
-            );
-            return Ok(api::ResolveMemberResponse {
-                licence: Some(to_proto::licence(&resolution, &self.prices)),
-                applied: false,
-                member: None,
-            });
+            return Ok(self.preview(&settings, account.settings.recording_retention));
         }
         let member_id = from_proto::member_id(&request.member_id)
             .map_err(status)?

@@ -305,11 +305,15 @@ impl MemberPrice {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A price list for tests: seats 500 / 2900 / 4900 / 6900 / 9900 a month, daily 290 (PRO) and
+/// 390 (ENT), recording unit 700, outbound seat 1500, speech-to-text 2 a minute, Power Pack 4900,
+/// in EUR minor units.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use super::{PriceList, PriceListInput};
 
-    pub(crate) fn input() -> PriceListInput {
+    /// The test price list's input.
+    pub fn input() -> PriceListInput {
         PriceListInput {
             name: "test".into(),
             version: 1,
@@ -323,6 +327,19 @@ mod tests {
             power_pack: 4900,
         }
     }
+
+    /// The test price list.
+    pub fn prices() -> PriceList {
+        match PriceList::new(input()) {
+            Ok(prices) => prices,
+            Err(e) => panic!("the test price list is invalid: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::input, *};
 
     #[test]
     fn currency_codes_are_three_uppercase_letters() {

@@ -297,27 +297,46 @@ pub fn statement(input: &StatementInput, prices: &PriceList) -> Statement {
             Vec::new(),
         ));
     }
-    let subtotals: Vec<(LineKind, i64)> = LineKind::ALL
-        .into_iter()
-        .map(|kind| {
-            (
-                kind,
-                lines
-                    .iter()
-                    .filter(|l| l.kind == kind)
-                    .map(|l| l.amount)
-                    .sum(),
-            )
-        })
-        .collect();
-    Statement {
-        month: input.month,
-        total: lines.iter().map(|l| l.amount).sum(),
+    Statement::from_lines(
+        input.month,
         lines,
-        subtotals,
-        currency: prices.currency(),
-        price_list: prices.name().to_owned(),
-        price_list_version: prices.version(),
+        prices.currency(),
+        prices.name().to_owned(),
+        prices.version(),
+    )
+}
+
+impl Statement {
+    /// A statement of these lines, with its subtotals and total.
+    pub fn from_lines(
+        month: BillingMonth,
+        lines: Vec<StatementLine>,
+        currency: Currency,
+        price_list: String,
+        price_list_version: u32,
+    ) -> Statement {
+        let subtotals = LineKind::ALL
+            .into_iter()
+            .map(|kind| {
+                (
+                    kind,
+                    lines
+                        .iter()
+                        .filter(|l| l.kind == kind)
+                        .map(|l| l.amount)
+                        .sum(),
+                )
+            })
+            .collect();
+        Statement {
+            month,
+            total: lines.iter().map(|l| l.amount).sum(),
+            lines,
+            subtotals,
+            currency,
+            price_list,
+            price_list_version,
+        }
     }
 }
 

@@ -668,28 +668,14 @@ impl StatementRecord {
                 })
             })
             .collect::<Result<Vec<_>, Corrupt>>()?;
-        let subtotals = LineKind::ALL
-            .into_iter()
-            .map(|kind| {
-                (
-                    kind,
-                    lines
-                        .iter()
-                        .filter(|l| l.kind == kind)
-                        .map(|l| l.amount)
-                        .sum(),
-                )
-            })
-            .collect();
-        Ok(licensing_core::Statement {
+        let currency =
+            licensing_core::Currency::parse(&currency).ok_or_else(|| corrupt(WHAT, "currency"))?;
+        Ok(licensing_core::Statement::from_lines(
             month,
-            total: lines.iter().map(|l| l.amount).sum(),
             lines,
-            subtotals,
-            currency: licensing_core::Currency::parse(&currency)
-                .ok_or_else(|| corrupt(WHAT, "currency"))?,
+            currency,
             price_list,
             price_list_version,
-        })
+        ))
     }
 }

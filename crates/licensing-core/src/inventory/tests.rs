@@ -6,29 +6,13 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::price::testing::prices;
 use crate::{
     calendar::Zone,
     member::{MemberSettings, MemberSettingsInput, Permission},
-    price::PriceListInput,
     resolve::resolve,
     retention::RecordingRetention,
 };
-
-fn prices() -> PriceList {
-    PriceList::new(PriceListInput {
-        name: "test".into(),
-        version: 1,
-        currency: "EUR".into(),
-        seat_monthly: [500, 2900, 4900, 6900, 9900],
-        seat_daily_professional: 290,
-        seat_daily_enterprise: 390,
-        recording_unit_monthly: 700,
-        outbound_seat_monthly: 1500,
-        speech_to_text_minute: 2,
-        power_pack: 4900,
-    })
-    .expect("valid test prices")
-}
 
 fn month(text: &str) -> BillingMonth {
     BillingMonth::parse(text).expect("valid month")

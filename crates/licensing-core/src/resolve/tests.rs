@@ -4,26 +4,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::{
-    member::{Channel, MemberSettingsInput, Role, Skill},
-    price::PriceListInput,
-};
-
-fn prices() -> PriceList {
-    PriceList::new(PriceListInput {
-        name: "test".into(),
-        version: 1,
-        currency: "EUR".into(),
-        seat_monthly: [500, 2900, 4900, 6900, 9900],
-        seat_daily_professional: 290,
-        seat_daily_enterprise: 390,
-        recording_unit_monthly: 700,
-        outbound_seat_monthly: 1500,
-        speech_to_text_minute: 2,
-        power_pack: 4900,
-    })
-    .expect("valid test prices")
-}
+use crate::member::{Channel, MemberSettingsInput, Role, Skill};
+use crate::price::testing::prices;
 
 fn skills(channels: &[Channel]) -> Vec<Skill> {
     channels

@@ -3,25 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::price::PriceListInput;
-
-/// Seats 500 / 2900 / 4900 / 6900 / 9900 a month; daily 290 (PRO) and 390 (ENT); recording unit
-/// 700; outbound seat 1500; speech-to-text 2 a minute; Power Pack 4900.
-fn prices() -> PriceList {
-    PriceList::new(PriceListInput {
-        name: "golden".into(),
-        version: 3,
-        currency: "EUR".into(),
-        seat_monthly: [500, 2900, 4900, 6900, 9900],
-        seat_daily_professional: 290,
-        seat_daily_enterprise: 390,
-        recording_unit_monthly: 700,
-        outbound_seat_monthly: 1500,
-        speech_to_text_minute: 2,
-        power_pack: 4900,
-    })
-    .expect("valid prices")
-}
+use crate::price::testing::prices;
 
 fn input(month: &str) -> StatementInput {
     StatementInput {
@@ -101,7 +83,7 @@ fn a_reduction_mid_month_is_billed_at_the_peak_and_a_switch_to_daily_bills_days(
     );
     assert_eq!(
         (statement.price_list.as_str(), statement.price_list_version),
-        ("golden", 3)
+        ("test", 1)
     );
 }
 

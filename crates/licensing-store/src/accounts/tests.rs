@@ -3,28 +3,13 @@
 use std::{path::Path, sync::Barrier};
 
 use licensing_core::{
-    AccountSettings, Channel, Inventory, MemberSettingsInput, Permission, PriceListInput, Skill,
-    UNAUTHENTICATED, Zone,
+    AccountSettings, Channel, Inventory, MemberSettingsInput, Permission, Skill, UNAUTHENTICATED,
+    Zone,
 };
 
 use super::*;
 use crate::StoreConfig;
-
-fn prices() -> PriceList {
-    PriceList::new(PriceListInput {
-        name: "test".into(),
-        version: 1,
-        currency: "EUR".into(),
-        seat_monthly: [500, 2900, 4900, 6900, 9900],
-        seat_daily_professional: 290,
-        seat_daily_enterprise: 390,
-        recording_unit_monthly: 700,
-        outbound_seat_monthly: 1500,
-        speech_to_text_minute: 2,
-        power_pack: 4900,
-    })
-    .expect("valid prices")
-}
+use licensing_core::price::testing::prices;
 
 fn open(dir: &Path) -> Store {
     Store::open(&StoreConfig {

@@ -4,29 +4,14 @@ use std::path::Path;
 
 use jiff::ToSpan;
 use licensing_core::{
-    AccountSettings, Channel, Inventory, MemberSettings, MemberSettingsInput, Permission,
-    PriceListInput, Skill, UNAUTHENTICATED, Zone,
+    AccountSettings, Channel, Inventory, MemberSettings, MemberSettingsInput, Permission, Skill,
+    UNAUTHENTICATED, Zone,
 };
 use proptest::prelude::*;
 
 use super::*;
 use crate::StoreConfig;
-
-fn prices() -> PriceList {
-    PriceList::new(PriceListInput {
-        name: "test".into(),
-        version: 1,
-        currency: "EUR".into(),
-        seat_monthly: [500, 2900, 4900, 6900, 9900],
-        seat_daily_professional: 290,
-        seat_daily_enterprise: 390,
-        recording_unit_monthly: 700,
-        outbound_seat_monthly: 1500,
-        speech_to_text_minute: 2,
-        power_pack: 4900,
-    })
-    .expect("valid prices")
-}
+use licensing_core::price::testing::prices;
 
 fn at(text: &str) -> Timestamp {
     text.parse().expect("timestamp")
