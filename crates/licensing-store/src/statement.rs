@@ -267,3 +267,101 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use licensing_core::{
+        AccountSettings, Channel, Inventory, LineKind, MemberSettings, MemberSettingsInput,
+        Permission, RecordingRetention, Skill, UNAUTHENTICATED, Zone, price::testing::prices,
+    };
+
+    use super::*;
+    use crate::StoreConfig;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("timestamp")
+    }
+
+    #[test]
+    fn a_retention_change_mid_month_is_billed_at_the_month_highest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&StoreConfig {
+            path: dir.path().join("db"),
+            cache_capacity_bytes: 8 << 20,
+        })
+        .expect("open");
+        let zone = Zone::new("America/Los_Angeles").expect("zone");
+        let start = at("2026-03-02T18:00:00Z");
+        let mut settings = AccountSettings::new(zone.clone());
+        settings.auto_growth = true;
+        let account = Account {
+            id: "acme".into(),
+            inventory: Inventory::new(zone.month(start)),
+            settings,
+            sandbox: true,
+            created_at: start,
+            clock: Some(start),
+            audit_sequence: 0,
+        };
+        store
+            .create_account(account, UNAUTHENTICATED)
+            .expect("account");
+        let recorded = MemberSettings::new(MemberSettingsInput {
+            permissions: vec![Permission::Communication],
+            skills: vec![Skill {
+                id: "voice".into(),
+                channel: Channel::Voice,
+            }],
+            call_recording: true,
+            ..Default::default()
+        })
+        .expect("valid");
+        store
+            .apply_member("acme", "ann", &recorded, start, &prices(), "test")
+            .expect("apply");
+        // Mid-March: 9 months for a week, then back to 3.
+        for (when, months) in [("2026-03-10T18:00:00Z", 9), ("2026-03-17T18:00:00Z", 3)] {
+            store
+                .advance_clock("acme", at(when), "test")
+                .expect("advance");
+            store
+                .update_account("acme", at(when), "test", |s| {
+                    s.recording_retention = RecordingRetention::months(months).expect("valid");
+                    Ok(())
+                })
+                .expect("update");
+        }
+        let account = store.account("acme").expect("account");
+        let march = BillingMonth::parse("2026-03").expect("month");
+        let month = store
+            .statement(&account, march, at("2026-03-20T00:00:00Z"), &prices())
+            .expect("statement");
+        assert!(!month.is_final);
+        let recording: Vec<_> = month
+            .statement
+            .lines
+            .iter()
+            .filter(|l| l.kind == LineKind::CallRecording)
+            .collect();
+        // 9 months at their highest: 3 units × 700.
+        assert_eq!(recording.len(), 1);
+        assert_eq!((recording[0].quantity, recording[0].amount), (3, 2_100));
+        // April starts at 3 months: 1 unit.
+        store
+            .advance_clock("acme", at("2026-04-05T18:00:00Z"), "test")
+            .expect("advance");
+        let account = store.account("acme").expect("account");
+        let april = BillingMonth::parse("2026-04").expect("month");
+        let month = store
+            .statement(&account, april, at("2026-04-06T00:00:00Z"), &prices())
+            .expect("statement");
+        let units: Vec<u64> = month
+            .statement
+            .lines
+            .iter()
+            .filter(|l| l.kind == LineKind::CallRecording)
+            .map(|l| l.quantity)
+            .collect();
+        assert_eq!(units, [1]);
+    }
+}
