@@ -6,6 +6,10 @@
 //! else, and next to the same echo answering as many bytes as `ResolveMember` does (which tells
 //! the cost of the answer's size from the cost of the handler). Servers and client run on separate
 //! runtimes; rounds alternate the services so drift over the run hits all alike.
+//!
+//! `usage`: a `GetUsage` snapshot of one account of 100k and 1M members next to a raw sled scan
+//! of the same records, the members' cost on disk and in memory, and the `licensing` binary's
+//! time from start to SERVING on that database.
 
 // Printing the results is what a benchmark command is for.
 #![allow(clippy::print_stdout)]
@@ -14,6 +18,9 @@ mod echo;
 mod in_process;
 mod load;
 mod servers;
+mod stages;
+mod startup;
+mod usage;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
@@ -48,6 +55,8 @@ struct Cli {
 enum Command {
     /// ResolveMember: in-process resolution, then loopback gRPC against an echo baseline.
     Resolve(ResolveArgs),
+    /// GetUsage of one large account against a raw sled scan; memory per member; time to SERVING.
+    Usage(usage::UsageArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +81,7 @@ struct ResolveArgs {
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Resolve(args) => bench_resolve(&args),
+        Command::Usage(args) => usage::run(&args),
     }
 }
 
