@@ -35,6 +35,7 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let store = Store::open(&StoreConfig {
         path: config.data_dir.clone(),
         cache_capacity_bytes: config.cache_capacity_bytes,
@@ -56,29 +57,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         store,
         shutdown_grace: config.shutdown_grace,
     };
-    server::run(listener, options, shutdown_signal()).await?;
+    server::run(listener, options, shutdown).await?;
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Registers for SIGINT and SIGTERM (what Kubernetes sends before killing a pod) at once, and
+/// returns a future that completes on either. Registering before anything is served matters: a
+/// signal that arrives before the server first polls its shutdown future is kept, not fatal.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
             }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {},
-        () = terminate => {},
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
