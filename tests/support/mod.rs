@@ -42,6 +42,12 @@ impl Licensing {
     /// Starts the binary on `127.0.0.1:0` with its database in `data_dir`, which outlives it (for
     /// restarts), and waits until it is SERVING.
     pub fn start_at(data_dir: PathBuf) -> Licensing {
+        Licensing::start_on(data_dir, "127.0.0.1:0")
+    }
+
+    /// Starts the binary on `listen` with its database in `data_dir`, and waits until SERVING.
+    /// A fixed address lets clients (the collector) find it again after a restart.
+    pub fn start_on(data_dir: PathBuf, listen: &str) -> Licensing {
         let mut command = Command::new(env!("CARGO_BIN_EXE_licensing"));
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("LICENSING_") {
@@ -49,7 +55,7 @@ impl Licensing {
             }
         }
         let mut child = command
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(&data_dir)
             .args(["--log", "info"])
             .stdout(Stdio::null())
@@ -223,6 +229,12 @@ impl Drop for Licensing {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("address").to_string()
 }
 
 /// grpcurl's options go before the address, the method (and anything after it) after.
