@@ -16,6 +16,7 @@
 
 mod echo;
 mod in_process;
+mod ingestion;
 mod load;
 mod servers;
 mod stages;
@@ -57,6 +58,8 @@ enum Command {
     Resolve(ResolveArgs),
     /// GetUsage of one large account against a raw sled scan; memory per member; time to SERVING.
     Usage(usage::UsageArgs),
+    /// Durable, acknowledged Ingest events/s against raw sled apply_batch + flush.
+    Ingest(ingestion::IngestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Resolve(args) => bench_resolve(&args),
         Command::Usage(args) => usage::run(&args),
+        Command::Ingest(args) => ingestion::run(&args),
     }
 }
 
