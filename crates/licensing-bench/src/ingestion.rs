@@ -95,7 +95,7 @@ impl Ids {
                 let id = self.next;
                 self.next += 1;
                 let member = self.members[(id as usize) % self.members.len()].clone();
-                let kind = if id % 2 == 0 {
+                let kind = if id.is_multiple_of(2) {
                     api::event::Kind::AgentLogin(api::AgentLogin {})
                 } else {
                     api::event::Kind::AgentLogout(api::AgentLogout {})
