@@ -1,4 +1,4 @@
-//! End to end: an operator's session with `grpcurl` against the real binary — create an account,
+//! End to end: an operator's walk-through with `grpcurl` against the real binary — create an account,
 //! preview and confirm a cart, apply members until the seats run out, stream usage, read the
 //! audit trail — with the exact answers and refusals checked.
 
@@ -34,7 +34,7 @@ fn standard_seats(inventory: &Value) -> &Value {
 }
 
 #[test]
-fn an_operator_session_from_account_to_audit_trail() {
+fn an_operator_walk_through_from_account_to_audit_trail() {
     let server = Licensing::start();
 
     // The account, and the refusals around it.

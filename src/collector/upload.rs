@@ -71,7 +71,7 @@ pub async fn upload(
             }
         }
         first = false;
-        match session(&options, &spool, &metrics, &mut backoff, &mut stop).await {
+        match connection(&options, &spool, &metrics, &mut backoff, &mut stop).await {
             Ok(()) => return,
             Err(problem) => {
                 tracing::warn!(endpoint = %options.endpoint, %problem, "upload interrupted; reconnecting")
@@ -81,7 +81,7 @@ pub async fn upload(
 }
 
 /// One connection: returns Ok when stopped with nothing in flight, Err when it broke.
-async fn session(
+async fn connection(
     options: &UploadOptions,
     spool: &Spool,
     metrics: &Metrics,
@@ -104,7 +104,7 @@ async fn session(
         .into_inner();
     let added = spool.added();
     let mut in_flight: BTreeMap<u64, InFlight> = BTreeMap::new();
-    // Every session starts from the spool's head: whatever was not acknowledged is sent again.
+    // Every connection starts from the spool's head: whatever was not acknowledged is sent again.
     let mut last_sent: Option<u64> = None;
     let mut next_batch = 1u64;
     loop {
