@@ -261,3 +261,60 @@ fn applying_needs_an_account_and_a_member_id() {
     assert_eq!(last["inventory"]["autoGrowth"], true);
     assert_eq!(last["inventory"]["memberId"], "alice");
 }
+
+#[test]
+fn members_list_in_pages_and_by_tier() {
+    let server = Licensing::start();
+    server.call(
+        &method("CreateAccount"),
+        &json!({ "accountId": "acme", "settings": { "timeZone": "UTC", "autoGrowth": true } }),
+    );
+    for member in ["dave", "alice", "erin", "carol", "bob"] {
+        server.call(&method("ResolveMember"), &agent("acme", member));
+    }
+    for leader in ["bob", "dave"] {
+        server.call(
+            &method("ResolveMember"),
+            &json!({ "accountId": "acme", "memberId": leader, "apply": true, "settings": { "role": "ROLE_TEAM_LEADER" } }),
+        );
+    }
+    let ids = |page: &Value| -> Vec<String> {
+        page["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["memberId"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = server.call(
+            &method("ListMembers"),
+            &json!({ "accountId": "acme", "pageSize": 2, "pageToken": token }),
+        );
+        seen.extend(ids(&page));
+        match page["nextPageToken"].as_str() {
+            Some(next) if !next.is_empty() => token = next.to_owned(),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ["alice", "bob", "carol", "dave", "erin"]);
+    let leaders = server.call(
+        &method("ListMembers"),
+        &json!({ "accountId": "acme", "tiers": ["TIER_PROFESSIONAL"] }),
+    );
+    assert_eq!(ids(&leaders), ["bob", "dave"]);
+    assert_eq!(
+        leaders["members"][0]["licence"]["tier"],
+        "TIER_PROFESSIONAL"
+    );
+    let too_big = server.call_err(
+        &method("ListMembers"),
+        &json!({ "accountId": "acme", "pageSize": 5000 }),
+    );
+    assert!(
+        too_big.contains("invalid page_size 5000: must be at most 1000"),
+        "{too_big}"
+    );
+}
