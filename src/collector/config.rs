@@ -1,173 +1,362 @@
-//! The collector's configuration: flags and `LICENSING_COLLECTOR_*` variables, checked at once,
-//! every problem named with its flag and value.
+//! Configuration of `licensing-collector`: flags and `LICENSING_COLLECTOR_*` environment
+//! variables, parsed once into a typed [`Config`]. Every bad value is reported at once, each
+//! naming its flag, variable and value, and an unknown `LICENSING_COLLECTOR_*` variable is refused
+//! (a typo must not silently fall back to a default). Mirrors `crate::config`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
+use licensing_core::events::MAX_EVENT_ID_BYTES;
 
 use super::upload::UploadOptions;
+use crate::{config::LogFormat, ingest::MAX_EVENTS_PER_BATCH};
 
-/// Command line of `licensing-collector`.
+/// Flags of `licensing-collector`; each can also come from its environment variable.
 #[derive(Debug, Parser)]
 #[command(
     name = "licensing-collector",
+    version,
     about = "Spools usage events and streams them to licensing, each counted once"
 )]
 pub struct Args {
-    /// URL of the licensing service.
+    /// URL of the licensing service (plaintext HTTP/2: this build has no TLS).
     #[arg(
         long,
         env = "LICENSING_COLLECTOR_LICENSING",
         default_value = "http://127.0.0.1:50051"
     )]
-    pub licensing: String,
-    /// Folder of the durable spool (its own database; one collector per folder).
+    licensing: String,
+    /// Folder of the durable spool, created when missing (one collector per folder).
     #[arg(
         long,
         env = "LICENSING_COLLECTOR_SPOOL_DIR",
         default_value = "./collector-spool"
     )]
-    pub spool_dir: PathBuf,
-    /// A JSON-lines file to follow like `tail -F` (repeatable).
+    spool_dir: PathBuf,
+    /// A JSON-lines file to follow like `tail -F` (repeatable; comma-separated in the variable).
     #[arg(
         long = "follow",
+        value_name = "PATH",
         env = "LICENSING_COLLECTOR_FOLLOW",
         value_delimiter = ','
     )]
-    pub follow: Vec<PathBuf>,
-    /// Read JSON lines from standard input too.
+    follow: Vec<PathBuf>,
+    /// Read JSON lines from standard input too (no checkpoint: see docs/events.md).
     #[arg(long, env = "LICENSING_COLLECTOR_STDIN")]
-    pub stdin: bool,
-    /// Serve licensing.v1.IngestionService here for workloads to push to, e.g. 127.0.0.1:50052.
-    #[arg(long, env = "LICENSING_COLLECTOR_LISTEN")]
-    pub listen: Option<String>,
+    stdin: bool,
+    /// Serve licensing.v1.IngestionService here for workloads to push to, e.g. 127.0.0.1:50052;
+    /// port 0 picks a free port (the bound address is logged). OUTCOME_APPLIED there means
+    /// "accepted into the durable spool".
+    #[arg(long, value_name = "ADDRESS", env = "LICENSING_COLLECTOR_LISTEN")]
+    listen: Option<String>,
     /// Serve Prometheus metrics on GET /metrics here, e.g. 127.0.0.1:9464.
-    #[arg(long, env = "LICENSING_COLLECTOR_METRICS_LISTEN")]
-    pub metrics_listen: Option<String>,
-    /// Source of events whose line names none.
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        env = "LICENSING_COLLECTOR_METRICS_LISTEN"
+    )]
+    metrics_listen: Option<String>,
+    /// Source of events whose line names none. Keep it stable: it is half of each event's
+    /// identity, so a file read again under another source would be counted again.
     #[arg(long, env = "LICENSING_COLLECTOR_SOURCE", default_value = "collector")]
-    pub source: String,
-    /// Events per batch (1 to 1000).
-    #[arg(long, env = "LICENSING_COLLECTOR_BATCH_SIZE", default_value_t = 100)]
-    pub batch_size: usize,
-    /// Batches in flight, unacknowledged (1 to 1024).
-    #[arg(long, env = "LICENSING_COLLECTOR_IN_FLIGHT", default_value_t = 16)]
-    pub in_flight: usize,
-    /// Longest wait between reconnection attempts, in milliseconds (at least 100).
+    source: String,
+    /// Events per batch sent to licensing (1 to 1000).
+    #[arg(long, env = "LICENSING_COLLECTOR_BATCH_SIZE", default_value = "100")]
+    batch_size: String,
+    /// Batches sent and not yet acknowledged, at most (1 to 64).
+    #[arg(long, env = "LICENSING_COLLECTOR_IN_FLIGHT", default_value = "16")]
+    in_flight: String,
+    /// Longest wait between reconnection attempts, in milliseconds (100 to 600000).
     #[arg(
         long,
         env = "LICENSING_COLLECTOR_BACKOFF_MAX_MS",
-        default_value_t = 10_000
+        default_value = "10000"
     )]
-    pub backoff_max_ms: u64,
-    /// Time given to in-flight batches after SIGTERM, in seconds.
+    backoff_max_ms: String,
+    /// Seconds in-flight batches get to be acknowledged after SIGINT or SIGTERM.
     #[arg(
         long,
         env = "LICENSING_COLLECTOR_SHUTDOWN_GRACE_SECONDS",
-        default_value_t = 10
+        default_value = "10"
     )]
-    pub shutdown_grace_seconds: u64,
-    /// Log filter (`tracing` directives).
+    shutdown_grace_seconds: String,
+    /// Log filter, in `tracing` directive syntax (e.g. `info,licensing=debug`).
     #[arg(long, env = "LICENSING_COLLECTOR_LOG", default_value = "info")]
-    pub log: String,
+    log: String,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LICENSING_COLLECTOR_LOG_FORMAT", default_value = "text")]
+    log_format: String,
 }
 
-/// The checked configuration.
+/// Environment variables the collector reads; any other `LICENSING_COLLECTOR_*` is an error.
+const KNOWN_VARIABLES: &[&str] = &[
+    "LICENSING_COLLECTOR_LICENSING",
+    "LICENSING_COLLECTOR_SPOOL_DIR",
+    "LICENSING_COLLECTOR_FOLLOW",
+    "LICENSING_COLLECTOR_STDIN",
+    "LICENSING_COLLECTOR_LISTEN",
+    "LICENSING_COLLECTOR_METRICS_LISTEN",
+    "LICENSING_COLLECTOR_SOURCE",
+    "LICENSING_COLLECTOR_BATCH_SIZE",
+    "LICENSING_COLLECTOR_IN_FLIGHT",
+    "LICENSING_COLLECTOR_BACKOFF_MAX_MS",
+    "LICENSING_COLLECTOR_SHUTDOWN_GRACE_SECONDS",
+    "LICENSING_COLLECTOR_LOG",
+    "LICENSING_COLLECTOR_LOG_FORMAT",
+];
+
+/// The most batches in flight: what `licensing` keeps in flight per stream. More would only
+/// wait in its receive buffer.
+pub const MAX_IN_FLIGHT: usize = crate::ingest::MAX_BATCHES_IN_FLIGHT;
+
+/// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where to upload and how.
     pub upload: UploadOptions,
     /// The spool's folder.
     pub spool_dir: PathBuf,
-    /// Files to follow.
+    /// Files to follow, absolute (their checkpoints are keyed by path).
     pub follow: Vec<PathBuf>,
-    /// Read standard input.
+    /// Whether standard input is read.
     pub stdin: bool,
     /// The local endpoint's address.
     pub listen: Option<SocketAddr>,
     /// The metrics endpoint's address.
     pub metrics_listen: Option<SocketAddr>,
-    /// Default source.
+    /// The source of lines that name none.
     pub source: String,
-    /// Grace after SIGTERM.
+    /// How long in-flight batches may take to be acknowledged at shutdown.
     pub shutdown_grace: Duration,
-    /// Log filter.
-    pub log: String,
+    /// Log filter directives.
+    pub log_filter: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Every problem found in the configuration, one per line.
+#[derive(Debug)]
+pub struct ConfigErrors(Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration:")?;
+        for problem in &self.0 {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A whole number from `range`, or a problem naming the flag, its variable and the value.
+fn number(
+    problems: &mut Vec<String>,
+    flag: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Option<u64> {
+    match value.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Some(n),
+        _ => {
+            problems.push(format!(
+                "--{flag} / {} {value:?}: must be a whole number{unit} from {} to {}",
+                variable(flag),
+                range.start(),
+                range.end()
+            ));
+            None
+        }
+    }
+}
+
+fn variable(flag: &str) -> String {
+    format!(
+        "LICENSING_COLLECTOR_{}",
+        flag.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 impl Config {
-    /// Checks `args`, reporting every problem at once.
-    pub fn from_args(args: Args) -> Result<Config, String> {
+    /// Validates parsed flags against the given environment variable names.
+    pub fn from_args(
+        args: Args,
+        environment: impl IntoIterator<Item = String>,
+    ) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
-        if !(args.licensing.starts_with("http://") || args.licensing.starts_with("https://")) {
-            problems.push(format!(
-                "--licensing {:?}: must be an http:// or https:// URL",
-                args.licensing
-            ));
+        for name in environment {
+            if name.starts_with("LICENSING_COLLECTOR_") && !KNOWN_VARIABLES.contains(&name.as_str())
+            {
+                problems.push(format!(
+                    "unknown environment variable {name} (known: {})",
+                    KNOWN_VARIABLES.join(", ")
+                ));
+            }
         }
-        if !(1..=1000).contains(&args.batch_size) {
-            problems.push(format!(
-                "--batch-size {}: must be from 1 to 1000",
-                args.batch_size
-            ));
+        let licensing = check_licensing(&args.licensing)
+            .map_err(|problem| {
+                problems.push(format!(
+                    "--licensing / LICENSING_COLLECTOR_LICENSING {:?}: {problem}",
+                    args.licensing
+                ))
+            })
+            .ok();
+        if args.spool_dir.as_os_str().is_empty() {
+            problems.push(
+                "--spool-dir / LICENSING_COLLECTOR_SPOOL_DIR \"\": must not be empty".to_owned(),
+            );
         }
-        if !(1..=1024).contains(&args.in_flight) {
-            problems.push(format!(
-                "--in-flight {}: must be from 1 to 1024",
-                args.in_flight
-            ));
-        }
-        if args.backoff_max_ms < 100 {
-            problems.push(format!(
-                "--backoff-max-ms {}: must be at least 100",
-                args.backoff_max_ms
-            ));
+        let mut follow = Vec::new();
+        let mut seen = BTreeSet::new();
+        for path in &args.follow {
+            let named = format!("--follow / LICENSING_COLLECTOR_FOLLOW {:?}", path.display());
+            match std::path::absolute(path) {
+                // Two followers of one file would share its checkpoint and spool it twice.
+                Ok(absolute) if !seen.insert(absolute.clone()) => {
+                    problems.push(format!("{named}: given twice"));
+                }
+                Ok(absolute) => follow.push(absolute),
+                Err(e) => problems.push(format!("{named}: {e}")),
+            }
         }
         let mut address = |flag: &str, value: &Option<String>| {
             value.as_ref().and_then(|v| match v.parse::<SocketAddr>() {
                 Ok(a) => Some(a),
-                Err(_) => {
+                Err(e) => {
                     problems.push(format!(
-                        "{flag} {v:?}: must be an address such as 127.0.0.1:50052"
+                        "--{flag} / {} {v:?}: {e} (expected an address such as 127.0.0.1:50052)",
+                        variable(flag)
                     ));
                     None
                 }
             })
         };
-        let listen = address("--listen", &args.listen);
-        let metrics_listen = address("--metrics-listen", &args.metrics_listen);
-        if args.source.is_empty() || args.source.contains('/') {
+        let listen = address("listen", &args.listen);
+        let metrics_listen = address("metrics-listen", &args.metrics_listen);
+        if let Err(problem) = check_source(&args.source) {
             problems.push(format!(
-                "--source {:?}: must be a non-empty name without '/'",
+                "--source / LICENSING_COLLECTOR_SOURCE {:?}: {problem}",
                 args.source
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
-            problems.push(format!("--log {:?}: not a valid log filter", args.log));
+        let batch_size = number(
+            &mut problems,
+            "batch-size",
+            &args.batch_size,
+            1..=MAX_EVENTS_PER_BATCH as u64,
+            "",
+        );
+        let in_flight = number(
+            &mut problems,
+            "in-flight",
+            &args.in_flight,
+            1..=MAX_IN_FLIGHT as u64,
+            "",
+        );
+        let backoff_max_ms = number(
+            &mut problems,
+            "backoff-max-ms",
+            &args.backoff_max_ms,
+            100..=600_000,
+            " of milliseconds",
+        );
+        let grace_seconds = number(
+            &mut problems,
+            "shutdown-grace-seconds",
+            &args.shutdown_grace_seconds,
+            0..=3600,
+            " of seconds",
+        );
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
+            problems.push(format!(
+                "--log / LICENSING_COLLECTOR_LOG {:?}: {e}",
+                args.log
+            ));
         }
+        let log_format = match args.log_format.as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            other => {
+                problems.push(format!(
+                    "--log-format / LICENSING_COLLECTOR_LOG_FORMAT {other:?}: must be \"text\" or \"json\""
+                ));
+                None
+            }
+        };
         if args.follow.is_empty() && !args.stdin && args.listen.is_none() {
-            problems
-                .push("no source: give --follow <file>, --stdin or --listen <address>".to_owned());
+            problems.push(
+                "no source of events: give --follow <PATH>, --stdin or --listen <ADDRESS>"
+                    .to_owned(),
+            );
         }
-        if !problems.is_empty() {
-            return Err(problems.join("; "));
+        match (
+            licensing,
+            batch_size,
+            in_flight,
+            backoff_max_ms,
+            grace_seconds,
+            log_format,
+        ) {
+            (
+                Some(()),
+                Some(batch_size),
+                Some(in_flight),
+                Some(backoff_max_ms),
+                Some(grace_seconds),
+                Some(log_format),
+            ) if problems.is_empty() => Ok(Config {
+                upload: UploadOptions {
+                    endpoint: args.licensing,
+                    batch_size: batch_size as usize,
+                    in_flight: in_flight as usize,
+                    backoff_max: Duration::from_millis(backoff_max_ms),
+                },
+                spool_dir: args.spool_dir,
+                follow,
+                stdin: args.stdin,
+                listen,
+                metrics_listen,
+                source: args.source,
+                shutdown_grace: Duration::from_secs(grace_seconds),
+                log_filter: args.log,
+                log_format,
+            }),
+            _ => Err(ConfigErrors(problems)),
         }
-        Ok(Config {
-            upload: UploadOptions {
-                endpoint: args.licensing,
-                batch_size: args.batch_size,
-                in_flight: args.in_flight,
-                backoff_max: Duration::from_millis(args.backoff_max_ms),
-            },
-            spool_dir: args.spool_dir,
-            follow: args.follow,
-            stdin: args.stdin,
-            listen,
-            metrics_listen,
-            source: args.source,
-            shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
-            log: args.log,
-        })
+    }
+}
+
+fn check_licensing(url: &str) -> Result<(), String> {
+    let uri: tonic::transport::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "https is not supported (this build has no TLS): use http:// to a local proxy or \
+                 mesh sidecar that adds TLS"
+                    .to_owned(),
+            );
+        }
+        _ => return Err("must be an http:// URL, e.g. http://licensing:50051".to_owned()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("must name a host".to_owned());
+    }
+    Ok(())
+}
+
+/// The rules `licensing` applies to an event's source.
+fn check_source(source: &str) -> Result<(), String> {
+    if source.is_empty() {
+        Err("must not be empty".to_owned())
+    } else if source.len() > MAX_EVENT_ID_BYTES {
+        Err(format!("must be at most {MAX_EVENT_ID_BYTES} bytes"))
+    } else if source.bytes().any(|b| b == 0 || b == b'/') {
+        Err("must not contain NUL or '/'".to_owned())
+    } else {
+        Ok(())
     }
 }
 
@@ -175,27 +364,99 @@ impl Config {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_bad_value_is_named_at_once() {
-        let args = Args::parse_from([
-            "licensing-collector",
-            "--licensing",
-            "localhost:50051",
-            "--batch-size",
-            "5000",
-            "--listen",
-            "here",
-        ]);
-        let error = Config::from_args(args).expect_err("accepted");
-        assert!(error.contains("--licensing \"localhost:50051\""), "{error}");
-        assert!(error.contains("--batch-size 5000"), "{error}");
-        assert!(error.contains("--listen \"here\""), "{error}");
+    fn parse(flags: &[&str], environment: &[&str]) -> Result<Config, ConfigErrors> {
+        let args = Args::try_parse_from(
+            std::iter::once("licensing-collector").chain(flags.iter().copied()),
+        )
+        .expect("flags parse");
+        Config::from_args(args, environment.iter().map(|s| (*s).to_owned()))
     }
 
     #[test]
-    fn a_source_is_required() {
-        let error =
-            Config::from_args(Args::parse_from(["licensing-collector"])).expect_err("no source");
-        assert!(error.contains("no source"), "{error}");
+    fn defaults_upload_to_the_local_service() {
+        let config = parse(&["--follow", "events.jsonl"], &[]).expect("defaults are valid");
+        assert_eq!(config.upload.endpoint, "http://127.0.0.1:50051");
+        assert_eq!(config.upload.batch_size, 100);
+        assert_eq!(config.upload.in_flight, 16);
+        assert_eq!(config.upload.backoff_max, Duration::from_secs(10));
+        assert_eq!(config.spool_dir, PathBuf::from("./collector-spool"));
+        assert_eq!(config.source, "collector");
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert!(config.follow[0].is_absolute(), "{:?}", config.follow);
+        assert!(config.follow[0].ends_with("events.jsonl"));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once_naming_its_flag_variable_and_value() {
+        let errors = parse(
+            &[
+                "--licensing",
+                "localhost:50051",
+                "--batch-size",
+                "5000",
+                "--in-flight",
+                "many",
+                "--backoff-max-ms",
+                "5",
+                "--shutdown-grace-seconds",
+                "4000",
+                "--listen",
+                "here",
+                "--metrics-listen",
+                "127.0.0.1:99999",
+                "--source",
+                "a/b",
+                "--log-format",
+                "xml",
+            ],
+            &["LICENSING_COLLECTOR_SPOOL", "LICENSING_LOG"],
+        )
+        .expect_err("bad values accepted")
+        .to_string();
+        for expected in [
+            "--licensing / LICENSING_COLLECTOR_LICENSING \"localhost:50051\"",
+            "--batch-size / LICENSING_COLLECTOR_BATCH_SIZE \"5000\": must be a whole number from 1 to 1000",
+            "--in-flight / LICENSING_COLLECTOR_IN_FLIGHT \"many\"",
+            "--backoff-max-ms / LICENSING_COLLECTOR_BACKOFF_MAX_MS \"5\"",
+            "--shutdown-grace-seconds / LICENSING_COLLECTOR_SHUTDOWN_GRACE_SECONDS \"4000\"",
+            "--listen / LICENSING_COLLECTOR_LISTEN \"here\"",
+            "--metrics-listen / LICENSING_COLLECTOR_METRICS_LISTEN \"127.0.0.1:99999\"",
+            "--source / LICENSING_COLLECTOR_SOURCE \"a/b\"",
+            "--log-format / LICENSING_COLLECTOR_LOG_FORMAT \"xml\"",
+            "unknown environment variable LICENSING_COLLECTOR_SPOOL",
+        ] {
+            assert!(
+                errors.contains(expected),
+                "{expected:?} missing from:\n{errors}"
+            );
+        }
+        assert!(
+            !errors.contains("LICENSING_LOG "),
+            "the service's variables are not the collector's business:\n{errors}"
+        );
+    }
+
+    #[test]
+    fn https_is_refused_with_the_reason() {
+        let errors = parse(&["--stdin", "--licensing", "https://licensing:443"], &[])
+            .expect_err("https accepted")
+            .to_string();
+        assert!(errors.contains("no TLS"), "{errors}");
+    }
+
+    #[test]
+    fn a_file_followed_twice_is_refused() {
+        let errors = parse(&["--follow", "a.jsonl", "--follow", "./a.jsonl"], &[])
+            .expect_err("twice")
+            .to_string();
+        assert!(errors.contains("given twice"), "{errors}");
+    }
+
+    #[test]
+    fn a_source_of_events_is_required() {
+        let errors = parse(&[], &[]).expect_err("no source").to_string();
+        assert!(errors.contains("no source of events"), "{errors}");
+        assert!(parse(&["--stdin"], &[]).is_ok());
+        assert!(parse(&["--listen", "127.0.0.1:0"], &[]).is_ok());
     }
 }
