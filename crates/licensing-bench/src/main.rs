@@ -10,6 +10,10 @@
 //! `usage`: a `GetUsage` snapshot of one account of 100k and 1M members next to a raw sled scan
 //! of the same records, the members' cost on disk and in memory, and the `licensing` binary's
 //! time from start to SERVING on that database.
+//!
+//! `ingest`: durable, acknowledged events/s through `Ingest` for batches of 100 and of 1 event,
+//! next to raw sled `apply_batch` + flush of the same keys, and each batch's acknowledgement
+//! latency.
 
 // Printing the results is what a benchmark command is for.
 #![allow(clippy::print_stdout)]
