@@ -1,7 +1,10 @@
 //! Configuration of the `licensing` binary: flags and `LICENSING_*` environment variables,
 //! parsed once into a typed [`Config`]. Every bad value is reported at once, each naming its flag
 //! or variable, and an unknown `LICENSING_*` variable is refused (a typo must not silently fall
-//! back to a default).
+//! back to a default). Two shapes are not ours and are let through: the variables Kubernetes
+//! injects for every Service (a Service named `licensing` gives `LICENSING_PORT`,
+//! `LICENSING_SERVICE_HOST`, ...), see [`is_service_link`], and the collector's
+//! `LICENSING_COLLECTOR_*`, which a shared pod environment carries.
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -100,7 +103,11 @@ impl Config {
     ) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
         for name in environment {
-            if name.starts_with("LICENSING_") && !KNOWN_VARIABLES.contains(&name.as_str()) {
+            if name.starts_with("LICENSING_")
+                && !name.starts_with("LICENSING_COLLECTOR_")
+                && !KNOWN_VARIABLES.contains(&name.as_str())
+                && !is_service_link(&name)
+            {
                 problems.push(format!(
                     "unknown environment variable {name} (known: {})",
                     KNOWN_VARIABLES.join(", ")
@@ -192,6 +199,34 @@ impl Config {
     }
 }
 
+/// Whether `name` has the shape of a variable Kubernetes injects for a Service (its "service
+/// links"): for a Service `licensing-x` with port 50051, `LICENSING_X_SERVICE_HOST`,
+/// `LICENSING_X_SERVICE_PORT`, `LICENSING_X_SERVICE_PORT_<PORT NAME>`, `LICENSING_X_PORT`,
+/// `LICENSING_X_PORT_50051_TCP` and its `_PROTO`, `_PORT` and `_ADDR`. None of our variables has
+/// these shapes, so such a name is never a misspelling of ours that should stop the start.
+pub fn is_service_link(name: &str) -> bool {
+    if name.ends_with("_SERVICE_HOST")
+        || name.ends_with("_SERVICE_PORT")
+        || name.contains("_SERVICE_PORT_")
+        || name.ends_with("_PORT")
+    {
+        return true;
+    }
+    // `..._PORT_<number>_<protocol>[_PROTO|_PORT|_ADDR]`
+    let Some((_, rest)) = name.rsplit_once("_PORT_") else {
+        return false;
+    };
+    let mut parts = rest.split('_');
+    let number = parts.next().unwrap_or_default();
+    let protocol = parts.next().unwrap_or_default();
+    let field = parts.next();
+    !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && matches!(protocol, "TCP" | "UDP" | "SCTP")
+        && matches!(field, None | Some("PROTO" | "PORT" | "ADDR"))
+        && parts.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +269,36 @@ mod tests {
             assert!(
                 errors.contains(expected),
                 "{expected:?} missing from:\n{errors}"
+            );
+        }
+    }
+
+    #[test]
+    fn kubernetes_service_links_and_collector_variables_are_not_refused() {
+        let injected = [
+            "LICENSING_PORT",
+            "LICENSING_SERVICE_HOST",
+            "LICENSING_SERVICE_PORT",
+            "LICENSING_SERVICE_PORT_GRPC",
+            "LICENSING_PORT_50051_TCP",
+            "LICENSING_PORT_50051_TCP_PROTO",
+            "LICENSING_PORT_50051_TCP_PORT",
+            "LICENSING_PORT_50051_TCP_ADDR",
+            "LICENSING_METRICS_PORT_9090_UDP_ADDR",
+            "LICENSING_COLLECTOR_SPOOL_DIR",
+            "LICENSING_COLLECTOR_SERVICE_HOST",
+        ];
+        parse(&[], &injected).expect("injected variables refused");
+        for typo in [
+            "LICENSING_LISTNE",
+            "LICENSING_DATADIR",
+            "LICENSING_PORT_50051_TCP_HOST",
+            "LICENSING_PORT_X_TCP",
+        ] {
+            let errors = parse(&[], &[typo]).expect_err(typo).to_string();
+            assert!(
+                errors.contains(&format!("unknown environment variable {typo}")),
+                "{errors}"
             );
         }
     }

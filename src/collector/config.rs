@@ -187,7 +187,9 @@ impl Config {
     ) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
         for name in environment {
-            if name.starts_with("LICENSING_COLLECTOR_") && !KNOWN_VARIABLES.contains(&name.as_str())
+            if name.starts_with("LICENSING_COLLECTOR_")
+                && !KNOWN_VARIABLES.contains(&name.as_str())
+                && !crate::config::is_service_link(&name)
             {
                 problems.push(format!(
                     "unknown environment variable {name} (known: {})",
@@ -384,6 +386,25 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.follow[0].is_absolute(), "{:?}", config.follow);
         assert!(config.follow[0].ends_with("events.jsonl"));
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_refused_but_typos_are() {
+        let injected = [
+            "LICENSING_COLLECTOR_PORT",
+            "LICENSING_COLLECTOR_SERVICE_HOST",
+            "LICENSING_COLLECTOR_SERVICE_PORT_GRPC",
+            "LICENSING_COLLECTOR_PORT_50052_TCP_ADDR",
+            "LICENSING_PORT",
+        ];
+        parse(&["--stdin"], &injected).expect("injected variables refused");
+        let errors = parse(&["--stdin"], &["LICENSING_COLLECTOR_SPOOLDIR"])
+            .expect_err("typo accepted")
+            .to_string();
+        assert!(
+            errors.contains("unknown environment variable LICENSING_COLLECTOR_SPOOLDIR"),
+            "{errors}"
+        );
     }
 
     #[test]
