@@ -2,9 +2,10 @@
 //! value in its error; unknown enum numbers are refused rather than mapped to a default.
 
 use licensing_core::{
-    AccountSettings, BillingMode, BillingMonth, Channel, Event, EventKind, MAX_ACCOUNT_ID_BYTES,
-    MAX_MEMBER_ID_BYTES, MAX_SEATS, MemberSettings, MemberSettingsInput, Meter, Permission,
-    Product, RecordingRetention, Refusal, Role, SeatChange, Skill, Tier, Timestamp, Zone, check_id,
+    AccountSettings, BillingMode, BillingMonth, Channel, EARLIEST, EARLIEST_MONTH, END, Event,
+    EventKind, LAST_MONTH, MAX_ACCOUNT_ID_BYTES, MAX_MEMBER_ID_BYTES, MAX_SEATS, MemberSettings,
+    MemberSettingsInput, Meter, Permission, Product, RecordingRetention, Refusal, Role, SeatChange,
+    Skill, Tier, Timestamp, Zone, check_id, check_in_range,
 };
 
 use crate::{api, error::ApiError};
@@ -334,13 +335,23 @@ pub fn tiers(field: &str, numbers: &[i32]) -> Result<Vec<Tier>, ApiError> {
         .collect()
 }
 
-/// An instant.
+/// An instant of a request, in the range the service takes (`licensing_core::EARLIEST..END`).
 pub fn timestamp(field: &str, value: &prost_types::Timestamp) -> Result<Timestamp, ApiError> {
-    Timestamp::new(value.seconds, value.nanos).map_err(|_| {
-        ApiError::invalid(
-            field,
+    in_range(field, value).map_err(|(value, problem)| ApiError::invalid(field, value, problem))
+}
+
+/// The instant of `value` if it is valid and in range, else its rendering and the problem.
+fn in_range(field: &str, value: &prost_types::Timestamp) -> Result<Timestamp, (String, String)> {
+    let at = Timestamp::new(value.seconds, value.nanos).map_err(|_| {
+        (
             format!("{}s {}ns", value.seconds, value.nanos),
-            "is not a valid timestamp",
+            "is not a valid timestamp".to_owned(),
+        )
+    })?;
+    check_in_range(field, at).map_err(|_| {
+        (
+            at.to_string(),
+            format!("must be from {EARLIEST} to before {END}"),
         )
     })
 }
@@ -354,12 +365,10 @@ pub fn event(event: api::Event) -> Result<Event, Refusal> {
     };
     let occurred_at = match &event.occurred_at {
         None => return Err(invalid("occurred_at", "(unset)".into(), "must be set")),
-        Some(t) => Timestamp::new(t.seconds, t.nanos).map_err(|_| {
-            invalid(
-                "occurred_at",
-                format!("{}s {}ns", t.seconds, t.nanos),
-                "is not a valid timestamp",
-            )
+        Some(t) => in_range("occurred_at", t).map_err(|(value, problem)| Refusal::Invalid {
+            field: "occurred_at".to_owned(),
+            value,
+            problem,
         })?,
     };
     use api::event::Kind;
@@ -412,18 +421,26 @@ pub fn event(event: api::Event) -> Result<Event, Refusal> {
     })
 }
 
-/// A month `YYYY-MM`; empty is `None`.
+/// A month `YYYY-MM` in the range the service takes; empty is `None`.
 pub fn month(field: &str, text: &str) -> Result<Option<BillingMonth>, ApiError> {
     if text.is_empty() {
         return Ok(None);
     }
-    BillingMonth::parse(text).map(Some).map_err(|_| {
+    let month = BillingMonth::parse(text).map_err(|_| {
         ApiError::invalid(
             field,
             format!("{text:?}"),
             "must be YYYY-MM, e.g. \"2026-03\"",
         )
-    })
+    })?;
+    if !(EARLIEST_MONTH..=LAST_MONTH).contains(&month) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{text:?}"),
+            format!("must be from {EARLIEST_MONTH} to {LAST_MONTH}"),
+        ));
+    }
+    Ok(Some(month))
 }
 
 #[cfg(test)]
@@ -502,6 +519,37 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(message(member_settings(Some(input))), expected);
         }
+    }
+
+    #[test]
+    fn times_and_months_outside_2000_to_2200_are_refused_naming_the_field() {
+        let year_zero = prost_types::Timestamp {
+            seconds: -62_151_148_800,
+            nanos: 0,
+        };
+        assert_eq!(
+            timestamp("sandbox_clock_start", &year_zero)
+                .expect_err("year 0 accepted")
+                .to_string(),
+            "invalid sandbox_clock_start 0000-07-05T00:00:00Z: must be from 2000-01-01T00:00:00Z to before 2200-01-01T00:00:00Z"
+        );
+        let late = prost_types::Timestamp {
+            seconds: 253_402_207_200, // 9999-12-30T22:00:00Z
+            nanos: 0,
+        };
+        assert!(timestamp("to", &late).is_err());
+        let event = api::Event {
+            occurred_at: Some(late),
+            ..api::Event::default()
+        };
+        assert!(
+            matches!(super::event(event), Err(Refusal::Invalid { field, .. }) if field == "occurred_at")
+        );
+        assert_eq!(
+            month("month", "9999-12").expect_err("accepted").to_string(),
+            "invalid month \"9999-12\": must be from 1999-12 to 2200-01"
+        );
+        assert!(month("month", "2199-12").is_ok());
     }
 
     #[test]

@@ -7,6 +7,46 @@ use std::fmt;
 
 use jiff::{Timestamp, civil, tz::TimeZone};
 
+/// The earliest instant the service takes as input: 2000-01-01T00:00:00Z.
+pub const EARLIEST: Timestamp = Timestamp::constant(946_684_800, 0);
+/// The first instant past the range the service takes as input: 2200-01-01T00:00:00Z. Every
+/// time in a request or an event (a sandbox clock, an event's time, an audit range) lies in
+/// `EARLIEST..END`; the months of that range, in any zone, are far inside what a month or a
+/// timestamp can represent, so no arithmetic on them can overflow.
+pub const END: Timestamp = Timestamp::constant(7_258_118_400, 0);
+/// The earliest month the service takes as input (the month of [`EARLIEST`] west of UTC).
+pub const EARLIEST_MONTH: BillingMonth = BillingMonth {
+    year: 1999,
+    month: 12,
+};
+/// The last month the service takes as input (the month of [`END`] east of UTC).
+pub const LAST_MONTH: BillingMonth = BillingMonth {
+    year: 2200,
+    month: 1,
+};
+
+/// An instant outside [`EARLIEST`]..[`END`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field} {at}: must be from {EARLIEST} to before {END}")]
+pub struct OutOfRange {
+    /// The field that held it.
+    pub field: String,
+    /// The instant.
+    pub at: Timestamp,
+}
+
+/// Checks that `at`, from the input field `field`, lies in the range the service takes.
+pub fn check_in_range(field: &str, at: Timestamp) -> Result<Timestamp, OutOfRange> {
+    if (EARLIEST..END).contains(&at) {
+        Ok(at)
+    } else {
+        Err(OutOfRange {
+            field: field.to_owned(),
+            at,
+        })
+    }
+}
+
 /// A validated IANA time zone, with its name as given.
 #[derive(Clone)]
 pub struct Zone {
@@ -146,18 +186,19 @@ impl BillingMonth {
         self.month
     }
 
-    /// The month after this one.
+    /// The month after this one. Inputs are bounded to [`EARLIEST`]..[`END`], far inside the
+    /// years a month can name, so the saturation at year 9999 is never reached in use.
     pub fn next(self) -> BillingMonth {
-        if self.month == 12 {
-            BillingMonth {
-                year: self.year + 1,
+        match self.month {
+            12 if self.year >= 9999 => self,
+            12 => BillingMonth {
+                year: self.year.saturating_add(1),
                 month: 1,
-            }
-        } else {
-            BillingMonth {
+            },
+            month => BillingMonth {
                 year: self.year,
-                month: self.month + 1,
-            }
+                month: month.saturating_add(1),
+            },
         }
     }
 }

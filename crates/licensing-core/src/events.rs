@@ -9,7 +9,7 @@ use std::{
     fmt,
 };
 
-use jiff::{Timestamp, ToSpan, civil::Date};
+use jiff::{SignedDuration, Timestamp, civil::Date};
 
 use crate::{account::Account, calendar::BillingMonth, tier::Tier};
 
@@ -156,6 +156,17 @@ impl Event {
     /// Checks the fields that do not depend on stored state.
     pub fn validate(&self) -> Result<(), Refusal> {
         check_text("source", &self.source, MAX_EVENT_ID_BYTES)?;
+        crate::calendar::check_in_range("occurred_at", self.occurred_at).map_err(|e| {
+            Refusal::Invalid {
+                field: e.field,
+                value: e.at.to_string(),
+                problem: format!(
+                    "must be from {} to before {}",
+                    crate::calendar::EARLIEST,
+                    crate::calendar::END
+                ),
+            }
+        })?;
         check_text("event_id", &self.event_id, MAX_EVENT_ID_BYTES)?;
         crate::account::check_id(
             "account_id",
@@ -249,7 +260,10 @@ pub fn accept(
     real_now: Timestamp,
 ) -> Result<BillingMonth, Refusal> {
     let now = account.now(real_now);
-    if occurred_at > now + MAX_FUTURE_SECONDS.seconds() {
+    let latest = now
+        .checked_add(SignedDuration::from_secs(MAX_FUTURE_SECONDS))
+        .unwrap_or(Timestamp::MAX);
+    if occurred_at > latest {
         return Err(Refusal::TooFarInFuture { occurred_at, now });
     }
     let month = account.settings.zone.month(occurred_at);
@@ -362,11 +376,14 @@ pub fn concurrency_peaks(
         match (session.counted_as, logged_in) {
             (None, true) => {
                 session.counted_as = Some(t.tier);
-                current[t.tier.index()] += 1;
+                let count = &mut current[t.tier.index()];
+                *count = count.saturating_add(1);
             }
             (Some(tier), false) => {
                 session.counted_as = None;
-                current[tier.index()] -= 1;
+                // Counted when the session opened, so never below zero.
+                let count = &mut current[tier.index()];
+                *count = count.saturating_sub(1);
             }
             (None, false) | (Some(_), true) => {}
         }

@@ -311,21 +311,32 @@ pub fn cart(
         }
         after.set_seats(product, to);
         let price = product.monthly_price(prices);
-        let peak_rise = i64::from(after.peak.get(product)) - i64::from(before.peak.get(product));
+        // Seats are at most MAX_SEATS and prices at most MAX_PRICE: these products cannot
+        // overflow, but they saturate rather than trust that.
+        let peak_rise =
+            i64::from(after.peak.get(product)).saturating_sub(i64::from(before.peak.get(product)));
         lines.push(CartLine {
             product,
             from,
             to,
-            this_month: peak_rise * price,
-            next_month: (i64::from(to) - i64::from(from)) * price,
+            this_month: peak_rise.saturating_mul(price),
+            next_month: i64::from(to)
+                .saturating_sub(i64::from(from))
+                .saturating_mul(price),
         });
     }
     if !lines.is_empty() {
-        after.revision += 1;
+        after.revision = after.revision.saturating_add(1);
     }
     Ok(Cart {
-        this_month: lines.iter().map(|l| l.this_month).sum(),
-        next_month: lines.iter().map(|l| l.next_month).sum(),
+        this_month: lines
+            .iter()
+            .map(|l| l.this_month)
+            .fold(0, i64::saturating_add),
+        next_month: lines
+            .iter()
+            .map(|l| l.next_month)
+            .fold(0, i64::saturating_add),
         lines,
         after,
         closed,
@@ -346,7 +357,7 @@ fn describe_missing(missing: &[(Product, u32, u32)]) -> String {
         .map(|(product, needed, seats)| {
             format!(
                 "{} {product} missing ({needed} needed, {seats} bought)",
-                needed - seats
+                needed.saturating_sub(*seats)
             )
         })
         .collect();
@@ -371,7 +382,7 @@ pub fn hold_seats(
     let closed = start.roll_to(month);
     let mut in_use = start.in_use;
     for product in Product::ALL {
-        let count = in_use.get(product) + new.get(product);
+        let count = in_use.get(product).saturating_add(new.get(product));
         in_use.set(product, count.saturating_sub(old.get(product)));
     }
     let short: Vec<(Product, u32, u32)> = Product::ALL
@@ -398,7 +409,7 @@ pub fn hold_seats(
     if grown.after.in_use != in_use {
         grown.after.in_use = in_use;
         if grown.lines.is_empty() {
-            grown.after.revision += 1;
+            grown.after.revision = grown.after.revision.saturating_add(1);
         }
     }
     Ok(grown)

@@ -3,6 +3,9 @@
 //!
 //! Everything here is pure computation over values: no I/O, no clock, no transport. A caller that
 //! holds validated inputs can therefore never see an error from [`resolve`].
+// No input may make the domain panic or wrap: every operation on numbers and times is checked or
+// saturating (tests may compute freely).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 pub mod account;
 pub mod audit;
@@ -22,7 +25,10 @@ pub use account::{
     MAX_GRACE_PERIOD_DAYS, MAX_MEMBER_ID_BYTES, check_id,
 };
 pub use audit::{AuditEntry, Change, StoredMember, UNAUTHENTICATED};
-pub use calendar::{BillingMonth, InvalidMonth, UnknownTimeZone, Zone};
+pub use calendar::{
+    BillingMonth, EARLIEST, EARLIEST_MONTH, END, InvalidMonth, LAST_MONTH, OutOfRange,
+    UnknownTimeZone, Zone, check_in_range,
+};
 pub use events::{
     Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, Meter, MeterTotals, Outcome, Refusal,
     SessionChange, Transition, accept, concurrency_peaks, month_closes_at,

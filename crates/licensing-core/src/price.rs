@@ -292,7 +292,7 @@ impl MemberPrice {
             unit_price,
             amount,
         };
-        self.len += 1;
+        self.len = self.len.saturating_add(1);
         match period {
             Period::Month => self.per_month = self.per_month.saturating_add(amount),
             Period::LoginDay => self.per_login_day = self.per_login_day.saturating_add(amount),

@@ -299,7 +299,7 @@ pub fn resolve(
             skills: if is_skill_trigger { skills } else { 0 },
             permissions: permissions.intersection(trigger.permissions()),
         };
-        reasons_len += 1;
+        reasons_len = reasons_len.saturating_add(1);
         tier = tier.max(trigger.minimum_tier());
     }
 
@@ -316,9 +316,9 @@ pub fn resolve(
             add_on: AddOn::CallRecording,
             units,
             included_units,
-            billed_units: units - included_units,
+            billed_units: units.saturating_sub(included_units),
         };
-        add_ons_len += 1;
+        add_ons_len = add_ons_len.saturating_add(1);
     }
     if settings.outbound_calling() {
         add_ons[add_ons_len] = AddOnLine {
@@ -327,7 +327,7 @@ pub fn resolve(
             included_units: 0,
             billed_units: 1,
         };
-        add_ons_len += 1;
+        add_ons_len = add_ons_len.saturating_add(1);
     }
 
     let billing = Billing::decide(settings.billing_preference(), tier);

@@ -229,3 +229,54 @@ proptest! {
         prop_assert_eq!(fold(&logins), fold(&shuffled));
     }
 }
+
+#[test]
+fn only_instants_from_2000_to_before_2200_are_taken() {
+    let mut event = Event {
+        source: "s".into(),
+        event_id: "e".into(),
+        account_id: "acme".into(),
+        member_id: "ann".into(),
+        occurred_at: at("2000-01-01T00:00:00Z"),
+        kind: EventKind::AgentLogin,
+    };
+    assert_eq!(event.validate(), Ok(()));
+    event.occurred_at = at("2199-12-31T23:59:59.999999999Z");
+    assert_eq!(event.validate(), Ok(()));
+    for outside in ["1999-12-31T23:59:59.999999999Z", "2200-01-01T00:00:00Z"] {
+        event.occurred_at = at(outside);
+        assert_eq!(
+            event.validate().expect_err(outside).to_string(),
+            format!(
+                "invalid occurred_at {outside}: must be from 2000-01-01T00:00:00Z to before 2200-01-01T00:00:00Z"
+            )
+        );
+    }
+}
+
+/// Seconds anywhere jiff can represent, often close to either end, where overflows happen.
+fn any_second() -> impl Strategy<Value = i64> {
+    const NEAR: i64 = 3600;
+    let (min, max) = (Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
+    prop_oneof![min..=max, (max - NEAR)..=max, min..=(min + NEAR)]
+}
+
+proptest! {
+    /// No instant jiff can represent, as the account's clock or the event's time, makes the
+    /// acceptance window panic (a clock at 9999-12-30 once overflowed `now + 15 minutes`).
+    #[test]
+    fn no_instant_makes_the_acceptance_window_panic(
+        clock in any_second(),
+        occurred in any_second(),
+        zone in proptest::sample::select(vec!["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"]),
+        grace in 0u32..=crate::account::MAX_GRACE_PERIOD_DAYS,
+    ) {
+        let clock = Timestamp::from_second(clock).expect("in range");
+        let occurred = Timestamp::from_second(occurred).expect("in range");
+        let mut account = account(zone, grace, "2026-01-01T00:00:00Z");
+        account.clock = Some(clock);
+        let _ = accept(&account, occurred, Timestamp::UNIX_EPOCH);
+        let month = account.settings.zone.month(occurred);
+        let _ = month_closes_at(&account, month.next());
+    }
+}
