@@ -136,13 +136,30 @@ pub struct Inventory {
     pub revision: u64,
 }
 
-/// A month that ended, with the peak it is billed at.
+/// A month that ended, with the peak it is billed at and the counts it ended with. The months
+/// after it up to the next closed one saw no change: each is billed at `end` (see
+/// [`ClosedPeak::peak_of`]), so nothing needs to be kept for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClosedPeak {
     /// The month.
     pub month: BillingMonth,
     /// Its peak per product.
     pub peak: Seats,
+    /// The counts at its end, carried into the months after it.
+    pub end: Seats,
+}
+
+impl ClosedPeak {
+    /// The peak `month` is billed at, given the latest closed month at or before it (`None`:
+    /// there is none, the month precedes the inventory). Only for months before the current
+    /// inventory's month.
+    pub fn peak_of(month: BillingMonth, latest: Option<&ClosedPeak>) -> Seats {
+        match latest {
+            Some(closed) if closed.month == month => closed.peak,
+            Some(closed) if closed.month < month => closed.end,
+            _ => Seats::NONE,
+        }
+    }
 }
 
 impl Inventory {
@@ -158,31 +175,23 @@ impl Inventory {
         }
     }
 
-    /// Moves the inventory into `month` if it is later than its own. Every month left behind is
-    /// returned with the peak it is billed at (to be kept for its statement): the inventory's own
-    /// month with its peak, then any months without a change, at the counts carried through them.
-    /// The new month's peak starts at the current counts. An earlier `month` (a clock that went
-    /// back) changes nothing.
-    pub fn roll_to(&mut self, month: BillingMonth) -> Vec<ClosedPeak> {
-        let mut closed = Vec::new();
+    /// Moves the inventory into `month` if it is later than its own, returning the month left
+    /// behind (to be kept for its statement) with its peak and the counts it ended with. Months
+    /// between it and `month` saw no change and are billed at those counts: nothing is returned
+    /// for them, so moving by a century costs what moving by a day does. The new month's peak
+    /// starts at the current counts. An earlier `month` (a clock that went back) changes nothing.
+    pub fn roll_to(&mut self, month: BillingMonth) -> Option<ClosedPeak> {
         if month <= self.month {
-            return closed;
+            return None;
         }
-        closed.push(ClosedPeak {
+        let closed = ClosedPeak {
             month: self.month,
             peak: self.peak,
-        });
-        let mut skipped = self.month.next();
-        while skipped < month {
-            closed.push(ClosedPeak {
-                month: skipped,
-                peak: self.seats,
-            });
-            skipped = skipped.next();
-        }
+            end: self.seats,
+        };
         self.month = month;
         self.peak = self.seats;
-        closed
+        Some(closed)
     }
 
     /// The inventory as of `month`, without changing this one.
@@ -235,8 +244,8 @@ pub struct Cart {
     pub next_month: i64,
     /// The inventory after the change; its revision is the one after confirming.
     pub after: Inventory,
-    /// The months the inventory was rolled out of to compute the cart (see [`Inventory::roll_to`]).
-    pub closed: Vec<ClosedPeak>,
+    /// The month the inventory was rolled out of to compute the cart (see [`Inventory::roll_to`]).
+    pub closed: Option<ClosedPeak>,
 }
 
 /// Why a cart was refused.

@@ -142,12 +142,12 @@ fn read_member(
 fn write_peaks(
     peaks: &TransactionalTree,
     account: &str,
-    closed: &[ClosedPeak],
+    closed: &Option<ClosedPeak>,
 ) -> Result<(), TxError> {
-    for c in closed {
+    if let Some(c) = closed {
         peaks.insert(
             key(account, c.month.to_string().as_bytes()),
-            encode(&PeakRecord::V1(c.peak.0)),
+            encode(&PeakRecord::from(c)),
         )?;
     }
     Ok(())
@@ -616,29 +616,36 @@ impl Store {
         })
     }
 
-    /// The peak of a closed month, if the month was closed.
-    pub fn closed_peak(
-        &self,
-        account_id: &str,
-        month: BillingMonth,
-    ) -> Result<Option<Seats>, OpError> {
-        let bytes = self
+    /// The peak a month before the inventory's current month is billed at: its own record, else
+    /// the counts carried from the latest month kept before it, else none (before the account).
+    pub fn closed_peak(&self, account_id: &str, month: BillingMonth) -> Result<Seats, OpError> {
+        // The latest record at or before `month`: one read, however many months lie between.
+        let start = prefix(account_id);
+        let end = key(account_id, month.to_string().as_bytes());
+        let latest = self
             .peaks
-            .get(key(account_id, month.to_string().as_bytes()))
+            .range(start.clone()..=end)
+            .next_back()
+            .transpose()
             .map_err(|source| {
                 self.failed_with(StoreError::Storage {
                     path: self.path.clone(),
                     source,
                 })
             })?;
-        match bytes {
-            None => Ok(None),
-            Some(bytes) => {
-                let PeakRecord::V1(peak) =
-                    decode("peak", &bytes).map_err(|e| OpError::Store(StoreError::Corrupt(e)))?;
-                Ok(Some(Seats(peak)))
+        let latest = match latest {
+            None => None,
+            Some((key, bytes)) => {
+                let corrupt = |e| OpError::Store(StoreError::Corrupt(e));
+                let recorded = std::str::from_utf8(&key[start.len()..])
+                    .ok()
+                    .and_then(|m| BillingMonth::parse(m).ok())
+                    .ok_or_else(|| corrupt(crate::records::corrupt("peak", "month key")))?;
+                let record: PeakRecord = decode("peak", &bytes).map_err(corrupt)?;
+                Some(record.decode(recorded))
             }
-        }
+        };
+        Ok(ClosedPeak::peak_of(month, latest.as_ref()))
     }
 }
 

@@ -23,7 +23,7 @@ pub struct Corrupt {
     pub problem: String,
 }
 
-fn corrupt(what: &'static str, problem: impl ToString) -> Corrupt {
+pub(crate) fn corrupt(what: &'static str, problem: impl ToString) -> Corrupt {
     Corrupt {
         what,
         problem: problem.to_string(),
@@ -473,10 +473,41 @@ impl AuditRecord {
     }
 }
 
-/// The closed months' peaks: `peaks` tree, key = account id, 0, "YYYY-MM".
+/// The closed months' peaks: `peaks` tree, key = account id, 0, "YYYY-MM". Only months in which
+/// the inventory was used are kept; a month without a record is billed at the `end` counts of the
+/// latest record before it. Version 1 (peak only) was written for every month, those without a
+/// change included, so its record is only ever read for its own month.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum PeakRecord {
     V1([u32; 6]),
+    V2 { peak: [u32; 6], end: [u32; 6] },
+}
+
+impl PeakRecord {
+    pub(crate) fn decode(self, month: BillingMonth) -> licensing_core::ClosedPeak {
+        use licensing_core::{ClosedPeak, Seats};
+        match self {
+            PeakRecord::V1(peak) => ClosedPeak {
+                month,
+                peak: Seats(peak),
+                end: Seats(peak),
+            },
+            PeakRecord::V2 { peak, end } => ClosedPeak {
+                month,
+                peak: Seats(peak),
+                end: Seats(end),
+            },
+        }
+    }
+}
+
+impl From<&licensing_core::ClosedPeak> for PeakRecord {
+    fn from(closed: &licensing_core::ClosedPeak) -> PeakRecord {
+        PeakRecord::V2 {
+            peak: closed.peak.0,
+            end: closed.end.0,
+        }
+    }
 }
 
 /// A dedupe record: `dedupe` tree, key = account id, 0, source, 0, event id.

@@ -102,24 +102,24 @@ impl Store {
         })
     }
 
-    /// The month's peak seats: kept when the month closed, else from the inventory.
+    /// The month's peak seats: from the inventory for its month and after, else as kept when
+    /// the months closed.
     fn peak_of(
         &self,
         account: &Account,
         month: BillingMonth,
         current: BillingMonth,
     ) -> Result<Seats, OpError> {
-        if let Some(peak) = self.closed_peak(&account.id, month)? {
-            return Ok(peak);
-        }
         let inventory = &account.inventory;
         Ok(if month == inventory.month {
             inventory.peak
         } else if month > inventory.month && month <= current {
             // No change since the inventory's month: the counts were carried through.
             inventory.seats
-        } else {
+        } else if month > current {
             Seats::NONE
+        } else {
+            self.closed_peak(&account.id, month)?
         })
     }
 

@@ -92,10 +92,11 @@ fn a_cart_prices_this_month_at_the_peak_and_next_month_at_the_new_count() {
     .expect("valid");
     assert_eq!(
         april.closed,
-        [ClosedPeak {
+        Some(ClosedPeak {
             month: march,
-            peak: Seats([0, 10, 0, 0, 0, 2])
-        }]
+            peak: Seats([0, 10, 0, 0, 0, 2]),
+            end: Seats([0, 8, 0, 0, 0, 2]),
+        })
     );
     assert_eq!(april.after.peak.get(Product::StandardSeat), 9);
     assert_eq!(april.this_month, 2900);
@@ -113,20 +114,33 @@ fn a_cart_prices_this_month_at_the_peak_and_next_month_at_the_new_count() {
 }
 
 #[test]
-fn months_without_changes_are_closed_at_the_counts_carried_through_them() {
+fn months_without_changes_are_billed_at_the_counts_carried_through_them() {
     let mut inventory = Inventory::new(month("2026-11"));
     inventory.seats = Seats([0, 3, 0, 0, 0, 0]);
     inventory.peak = Seats([0, 5, 0, 0, 0, 0]);
-    let closed = inventory.roll_to(month("2027-02"));
-    let months: Vec<String> = closed
-        .iter()
-        .map(|c| format!("{} {}", c.month, c.peak.get(Product::StandardSeat)))
+    let closed = inventory.roll_to(month("2027-02")).expect("November closed");
+    let months: Vec<String> = ["2026-10", "2026-11", "2026-12", "2027-01"]
+        .into_iter()
+        .map(|m| {
+            let peak = ClosedPeak::peak_of(month(m), Some(&closed).filter(|c| c.month <= month(m)));
+            format!("{m} {}", peak.get(Product::StandardSeat))
+        })
         .collect();
-    assert_eq!(months, ["2026-11 5", "2026-12 3", "2027-01 3"]);
-    assert!(
-        inventory.roll_to(month("2026-05")).is_empty(),
+    assert_eq!(months, ["2026-10 0", "2026-11 5", "2026-12 3", "2027-01 3"]);
+    assert_eq!(
+        inventory.roll_to(month("2026-05")),
+        None,
         "a clock going back closes nothing"
     );
+}
+
+#[test]
+fn rolling_over_centuries_returns_one_month() {
+    let mut inventory = Inventory::new(month("2000-01"));
+    inventory.seats = Seats([0, 3, 0, 0, 0, 0]);
+    let closed = inventory.roll_to(month("2199-12")).expect("closed");
+    assert_eq!(closed.month, month("2000-01"));
+    assert_eq!(inventory.month, month("2199-12"));
 }
 
 #[test]
@@ -295,14 +309,14 @@ proptest! {
         let first = zone.start_of(BillingMonth::parse("2026-10").expect("valid")) - 1.hour();
         let mut at = first;
         let mut inventory = Inventory::new(zone.month(first));
-        let mut closed: BTreeMap<BillingMonth, Seats> = BTreeMap::new();
+        let mut closed: BTreeMap<BillingMonth, ClosedPeak> = BTreeMap::new();
         let mut history = Vec::new();
         for (minutes, product, seats) in steps {
             at += minutes.minutes();
             let month = zone.month(at);
             let cart = cart(&inventory, &[SeatChange { product, seats }], month, &prices).expect("no seats in use");
-            for c in &cart.closed {
-                prop_assert!(closed.insert(c.month, c.peak).is_none(), "{} closed twice", c.month);
+            if let Some(c) = cart.closed {
+                prop_assert!(closed.insert(c.month, c).is_none(), "{} closed twice", c.month);
             }
             // This month's effect is the rise of the peak; never negative.
             prop_assert!(cart.this_month >= 0);
@@ -312,12 +326,13 @@ proptest! {
         // Every month from the first to the current one is accounted for exactly once.
         let mut month = zone.month(first);
         while month < inventory.month {
-            let peak = closed.get(&month).copied();
-            prop_assert!(peak.is_some(), "{month} was never closed");
+            let latest = closed.range(..=month).next_back().map(|(_, c)| c);
+            prop_assert!(latest.is_some(), "nothing closed at or before {month}");
+            let peak = ClosedPeak::peak_of(month, latest);
             for product in Product::ALL {
                 prop_assert_eq!(
-                    peak.map(|p| p.get(product)),
-                    Some(model_peak(&zone, &history, month, product)),
+                    peak.get(product),
+                    model_peak(&zone, &history, month, product),
                     "{} {}", month, product
                 );
             }

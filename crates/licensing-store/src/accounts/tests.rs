@@ -306,3 +306,60 @@ fn members_list_in_id_order_within_their_account_only() {
     assert_eq!(ids(None), ["alice", "bob", "carol"]);
     assert_eq!(ids(Some("alice")), ["bob", "carol"]);
 }
+
+#[test]
+fn advancing_a_clock_by_two_centuries_writes_what_advancing_by_a_month_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let zone = Zone::new("Europe/Prague").expect("zone");
+    let start: Timestamp = "2000-01-15T12:00:00Z".parse().expect("timestamp");
+    let account = Account {
+        id: "sandbox".to_owned(),
+        settings: AccountSettings::new(zone.clone()),
+        sandbox: true,
+        created_at: start,
+        clock: Some(start),
+        inventory: Inventory::new(zone.month(start)),
+        audit_sequence: 0,
+    };
+    store
+        .create_account(account, UNAUTHENTICATED)
+        .expect("create");
+    let revision = store.account("sandbox").expect("account").inventory.revision;
+    store
+        .adjust_inventory(
+            "sandbox",
+            &[SeatChange {
+                product: Product::StandardSeat,
+                seats: 4,
+            }],
+            Some(revision),
+            start,
+            &prices(),
+            "test",
+        )
+        .expect("confirm");
+    let records = |store: &Store| store.peaks.len() + store.audit.len();
+    let before = records(&store);
+    let far: Timestamp = "2199-12-31T12:00:00Z".parse().expect("timestamp");
+    store
+        .advance_clock("sandbox", far, "test")
+        .expect("advance");
+    // One closed month and one audit entry, not one record per month passed.
+    assert_eq!(records(&store) - before, 2);
+    let month = |m: &str| BillingMonth::parse(m).expect("month");
+    assert_eq!(
+        store.closed_peak("sandbox", month("2000-01")).expect("read"),
+        Seats([0, 4, 0, 0, 0, 0])
+    );
+    assert_eq!(
+        store.closed_peak("sandbox", month("2123-06")).expect("read"),
+        Seats([0, 4, 0, 0, 0, 0]),
+        "a month without a change is billed at the counts carried into it"
+    );
+    assert_eq!(
+        store.closed_peak("sandbox", month("1999-12")).expect("read"),
+        Seats::NONE,
+        "nothing before the account"
+    );
+}
