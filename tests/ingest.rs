@@ -16,7 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 async fn channel(server: &Licensing) -> Channel {
     Endpoint::from_shared(server.endpoint())
         .expect("endpoint")
-        .timeout(Duration::from_secs(20))
+        .timeout(Duration::from_secs(120))
         .connect()
         .await
         .expect("connect")

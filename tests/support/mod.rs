@@ -15,8 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long the server may take to start or stop before a test fails.
-const DEADLINE: Duration = Duration::from_secs(30);
+/// How long the server may take to start or stop before a test fails (generous: a busy machine).
+const DEADLINE: Duration = Duration::from_secs(90);
+/// The longest one grpcurl call may take. Generous on purpose: a debug build on a busy 2-core
+/// machine reads a large account slowly, and a test must fail for a wrong answer, not a slow one.
+const CALL_DEADLINE_SECONDS: &str = "300";
 
 /// A running `licensing` process with its own data folder.
 pub struct Licensing {
@@ -122,7 +125,7 @@ impl Licensing {
 
     /// Runs grpcurl against this server (plaintext) with the given arguments.
     pub fn grpcurl(&self, args: &[&str]) -> Output {
-        let mut full = vec!["-plaintext", "-max-time", "20"];
+        let mut full = vec!["-plaintext", "-max-time", CALL_DEADLINE_SECONDS];
         let (options, rest): (Vec<&str>, Vec<&str>) = split_target(args);
         full.extend(options);
         full.push(&self.address);

@@ -118,7 +118,9 @@ fn months_without_changes_are_billed_at_the_counts_carried_through_them() {
     let mut inventory = Inventory::new(month("2026-11"));
     inventory.seats = Seats([0, 3, 0, 0, 0, 0]);
     inventory.peak = Seats([0, 5, 0, 0, 0, 0]);
-    let closed = inventory.roll_to(month("2027-02")).expect("November closed");
+    let closed = inventory
+        .roll_to(month("2027-02"))
+        .expect("November closed");
     let months: Vec<String> = ["2026-10", "2026-11", "2026-12", "2027-01"]
         .into_iter()
         .map(|m| {

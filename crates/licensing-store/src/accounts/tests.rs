@@ -325,7 +325,11 @@ fn advancing_a_clock_by_two_centuries_writes_what_advancing_by_a_month_does() {
     store
         .create_account(account, UNAUTHENTICATED)
         .expect("create");
-    let revision = store.account("sandbox").expect("account").inventory.revision;
+    let revision = store
+        .account("sandbox")
+        .expect("account")
+        .inventory
+        .revision;
     store
         .adjust_inventory(
             "sandbox",
@@ -349,16 +353,22 @@ fn advancing_a_clock_by_two_centuries_writes_what_advancing_by_a_month_does() {
     assert_eq!(records(&store) - before, 2);
     let month = |m: &str| BillingMonth::parse(m).expect("month");
     assert_eq!(
-        store.closed_peak("sandbox", month("2000-01")).expect("read"),
+        store
+            .closed_peak("sandbox", month("2000-01"))
+            .expect("read"),
         Seats([0, 4, 0, 0, 0, 0])
     );
     assert_eq!(
-        store.closed_peak("sandbox", month("2123-06")).expect("read"),
+        store
+            .closed_peak("sandbox", month("2123-06"))
+            .expect("read"),
         Seats([0, 4, 0, 0, 0, 0]),
         "a month without a change is billed at the counts carried into it"
     );
     assert_eq!(
-        store.closed_peak("sandbox", month("1999-12")).expect("read"),
+        store
+            .closed_peak("sandbox", month("1999-12"))
+            .expect("read"),
         Seats::NONE,
         "nothing before the account"
     );
