@@ -32,6 +32,10 @@ pub struct Args {
     /// Seconds to let in-flight calls finish after a shutdown signal.
     #[arg(long, env = "LICENSING_SHUTDOWN_GRACE_SECONDS", default_value = "10")]
     shutdown_grace_seconds: String,
+    /// Days a redelivered event is still recognised as a duplicate after its month closed; after
+    /// that it is refused MONTH_CLOSED. Longer than a collector's longest outage.
+    #[arg(long, env = "LICENSING_DEDUPE_RETENTION_DAYS", default_value = "35")]
+    dedupe_retention_days: String,
     /// Log filter, in `tracing` directive syntax (e.g. `info,licensing=debug`).
     #[arg(long, env = "LICENSING_LOG", default_value = "info")]
     log: String,
@@ -47,9 +51,13 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_PRICE_LIST",
     "LICENSING_CACHE_MB",
     "LICENSING_SHUTDOWN_GRACE_SECONDS",
+    "LICENSING_DEDUPE_RETENTION_DAYS",
     "LICENSING_LOG",
     "LICENSING_LOG_FORMAT",
 ];
+
+/// The longest dedupe retention after a month's close, in days (ten years).
+pub const MAX_DEDUPE_RETENTION_DAYS: u32 = 3653;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +81,8 @@ pub struct Config {
     pub cache_capacity_bytes: u64,
     /// How long in-flight calls may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Days dedupe records are kept after their month closed.
+    pub dedupe_retention_days: u32,
     /// Log filter directives.
     pub log_filter: String,
     /// Log format.
@@ -159,6 +169,16 @@ impl Config {
                 None
             }
         };
+        let dedupe_retention_days = match args.dedupe_retention_days.parse::<u32>() {
+            Ok(days) if days <= MAX_DEDUPE_RETENTION_DAYS => Some(days),
+            _ => {
+                problems.push(format!(
+                    "--dedupe-retention-days / LICENSING_DEDUPE_RETENTION_DAYS {:?}: must be a whole number of days from 0 to {MAX_DEDUPE_RETENTION_DAYS}",
+                    args.dedupe_retention_days
+                ));
+                None
+            }
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
             problems.push(format!("--log / LICENSING_LOG {:?}: {e}", args.log));
         }
@@ -177,6 +197,7 @@ impl Config {
             price_list,
             cache_capacity_bytes,
             shutdown_grace,
+            dedupe_retention_days,
             log_format,
         ) {
             (
@@ -184,6 +205,7 @@ impl Config {
                 Some(price_list),
                 Some(cache_capacity_bytes),
                 Some(shutdown_grace),
+                Some(dedupe_retention_days),
                 Some(log_format),
             ) if problems.is_empty() => Ok(Config {
                 listen,
@@ -191,6 +213,7 @@ impl Config {
                 price_list,
                 cache_capacity_bytes,
                 shutdown_grace,
+                dedupe_retention_days,
                 log_filter: args.log,
                 log_format,
             }),
@@ -243,6 +266,10 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:50051".parse().expect("address"));
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(
+            config.dedupe_retention_days,
+            crate::ingest::DEFAULT_DEDUPE_RETENTION_DAYS
+        );
     }
 
     #[test]

@@ -30,8 +30,14 @@ pub const MAX_BATCHES_IN_FLIGHT: usize = 64;
 const MAX_BATCHES_PER_GROUP: usize = 256;
 /// Batches queued for the writer across all streams.
 const WRITER_QUEUE: usize = 1024;
-/// How often dedupe records of closed months are deleted.
+/// Days a dedupe record is kept after its month closed, unless configured otherwise: longer than
+/// a collector's longest outage, so that every resend of an event that was billed is answered
+/// DUPLICATE.
+pub const DEFAULT_DEDUPE_RETENTION_DAYS: u32 = 35;
+/// How often expired dedupe records are deleted.
 const DEDUPE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+/// Dedupe records the sweep reads per step on the blocking pool.
+const DEDUPE_SWEEP_CHUNK: usize = 1024;
 
 struct Job {
     batch: Batch,
@@ -52,16 +58,73 @@ impl std::fmt::Debug for Job {
 }
 
 impl Ingestion {
-    /// Starts the writer on the current runtime; it stops when every handle is dropped.
+    /// Starts the writer and the dedupe sweep on the current runtime. The writer stops when every
+    /// handle is dropped, the sweep when `shutdown` turns true. Dedupe records are kept
+    /// `dedupe_retention_days` after their month closed.
     pub fn start(
         store: Store,
         prices: Arc<PriceList>,
         health: HealthReporter,
         shutdown: watch::Receiver<bool>,
+        dedupe_retention_days: u32,
     ) -> Ingestion {
         let (writer, jobs) = mpsc::channel(WRITER_QUEUE);
-        tokio::spawn(write(jobs, store, prices, health));
+        tokio::spawn(write(jobs, store.clone(), prices, health));
+        tokio::spawn(sweep_dedupe(
+            store,
+            dedupe_retention_days,
+            crate::service::stopping(shutdown.clone()),
+        ));
         Ingestion { writer, shutdown }
+    }
+}
+
+/// Deletes expired dedupe records every [`DEDUPE_SWEEP_INTERVAL`], off the writer's path: in
+/// chunks of [`DEDUPE_SWEEP_CHUNK`] on the blocking pool, so that neither the writer nor the
+/// pool is held for long however large the tree. Deletions need no flush: one lost in a crash is
+/// deleted again by the next sweep.
+async fn sweep_dedupe(store: Store, retention_days: u32, stopping: impl Future<Output = ()>) {
+    tokio::pin!(stopping);
+    let mut every = tokio::time::interval(DEDUPE_SWEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = &mut stopping => return,
+        }
+        let (mut after, mut expired) = (None::<Vec<u8>>, 0);
+        while !store.has_failed() {
+            let (chunk_store, from) = (store.clone(), after.take());
+            let chunk = tokio::task::spawn_blocking(move || {
+                chunk_store.expire_dedupe(
+                    Timestamp::now(),
+                    retention_days,
+                    from.as_deref(),
+                    DEDUPE_SWEEP_CHUNK,
+                )
+            })
+            .await;
+            match chunk {
+                Ok(Ok(chunk)) => {
+                    expired += chunk.expired;
+                    match chunk.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "dedupe sweep failed; it runs again next hour");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dedupe sweep task failed; it runs again next hour");
+                    break;
+                }
+            }
+        }
+        if expired > 0 {
+            tracing::info!(expired, retention_days, "expired dedupe records deleted");
+        }
     }
 }
 
@@ -72,23 +135,9 @@ async fn write(
     prices: Arc<PriceList>,
     health: HealthReporter,
 ) {
-    let mut sweep = tokio::time::interval(DEDUPE_SWEEP_INTERVAL);
     loop {
-        let first = tokio::select! {
-            job = jobs.recv() => match job {
-                Some(job) => job,
-                None => return,
-            },
-            _ = sweep.tick() => {
-                let store = store.clone();
-                match tokio::task::spawn_blocking(move || store.expire_dedupe(Timestamp::now())).await {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(expired)) => tracing::info!(expired, "dedupe records of closed months deleted"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "dedupe sweep failed"),
-                    Err(e) => tracing::warn!(error = %e, "dedupe sweep task failed"),
-                }
-                continue;
-            }
+        let Some(first) = jobs.recv().await else {
+            return;
         };
         let mut group = vec![first];
         while group.len() < MAX_BATCHES_PER_GROUP {

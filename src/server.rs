@@ -46,6 +46,8 @@ pub struct ServeOptions {
     pub store: Store,
     /// How long in-flight calls may take to finish after the shutdown signal.
     pub shutdown_grace: Duration,
+    /// Days a dedupe record is kept after its month closed (a redelivery is DUPLICATE until then).
+    pub dedupe_retention_days: u32,
 }
 
 /// Why serving stopped with an error.
@@ -108,6 +110,7 @@ pub async fn run(
         options.prices.clone(),
         health.clone(),
         streams_stop.clone(),
+        options.dedupe_retention_days,
     ))
     .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);

@@ -56,6 +56,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         prices: Arc::new(config.price_list),
         store,
         shutdown_grace: config.shutdown_grace,
+        dedupe_retention_days: config.dedupe_retention_days,
     };
     server::run(listener, options, shutdown).await?;
     Ok(())

@@ -69,6 +69,7 @@ pub(crate) async fn start_licensing(
 ) -> anyhow::Result<RunningServer> {
     let listener = bind().await?;
     let options = ServeOptions {
+        dedupe_retention_days: licensing::ingest::DEFAULT_DEDUPE_RETENTION_DAYS,
         prices,
         store,
         shutdown_grace: Duration::from_secs(1),

@@ -27,6 +27,15 @@ use crate::{
 /// A batch of events to ingest: each converted event, or the refusal its conversion met.
 pub type Batch = Vec<Result<Event, Refusal>>;
 
+/// What one chunk of [`Store::expire_dedupe`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DedupeSweep {
+    /// Records deleted.
+    pub expired: usize,
+    /// The key to go on after; `None` when the tree was read to its end.
+    pub next: Option<Vec<u8>>,
+}
+
 fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, part) in parts.iter().enumerate() {
@@ -136,13 +145,8 @@ impl Store {
                             )));
                             continue;
                         };
-                        let month = match accept(&account, event.occurred_at, real_now) {
-                            Ok(month) => month,
-                            Err(refusal) => {
-                                batch_outcomes.push(Outcome::Refused(refusal));
-                                continue;
-                            }
-                        };
+                        // The dedupe record first: an event applied before is a duplicate even
+                        // after its month closed, for as long as its record is kept.
                         let dedupe_key = join(&[
                             event.account_id.as_bytes(),
                             event.source.as_bytes(),
@@ -161,6 +165,13 @@ impl Store {
                             });
                             continue;
                         }
+                        let month = match accept(&account, event.occurred_at, real_now) {
+                            Ok(month) => month,
+                            Err(refusal) => {
+                                batch_outcomes.push(Outcome::Refused(refusal));
+                                continue;
+                            }
+                        };
                         dedupe
                             .insert(dedupe_key, encode(&DedupeRecord::new(fingerprint, month)))?;
 
@@ -422,13 +433,32 @@ impl Store {
         Ok(totals)
     }
 
-    /// Deletes the dedupe records of months that are closed (their events are refused anyway).
-    /// Returns how many were deleted.
-    pub fn expire_dedupe(&self, real_now: Timestamp) -> Result<usize, OpError> {
-        let mut expired = 0;
+    /// Deletes, among at most `limit` dedupe records after the key `after` (from the first when
+    /// `None`), those whose month closed more than `retention_days` ago in their account's
+    /// calendar: until then a redelivered event is answered DUPLICATE, after that MONTH_CLOSED.
+    /// Returns how many were deleted and the key to go on after, `None` once the tree was read to
+    /// its end. Bounded chunks let the caller sweep the whole tree without holding anything long.
+    pub fn expire_dedupe(
+        &self,
+        real_now: Timestamp,
+        retention_days: u32,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<DedupeSweep, OpError> {
+        let mut sweep = DedupeSweep::default();
         let mut accounts: HashMap<Vec<u8>, Option<Account>> = HashMap::new();
-        for item in self.dedupe.iter() {
+        let items = match after {
+            None => self.dedupe.range::<&[u8], _>(..),
+            Some(after) => self
+                .dedupe
+                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+        };
+        for (read, item) in items.enumerate() {
+            if read == limit {
+                return Ok(sweep);
+            }
             let (key, value) = item.map_err(|source| self.storage(source))?;
+            sweep.next = Some(key.to_vec());
             let account_id = key.split(|&b| b == 0).next().unwrap_or_default().to_vec();
             let account = match accounts.get(&account_id) {
                 Some(account) => account.clone(),
@@ -446,7 +476,11 @@ impl Store {
             let Some(account) = account else { continue };
             let record: DedupeRecord = decode("dedupe", &value).map_err(StoreError::from)?;
             let month = record.month().map_err(StoreError::from)?;
-            if account.now(real_now) >= month_closes_at(&account, month) {
+            let expires_at = account
+                .settings
+                .zone
+                .add_days(month_closes_at(&account, month), i64::from(retention_days));
+            if account.now(real_now) >= expires_at {
                 // Only if unchanged since read: a concurrent ingest never loses its record.
                 if self
                     .dedupe
@@ -454,11 +488,12 @@ impl Store {
                     .map_err(|source| self.storage(source))?
                     .is_ok()
                 {
-                    expired += 1;
+                    sweep.expired += 1;
                 }
             }
         }
-        Ok(expired)
+        sweep.next = None;
+        Ok(sweep)
     }
 
     fn storage(&self, source: sled::Error) -> StoreError {

@@ -18,7 +18,7 @@ use std::{
 };
 
 pub use accounts::{Adjusted, Applied, OpError};
-pub use ingest::Batch;
+pub use ingest::{Batch, DedupeSweep};
 pub use records::Corrupt;
 pub use statement::MonthStatement;
 

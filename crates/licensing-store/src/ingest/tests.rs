@@ -283,30 +283,79 @@ proptest! {
     }
 }
 
+/// Sweeps the whole dedupe tree in chunks of `limit`, returning how many records expired.
+fn sweep(store: &Store, retention_days: u32, limit: usize) -> usize {
+    let mut expired = 0;
+    let mut after = None;
+    loop {
+        let chunk = store
+            .expire_dedupe(
+                Timestamp::UNIX_EPOCH,
+                retention_days,
+                after.as_deref(),
+                limit,
+            )
+            .expect("sweep");
+        expired += chunk.expired;
+        match chunk.next {
+            None => return expired,
+            Some(next) => after = Some(next),
+        }
+    }
+}
+
 #[test]
-fn dedupe_records_expire_once_their_month_is_closed() {
+fn a_redelivery_after_the_month_closed_is_a_duplicate_while_its_record_is_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     setup(&store, "UTC", "2026-05-31T12:00:00Z", 0);
-    ingest(
-        &store,
-        vec![event(
-            "e1",
-            "std",
-            "2026-05-31T11:00:00Z",
-            EventKind::AgentLogin,
-        )],
-    );
+    let login = event("e1", "std", "2026-05-31T11:00:00Z", EventKind::AgentLogin);
+    assert_eq!(ingest(&store, vec![login.clone()]), [Outcome::Applied]);
+    assert_eq!(sweep(&store, 10, 1), 0, "May is still open");
+    // May closed at 2026-06-01; its records are kept 10 days more.
+    store
+        .advance_clock("acme", at("2026-06-10T23:59:59Z"), "test")
+        .expect("advance");
+    assert_eq!(sweep(&store, 10, 1), 0, "still kept");
     assert_eq!(
-        store.expire_dedupe(Timestamp::UNIX_EPOCH).expect("sweep"),
-        0,
-        "May is still open"
+        ingest(&store, vec![login.clone()]),
+        [Outcome::Duplicate],
+        "an event that was billed is a duplicate, not refused"
     );
     store
-        .advance_clock("acme", at("2026-06-01T00:00:00Z"), "test")
+        .advance_clock("acme", at("2026-06-11T00:00:00Z"), "test")
         .expect("advance");
-    assert_eq!(
-        store.expire_dedupe(Timestamp::UNIX_EPOCH).expect("sweep"),
-        1
-    );
+    assert_eq!(sweep(&store, 10, 1), 1);
+    assert!(matches!(
+        ingest(&store, vec![login]).as_slice(),
+        [Outcome::Refused(Refusal::MonthClosed { .. })]
+    ));
+}
+
+#[test]
+fn the_dedupe_sweep_goes_through_the_tree_in_bounded_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-05-31T12:00:00Z", 0);
+    let events: Vec<Event> = (0..25)
+        .map(|i| {
+            event(
+                &format!("e{i:02}"),
+                "std",
+                "2026-05-31T11:00:00Z",
+                EventKind::AgentLogin,
+            )
+        })
+        .collect();
+    ingest(&store, events);
+    store
+        .advance_clock("acme", at("2026-06-02T00:00:00Z"), "test")
+        .expect("advance");
+    let first = store
+        .expire_dedupe(Timestamp::UNIX_EPOCH, 0, None, 10)
+        .expect("sweep");
+    assert_eq!(first.expired, 10, "one chunk reads at most its limit");
+    assert!(first.next.is_some());
+    assert_eq!(sweep(&store, 0, 7), 15, "the rest, in chunks of 7");
+    assert_eq!(store.dedupe.len(), 0);
 }
