@@ -371,6 +371,7 @@ pub fn event_outcome(event_id: String, outcome: &Outcome) -> api::EventOutcome {
                 Refusal::MonthClosed { .. } => api::RefusalReason::MonthClosed,
                 Refusal::TooFarInFuture { .. } => api::RefusalReason::TooFarInFuture,
                 Refusal::ConflictingDuplicate { .. } => api::RefusalReason::ConflictingDuplicate,
+                Refusal::MeterLimit { .. } => api::RefusalReason::MeterLimit,
             },
             refusal.to_string(),
         ),
@@ -474,5 +475,18 @@ pub fn statement(
             })
             .collect(),
         total: Some(money(statement.total, currency)),
+        unbilled: statement
+            .unbilled
+            .iter()
+            .map(|u| api::UnbilledUse {
+                meter: meter(u.meter) as i32,
+                quantity: u.quantity,
+                reason: match u.reason {
+                    licensing_core::UnbilledReason::ServiceOff => api::UnbilledReason::ServiceOff,
+                    licensing_core::UnbilledReason::OverCap => api::UnbilledReason::OverCap,
+                } as i32,
+                description: u.description.clone(),
+            })
+            .collect(),
     }
 }

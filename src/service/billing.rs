@@ -76,8 +76,7 @@ impl Licensing {
                 let used = store
                     .meter_totals(&account_id, month)?
                     .get(&meter)
-                    .copied()
-                    .unwrap_or(0);
+                    .map_or(0, |usage| usage.used);
                 Ok((account, used))
             })
             .await?;

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use licensing_core::{Account, BillingMonth, PriceList, Tier, Timestamp, resolve};
+use licensing_core::{
+    Account, BillingMonth, MeterCaps, PriceList, Tier, Timestamp, meter_billing, resolve,
+};
 use licensing_store::{OpError, Store};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -80,9 +82,14 @@ fn summary(
         meters: store
             .meter_totals(&account.id, shown)?
             .into_iter()
-            .map(|(meter, quantity)| api::MeterUsage {
-                meter: to_proto::meter(meter) as i32,
-                quantity,
+            .map(|(meter, usage)| {
+                let billing = meter_billing(meter, usage, &MeterCaps::of(&account.settings));
+                api::MeterUsage {
+                    meter: to_proto::meter(meter) as i32,
+                    quantity: usage.total(),
+                    unbilled_service_off: billing.while_off,
+                    unbilled_over_cap: billing.over_cap,
+                }
             })
             .collect(),
     })

@@ -19,6 +19,12 @@ pub const MAX_FUTURE_SECONDS: i64 = 15 * 60;
 pub const MAX_EVENT_ID_BYTES: usize = 128;
 /// Event ids kept per login day, to trace what made the day billable.
 pub const EVENT_IDS_PER_DAY: usize = 5;
+/// The most one metered event may carry (minutes or packs): far more than any single use, far
+/// less than what could make a month's sums overflow.
+pub const MAX_METERED_QUANTITY: u64 = 1_000_000;
+/// The most one meter may add up to in an account's month; an event that would pass it is
+/// refused. With prices bounded by `MAX_PRICE`, no statement line built from it overflows.
+pub const MAX_METER_MONTH_TOTAL: u64 = 1_000_000_000;
 
 /// A metered service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,6 +128,20 @@ pub enum Refusal {
         /// The id.
         event_id: String,
     },
+    /// The meter's month total would pass [`MAX_METER_MONTH_TOTAL`].
+    #[error(
+        "{meter} in {month} would reach {total} with this event's {quantity}: at most {MAX_METER_MONTH_TOTAL} a month"
+    )]
+    MeterLimit {
+        /// The meter.
+        meter: Meter,
+        /// The event's month.
+        month: BillingMonth,
+        /// The month's total before the event.
+        total: u64,
+        /// The event's quantity.
+        quantity: u64,
+    },
 }
 
 /// What became of one event.
@@ -194,6 +214,13 @@ impl Event {
                     field: "metered_usage.quantity".into(),
                     value: "0".into(),
                     problem: "must be positive".into(),
+                });
+            }
+            EventKind::Metered { quantity, .. } if *quantity > MAX_METERED_QUANTITY => {
+                return Err(Refusal::Invalid {
+                    field: "metered_usage.quantity".into(),
+                    value: quantity.to_string(),
+                    problem: format!("must be at most {MAX_METERED_QUANTITY}"),
                 });
             }
             EventKind::AgentLogin | EventKind::AgentLogout | EventKind::Metered { .. } => {}
@@ -399,8 +426,70 @@ pub fn concurrency_peaks(
     peaks
 }
 
+/// A meter's use in a month. Use while the account had the service switched off is kept apart:
+/// it happened, so it is recorded and shown, but it is never billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MeterUse {
+    /// Used while the service was on: billed, within the month's limit.
+    pub used: u64,
+    /// Used while the service was switched off for the account: shown, not billed.
+    pub while_off: u64,
+}
+
+impl MeterUse {
+    /// Use while the service was on.
+    pub fn on(used: u64) -> MeterUse {
+        MeterUse { used, while_off: 0 }
+    }
+
+    /// Everything used, on or off.
+    pub fn total(self) -> u64 {
+        self.used.saturating_add(self.while_off)
+    }
+
+    /// The month's use after a metered event of `quantity`, taken while the service was `on`
+    /// (by the account's settings when the event is applied), or the refusal when the month's
+    /// total would pass [`MAX_METER_MONTH_TOTAL`].
+    pub fn add(
+        self,
+        meter: Meter,
+        month: BillingMonth,
+        quantity: u64,
+        on: bool,
+    ) -> Result<MeterUse, Refusal> {
+        let total = self.total();
+        match total.checked_add(quantity) {
+            Some(after) if after <= MAX_METER_MONTH_TOTAL => Ok(if on {
+                MeterUse {
+                    used: self.used.saturating_add(quantity),
+                    ..self
+                }
+            } else {
+                MeterUse {
+                    while_off: self.while_off.saturating_add(quantity),
+                    ..self
+                }
+            }),
+            _ => Err(Refusal::MeterLimit {
+                meter,
+                month,
+                total,
+                quantity,
+            }),
+        }
+    }
+}
+
+/// Whether the account has `meter`'s service switched on.
+pub fn service_on(settings: &crate::account::AccountSettings, meter: Meter) -> bool {
+    match meter {
+        Meter::SpeechToTextMinutes => settings.speech_to_text,
+        Meter::SmartRoutingPacks | Meter::AiTopicsPacks | Meter::AiQaPacks => settings.power_pack,
+    }
+}
+
 /// Metered use per meter.
-pub type MeterTotals = BTreeMap<Meter, u64>;
+pub type MeterTotals = BTreeMap<Meter, MeterUse>;
 
 /// A date in `YYYY-MM-DD`.
 pub fn date_key(date: Date) -> String {

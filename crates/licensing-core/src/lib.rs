@@ -30,8 +30,9 @@ pub use calendar::{
     UnknownTimeZone, Zone, check_in_range,
 };
 pub use events::{
-    Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, Meter, MeterTotals, Outcome, Refusal,
-    SessionChange, Transition, accept, concurrency_peaks, month_closes_at,
+    Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, MAX_METER_MONTH_TOTAL, MAX_METERED_QUANTITY,
+    Meter, MeterTotals, MeterUse, Outcome, Refusal, SessionChange, Transition, accept,
+    concurrency_peaks, month_closes_at, service_on,
 };
 pub use inventory::{
     Cart, CartError, CartLine, ClosedPeak, Inventory, MAX_SEATS, Product, SeatChange, Seats,
@@ -50,7 +51,8 @@ pub use quota::{Quota, check_quota};
 pub use resolve::{AddOn, AddOnLine, Billing, BillingReason, Reason, Resolution, Trigger, resolve};
 pub use retention::{InvalidRetention, RecordingRetention};
 pub use statement::{
-    LineKind, LineSubject, MemberDays, MeterCaps, RecordedMember, SPEECH_TO_TEXT_BASE_MINUTES,
-    Statement, StatementInput, StatementLine, statement,
+    AmountOverflow, LineKind, LineSubject, MemberDays, MeterBilling, MeterCaps, RecordedMember,
+    SPEECH_TO_TEXT_BASE_MINUTES, Statement, StatementInput, StatementLine, UnbilledReason,
+    UnbilledUse, meter_billing, statement,
 };
 pub use tier::Tier;

@@ -48,12 +48,17 @@ pub fn check_quota(settings: &AccountSettings, meter: Meter, used: u64, quantity
     let (allowed, reason) = if !enabled {
         (false, format!("{meter} needs {switch} on for the account"))
     } else {
-        match remaining {
-            Some(left) if quantity > left || (quantity == 0 && left == 0) => (
+        match (remaining, limit) {
+            (Some(0), Some(limit)) => (
                 false,
                 format!(
-                    "{meter} quota for this month is used up: {used} of {} used, {left} left, {quantity} asked; it starts again next month",
-                    limit.unwrap_or_default()
+                    "{meter} quota for this month is used up: {used} of {limit} used; it starts again next month"
+                ),
+            ),
+            (Some(left), Some(limit)) if quantity > left => (
+                false,
+                format!(
+                    "{meter} quota for this month is too small for {quantity} more: {used} of {limit} used, {left} left; it starts again next month"
                 ),
             ),
             _ => (true, String::new()),
@@ -93,10 +98,14 @@ mod tests {
         assert!(!q.allowed);
         assert_eq!(
             q.reason,
-            "SPEECH_TO_TEXT_MINUTES quota for this month is used up: 5900 of 6000 used, 100 left, 101 asked; it starts again next month"
+            "SPEECH_TO_TEXT_MINUTES quota for this month is too small for 101 more: 5900 of 6000 used, 100 left; it starts again next month"
         );
         let q = check_quota(&s, Meter::SpeechToTextMinutes, 6_000, 0);
         assert!(!q.allowed, "nothing left: even a state check says no");
+        assert_eq!(
+            q.reason,
+            "SPEECH_TO_TEXT_MINUTES quota for this month is used up: 6000 of 6000 used; it starts again next month"
+        );
         // Without a cap, unlimited.
         s.speech_to_text_extra_minutes_cap = None;
         let q = check_quota(&s, Meter::SpeechToTextMinutes, 1_000_000, 500);
@@ -107,6 +116,15 @@ mod tests {
     fn power_pack_services_have_their_own_caps_and_need_the_switch() {
         let mut s = settings();
         s.ai_qa_packs_cap = Some(2);
+        let q = check_quota(&s, Meter::AiQaPacks, 0, 5);
+        assert_eq!(
+            (q.allowed, q.reason.as_str()),
+            (
+                false,
+                "AI_QA_PACKS quota for this month is too small for 5 more: 0 of 2 used, 2 left; it starts again next month"
+            ),
+            "nothing is used up yet"
+        );
         assert!(check_quota(&s, Meter::AiQaPacks, 1, 1).allowed);
         assert!(!check_quota(&s, Meter::AiQaPacks, 2, 1).allowed);
         assert!(

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use licensing_core::{
-    Account, BillingMode, BillingMonth, Event, EventKind, LoginDay, Meter, MeterTotals, Outcome,
-    PriceList, Refusal, SessionChange, Tier, Transition, accept, concurrency_peaks,
-    month_closes_at, resolve,
+    Account, BillingMode, BillingMonth, Event, EventKind, LoginDay, Meter, MeterTotals, MeterUse,
+    Outcome, PriceList, Refusal, SessionChange, Tier, Transition, accept, concurrency_peaks,
+    month_closes_at, resolve, service_on,
 };
 use sled::{
     Transactional as _,
@@ -172,30 +172,35 @@ impl Store {
                                 continue;
                             }
                         };
-                        dedupe
-                            .insert(dedupe_key, encode(&DedupeRecord::new(fingerprint, month)))?;
-
                         if let EventKind::Metered { meter, quantity } = event.kind {
                             let key = join(&[
                                 event.account_id.as_bytes(),
                                 month.to_string().as_bytes(),
                                 &[meter_code(meter)],
                             ]);
-                            let total = match meters.get(&key)? {
-                                None => 0,
-                                Some(bytes) => {
-                                    let MeterRecord::V1(total) =
-                                        decode("meter", &bytes).map_err(corrupt)?;
-                                    total
-                                }
+                            let usage = match meters.get(&key)? {
+                                None => MeterUse::default(),
+                                Some(bytes) => MeterUse::from(
+                                    decode::<MeterRecord>("meter", &bytes).map_err(corrupt)?,
+                                ),
                             };
-                            meters.insert(
-                                key,
-                                encode(&MeterRecord::V1(total.saturating_add(quantity))),
-                            )?;
-                            batch_outcomes.push(Outcome::Applied);
+                            let on = service_on(&account.settings, meter);
+                            match usage.add(meter, month, quantity, on) {
+                                Ok(usage) => {
+                                    dedupe.insert(
+                                        dedupe_key,
+                                        encode(&DedupeRecord::new(fingerprint, month)),
+                                    )?;
+                                    meters.insert(key, encode(&MeterRecord::from(usage)))?;
+                                    batch_outcomes.push(Outcome::Applied);
+                                }
+                                // Refused, so no dedupe record: the same event is refused again.
+                                Err(refusal) => batch_outcomes.push(Outcome::Refused(refusal)),
+                            }
                             continue;
                         }
+                        dedupe
+                            .insert(dedupe_key, encode(&DedupeRecord::new(fingerprint, month)))?;
 
                         let member_key = (event.account_id.as_str(), event.member_id.as_str());
                         let member = match member_cache.get(&member_key) {
@@ -426,8 +431,8 @@ impl Store {
                 .get(key)
                 .map_err(|source| self.storage(source))?
             {
-                let MeterRecord::V1(total) = decode("meter", &bytes).map_err(StoreError::from)?;
-                totals.insert(meter, total);
+                let record: MeterRecord = decode("meter", &bytes).map_err(StoreError::from)?;
+                totals.insert(meter, record.into());
             }
         }
         Ok(totals)

@@ -601,10 +601,30 @@ impl UnlicensedRecord {
     }
 }
 
-/// Metered use: `meters` tree, key = account id, 0, `YYYY-MM`, 0, meter.
+/// Metered use: `meters` tree, key = account id, 0, `YYYY-MM`, 0, meter. Version 1 knew only use
+/// while the service was on.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum MeterRecord {
     V1(u64),
+    V2 { used: u64, while_off: u64 },
+}
+
+impl From<MeterRecord> for licensing_core::MeterUse {
+    fn from(record: MeterRecord) -> licensing_core::MeterUse {
+        match record {
+            MeterRecord::V1(used) => licensing_core::MeterUse::on(used),
+            MeterRecord::V2 { used, while_off } => licensing_core::MeterUse { used, while_off },
+        }
+    }
+}
+
+impl From<licensing_core::MeterUse> for MeterRecord {
+    fn from(usage: licensing_core::MeterUse) -> MeterRecord {
+        MeterRecord::V2 {
+            used: usage.used,
+            while_off: usage.while_off,
+        }
+    }
 }
 
 /// A final statement: `statements` tree, key = account id, 0, `YYYY-MM`. Written once, when the
@@ -617,6 +637,23 @@ pub(crate) enum StatementRecord {
         price_list: String,
         price_list_version: u32,
     },
+    V2 {
+        lines: Vec<StatementLineV1>,
+        currency: String,
+        price_list: String,
+        price_list_version: u32,
+        unbilled: Vec<UnbilledV1>,
+    },
+}
+
+/// Unbilled metered use of a statement: meter code, quantity, reason (0 service off, 1 over the
+/// cap), description.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct UnbilledV1 {
+    meter: u8,
+    quantity: u64,
+    reason: u8,
+    description: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -634,7 +671,21 @@ pub(crate) struct StatementLineV1 {
 impl From<&licensing_core::Statement> for StatementRecord {
     fn from(s: &licensing_core::Statement) -> StatementRecord {
         use licensing_core::LineSubject as S;
-        StatementRecord::V1 {
+        use licensing_core::UnbilledReason;
+        StatementRecord::V2 {
+            unbilled: s
+                .unbilled
+                .iter()
+                .map(|u| UnbilledV1 {
+                    meter: u.meter as u8,
+                    quantity: u.quantity,
+                    reason: match u.reason {
+                        UnbilledReason::ServiceOff => 0,
+                        UnbilledReason::OverCap => 1,
+                    },
+                    description: u.description.clone(),
+                })
+                .collect(),
             lines: s
                 .lines
                 .iter()
@@ -662,14 +713,42 @@ impl From<&licensing_core::Statement> for StatementRecord {
 
 impl StatementRecord {
     pub(crate) fn decode(self, month: BillingMonth) -> Result<licensing_core::Statement, Corrupt> {
-        use licensing_core::{LineKind, LineSubject as S, Meter, StatementLine, Tier};
+        use licensing_core::{
+            LineKind, LineSubject as S, Meter, StatementLine, Tier, UnbilledReason, UnbilledUse,
+        };
         const WHAT: &str = "statement";
-        let StatementRecord::V1 {
-            lines,
-            currency,
-            price_list,
-            price_list_version,
-        } = self;
+        let (lines, currency, price_list, price_list_version, unbilled) = match self {
+            StatementRecord::V1 {
+                lines,
+                currency,
+                price_list,
+                price_list_version,
+            } => (lines, currency, price_list, price_list_version, Vec::new()),
+            StatementRecord::V2 {
+                lines,
+                currency,
+                price_list,
+                price_list_version,
+                unbilled,
+            } => (lines, currency, price_list, price_list_version, unbilled),
+        };
+        let unbilled = unbilled
+            .into_iter()
+            .map(|u| {
+                Ok(UnbilledUse {
+                    meter: *Meter::ALL
+                        .get(usize::from(u.meter))
+                        .ok_or_else(|| corrupt(WHAT, "unbilled meter"))?,
+                    quantity: u.quantity,
+                    reason: match u.reason {
+                        0 => UnbilledReason::ServiceOff,
+                        1 => UnbilledReason::OverCap,
+                        n => return Err(corrupt(WHAT, format!("unbilled reason {n}"))),
+                    },
+                    description: u.description,
+                })
+            })
+            .collect::<Result<Vec<_>, Corrupt>>()?;
         let lines = lines
             .into_iter()
             .map(|l| {
@@ -701,12 +780,15 @@ impl StatementRecord {
             .collect::<Result<Vec<_>, Corrupt>>()?;
         let currency =
             licensing_core::Currency::parse(&currency).ok_or_else(|| corrupt(WHAT, "currency"))?;
-        Ok(licensing_core::Statement::from_lines(
+        let mut statement = licensing_core::Statement::from_lines(
             month,
             lines,
             currency,
             price_list,
             price_list_version,
-        ))
+        )
+        .map_err(|e| corrupt(WHAT, e))?;
+        statement.unbilled = unbilled;
+        Ok(statement)
     }
 }

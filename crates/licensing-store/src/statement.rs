@@ -61,7 +61,8 @@ impl Store {
         let statement = statement(
             &self.statement_input(account, month, real_now, prices)?,
             prices,
-        );
+        )
+        .map_err(|e| OpError::Precondition(e.to_string()))?;
         if is_final {
             if self.has_failed() {
                 return Err(OpError::Store(StoreError::Failed {
@@ -256,14 +257,7 @@ impl Store {
             recording,
             retention_months: highest_units * 3,
             meters: self.meter_totals(&account.id, month)?,
-            caps: MeterCaps {
-                speech_to_text_extra_minutes: settings
-                    .speech_to_text_extra_minutes_cap
-                    .map(u64::from),
-                smart_routing_packs: settings.smart_routing_packs_cap.map(u64::from),
-                ai_topics_packs: settings.ai_topics_packs_cap.map(u64::from),
-                ai_qa_packs: settings.ai_qa_packs_cap.map(u64::from),
-            },
+            caps: MeterCaps::of(settings),
         })
     }
 }

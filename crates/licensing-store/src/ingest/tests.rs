@@ -152,7 +152,56 @@ fn replays_after_a_restart_change_nothing() {
     let totals = store
         .meter_totals("acme", BillingMonth::parse("2026-05").expect("month"))
         .expect("meters");
-    assert_eq!(totals.get(&Meter::SpeechToTextMinutes), Some(&7));
+    // Speech-to-text is off for this account: recorded, as used while off.
+    assert_eq!(
+        totals.get(&Meter::SpeechToTextMinutes),
+        Some(&MeterUse {
+            used: 0,
+            while_off: 7
+        })
+    );
+}
+
+#[test]
+fn a_meter_month_cannot_pass_its_limit_and_what_passes_it_is_refused_every_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-05-20T00:00:00Z", 0);
+    store
+        .update_account("acme", Timestamp::UNIX_EPOCH, "test", |s| {
+            s.power_pack = true;
+            Ok(())
+        })
+        .expect("power pack on");
+    let packs = |id: &str, quantity: u64| {
+        event(
+            id,
+            "std",
+            "2026-05-10T08:00:00Z",
+            EventKind::Metered {
+                meter: Meter::AiQaPacks,
+                quantity,
+            },
+        )
+    };
+    // 1,000 events of the most one event may carry reach the month's limit exactly.
+    let full: Vec<Event> = (0..1_000)
+        .map(|i| packs(&format!("e{i}"), licensing_core::MAX_METERED_QUANTITY))
+        .collect();
+    assert!(ingest(&store, full).iter().all(|o| *o == Outcome::Applied));
+    for _ in 0..2 {
+        assert!(matches!(
+            ingest(&store, vec![packs("over", 1)]).as_slice(),
+            [Outcome::Refused(Refusal::MeterLimit { total: 1_000_000_000, quantity: 1, .. })]
+        ));
+    }
+    let totals = store
+        .meter_totals("acme", BillingMonth::parse("2026-05").expect("month"))
+        .expect("meters");
+    assert_eq!(
+        totals.get(&Meter::AiQaPacks),
+        Some(&MeterUse::on(licensing_core::MAX_METER_MONTH_TOTAL))
+    );
 }
 
 #[test]
