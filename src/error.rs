@@ -81,9 +81,9 @@ impl From<OpError> for ApiError {
     fn from(e: OpError) -> Self {
         let message = e.to_string();
         match e {
-            OpError::AccountNotFound(_) | OpError::MemberNotFound { .. } => {
-                ApiError::NotFound(message)
-            }
+            OpError::AccountNotFound(_)
+            | OpError::MemberNotFound { .. }
+            | OpError::StatementNotFound { .. } => ApiError::NotFound(message),
             OpError::AccountExists(_) => ApiError::AlreadyExists(message),
             OpError::Precondition(_) => ApiError::FailedPrecondition(message),
             OpError::StaleRevision { .. } => ApiError::Aborted(message),

@@ -30,6 +30,14 @@ impl Licensing {
                 Ok((account, statement))
             })
             .await?;
+        // A final statement is answered only once it is durable: it may have been stored just
+        // now (by this call or a concurrent one), and what was answered FINAL must never change.
+        if statement.is_final {
+            self.store
+                .flush()
+                .await
+                .map_err(|e| self.refused(e.into()))?;
+        }
         Ok(api::GetStatementResponse {
             statement: Some(to_proto::statement(
                 &account,

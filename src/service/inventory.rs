@@ -42,6 +42,14 @@ impl Licensing {
                 "is only read with confirm: set confirm to true, or omit revision for a preview",
             )));
         }
+        // Revisions start at 1: zero is an unset field, not a stale revision.
+        if request.confirm && request.revision == 0 {
+            return Err(status(ApiError::invalid(
+                "revision",
+                "0",
+                "revision is required with confirm: preview first and confirm the revision it returns",
+            )));
+        }
         let confirm = request.confirm.then_some(request.revision);
         let (prices, now) = (self.prices.clone(), Self::real_now());
         let op = move |store: &licensing_store::Store| {

@@ -51,12 +51,19 @@ impl Licensing {
     /// Starts the binary on `listen` with its database in `data_dir`, and waits until SERVING.
     /// A fixed address lets clients (the collector) find it again after a restart.
     pub fn start_on(data_dir: PathBuf, listen: &str) -> Licensing {
+        Licensing::start_with(data_dir, listen, &[])
+    }
+
+    /// Starts the binary like [`Licensing::start_on`], with these environment variables set (and
+    /// no other `LICENSING_*` of the test's own environment).
+    pub fn start_with(data_dir: PathBuf, listen: &str, environment: &[(&str, &str)]) -> Licensing {
         let mut command = Command::new(env!("CARGO_BIN_EXE_licensing"));
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("LICENSING_") {
                 command.env_remove(name);
             }
         }
+        command.envs(environment.iter().copied());
         let mut child = command
             .args(["--listen", listen, "--data-dir"])
             .arg(&data_dir)

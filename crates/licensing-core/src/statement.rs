@@ -135,9 +135,10 @@ pub struct MeterBilling {
 /// How `usage` of `meter` is billed under `caps`.
 pub fn meter_billing(meter: Meter, usage: MeterUse, caps: &MeterCaps) -> MeterBilling {
     let (base, cap) = match meter {
-        Meter::SpeechToTextMinutes => {
-            (SPEECH_TO_TEXT_BASE_MINUTES, caps.speech_to_text_extra_minutes)
-        }
+        Meter::SpeechToTextMinutes => (
+            SPEECH_TO_TEXT_BASE_MINUTES,
+            caps.speech_to_text_extra_minutes,
+        ),
         Meter::SmartRoutingPacks => (0, caps.smart_routing_packs),
         Meter::AiTopicsPacks => (0, caps.ai_topics_packs),
         Meter::AiQaPacks => (0, caps.ai_qa_packs),
@@ -352,7 +353,9 @@ pub fn statement(input: &StatementInput, prices: &PriceList) -> Result<Statement
     for meter in Meter::ALL {
         let usage = input.meters.get(&meter).copied().unwrap_or_default();
         let billing = meter_billing(meter, usage, &input.caps);
-        let cap = billing.cap.map_or("no cap".to_owned(), |c| format!("cap {c}"));
+        let cap = billing
+            .cap
+            .map_or("no cap".to_owned(), |c| format!("cap {c}"));
         if billing.billed > 0 {
             let (kind, unit_price, description) = match meter {
                 Meter::SpeechToTextMinutes => (

@@ -29,6 +29,16 @@ pub enum OpError {
     /// The account exists already.
     #[error("account {0:?} already exists")]
     AccountExists(String),
+    /// The account has no statement for the month: it did not exist yet.
+    #[error("no statement for {month}: account {account:?} was created in {created}")]
+    StatementNotFound {
+        /// The account.
+        account: String,
+        /// The month asked for.
+        month: BillingMonth,
+        /// The month the account was created in.
+        created: BillingMonth,
+    },
     /// The member does not exist.
     #[error("member {member:?} not found in account {account:?}")]
     MemberNotFound {

@@ -41,6 +41,21 @@ impl Store {
         real_now: Timestamp,
         prices: &PriceList,
     ) -> Result<MonthStatement, OpError> {
+        let zone = &account.settings.zone;
+        let created = zone.month(account.created_at);
+        if month < created {
+            return Err(OpError::StatementNotFound {
+                account: account.id.clone(),
+                month,
+                created,
+            });
+        }
+        let current = zone.month(account.now(real_now));
+        if month > current {
+            return Err(OpError::Precondition(format!(
+                "month {month} has not started: the account's current month is {current}"
+            )));
+        }
         let is_final = account.now(real_now) >= month_closes_at(account, month);
         let key = statement_key(&account.id, month);
         if is_final {

@@ -114,7 +114,9 @@ fn speech_to_text_bills_the_minutes_beyond_the_base_pack_up_to_the_cap() {
     //   without a cap: 2250 × 2 = 4500
     //   with a cap of 1000: 1000 × 2 = 2000 (the service stopped at base + cap)
     let mut input = input("2026-05");
-    input.meters.insert(Meter::SpeechToTextMinutes, MeterUse::on(7_250));
+    input
+        .meters
+        .insert(Meter::SpeechToTextMinutes, MeterUse::on(7_250));
     assert_eq!(
         amounts(&statement(&input, &prices()).expect("fits")),
         [(LineKind::SpeechToText, 2_250, 4_500)]
@@ -127,7 +129,9 @@ fn speech_to_text_bills_the_minutes_beyond_the_base_pack_up_to_the_cap() {
         "7250 speech-to-text minutes used, 5000 included, 1000 billed (cap 1000)"
     );
     // Within the base pack, nothing is billed.
-    input.meters.insert(Meter::SpeechToTextMinutes, MeterUse::on(5_000));
+    input
+        .meters
+        .insert(Meter::SpeechToTextMinutes, MeterUse::on(5_000));
     assert!(statement(&input, &prices()).expect("fits").lines.is_empty());
 }
 
@@ -137,7 +141,9 @@ fn power_packs_are_billed_as_used_up_to_each_service_cap() {
     // Smart routing, no cap, 1 used: 4900. AI topics unused: no line. Total 14700.
     let mut input = input("2026-06");
     input.meters.insert(Meter::AiQaPacks, MeterUse::on(2));
-    input.meters.insert(Meter::SmartRoutingPacks, MeterUse::on(1));
+    input
+        .meters
+        .insert(Meter::SmartRoutingPacks, MeterUse::on(1));
     input.caps.ai_qa_packs = Some(2);
     let statement = statement(&input, &prices()).expect("fits");
     assert_eq!(
@@ -250,7 +256,12 @@ fn every_unit_used_is_included_billed_or_unbilled() {
         &caps,
     );
     assert_eq!(
-        (billing.included, billing.billed, billing.over_cap, billing.while_off),
+        (
+            billing.included,
+            billing.billed,
+            billing.over_cap,
+            billing.while_off
+        ),
         (5_000, 1_000, 1_250, 30)
     );
 }

@@ -192,7 +192,11 @@ fn a_meter_month_cannot_pass_its_limit_and_what_passes_it_is_refused_every_time(
     for _ in 0..2 {
         assert!(matches!(
             ingest(&store, vec![packs("over", 1)]).as_slice(),
-            [Outcome::Refused(Refusal::MeterLimit { total: 1_000_000_000, quantity: 1, .. })]
+            [Outcome::Refused(Refusal::MeterLimit {
+                total: 1_000_000_000,
+                quantity: 1,
+                ..
+            })]
         ));
     }
     let totals = store
