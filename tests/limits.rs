@@ -481,3 +481,54 @@ fn the_variables_kubernetes_injects_do_not_stop_the_start() {
     let output = server.grpcurl(&["-d", r#"{"service":""}"#, "grpc.health.v1.Health/Check"]);
     assert!(String::from_utf8_lossy(&output.stdout).contains("SERVING"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_answered_final_survives_a_crash_right_after_the_answer() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().join("db");
+    let server = Licensing::start_at(dir.clone());
+    let channel = channel(&server).await;
+    let mut client = LicensingServiceClient::new(channel.clone());
+    let mut account = settings("UTC");
+    account.power_pack = true;
+    sandbox(&mut client, "final", "2026-06-10T12:00:00Z", account).await;
+    let when = "2026-06-10T11:00:00Z";
+    ingest(
+        &channel,
+        vec![event(
+            "final",
+            "qa",
+            "ann",
+            when,
+            metered(api::Meter::AiQaPacks, 3),
+        )],
+    )
+    .await;
+    advance(&mut client, "final", "2026-07-02T00:00:00Z")
+        .await
+        .expect("advance");
+    let answered = statement(&mut client, "final", "2026-06")
+        .await
+        .expect("statement");
+    assert_eq!(answered.status(), api::StatementStatus::Final);
+    // Killed the moment the answer arrived: what was answered FINAL must be on disk.
+    server.kill();
+    let server = Licensing::start_at(dir);
+    let mut client = LicensingServiceClient::new(self::channel(&server).await);
+    // A cap set now would change a statement computed afresh (3 packs billed, then 1).
+    client
+        .update_account(api::UpdateAccountRequest {
+            account_id: "final".into(),
+            ai_qa_packs_cap: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("update");
+    let again = statement(&mut client, "final", "2026-06")
+        .await
+        .expect("statement");
+    assert_eq!(
+        again, answered,
+        "a statement answered FINAL changed after a crash"
+    );
+}
