@@ -1,4 +1,9 @@
 //! The edge's error type and its one mapping to gRPC status codes.
+//!
+//! What a caller can act on (a bad field, a missing account, a stale revision) is answered in
+//! full. What only an operator can act on (a storage failure, a damaged record, a defect) is
+//! answered with a plain message and an error id, and logged with the detail under the same id:
+//! clients never see paths, OS errors, record layouts, task ids or panic text.
 
 use licensing_core::{InvalidAccountSettings, InvalidSettings};
 use licensing_store::{OpError, StoreError};
@@ -28,14 +33,18 @@ pub enum ApiError {
     /// A confirm lost a race or named a stale revision: read again, then retry.
     #[error("{0}")]
     Aborted(String),
-    /// Storage failed or the service is stopping: retry later or elsewhere.
+    /// The service is stopping or busy: retry later or elsewhere. The message is for the
+    /// caller, so it holds no internals.
     #[error("{0}")]
     Unavailable(String),
-    /// Stored data could not be read back.
-    #[error("{0}")]
+    /// Storage failed: writes are refused until a restart. The detail is for the log only.
+    #[error("storage is unavailable: {0}")]
+    Storage(String),
+    /// Stored data could not be read back. The detail is for the log only.
+    #[error("stored data could not be read: {0}")]
     DataLoss(String),
-    /// A defect of this service.
-    #[error("{0}")]
+    /// A defect of this service. The detail is for the log only.
+    #[error("internal error: {0}")]
     Internal(String),
     /// The method, or this use of it, is part of the contract but not served by this version.
     #[error("{0}")]
@@ -101,12 +110,13 @@ impl From<OpError> for ApiError {
                 StoreError::Storage { .. }
                 | StoreError::Failed { .. }
                 | StoreError::UnsupportedFormat { .. },
-            ) => ApiError::Unavailable(message),
+            ) => ApiError::Storage(message),
         }
     }
 }
 
 /// The gRPC status of an error. Exhaustive on purpose: a new kind of error must choose its code.
+/// Errors only an operator can act on are logged here, with an error id the client gets too.
 pub fn status(error: ApiError) -> tonic::Status {
     let message = error.to_string();
     match error {
@@ -116,8 +126,84 @@ pub fn status(error: ApiError) -> tonic::Status {
         ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
         ApiError::Aborted(_) => tonic::Status::aborted(message),
         ApiError::Unavailable(_) => tonic::Status::unavailable(message),
-        ApiError::DataLoss(_) => tonic::Status::data_loss(message),
-        ApiError::Internal(_) => tonic::Status::internal(message),
+        ApiError::Storage(detail) => tonic::Status::unavailable(logged(
+            "storage is unavailable; writes are refused until the service restarts",
+            tonic::Code::Unavailable,
+            &detail,
+        )),
+        ApiError::DataLoss(detail) => tonic::Status::data_loss(logged(
+            "a stored record could not be read",
+            tonic::Code::DataLoss,
+            &detail,
+        )),
+        ApiError::Internal(detail) => {
+            tonic::Status::internal(logged("internal error", tonic::Code::Internal, &detail))
+        }
         ApiError::Unimplemented(_) => tonic::Status::unimplemented(message),
+    }
+}
+
+/// Logs `detail` under a new error id and returns the client's message: `plain` and the id.
+fn logged(plain: &str, code: tonic::Code, detail: &str) -> String {
+    let id = error_id();
+    tracing::error!(error_id = %id, code = ?code, detail, "{plain}");
+    format!("{plain} (error id {id})")
+}
+
+/// A new error id: 16 hex digits, unique within the process and unlikely to repeat across
+/// restarts (a per-process random seed mixed with a counter).
+pub fn error_id() -> String {
+    use std::{
+        hash::{BuildHasher as _, RandomState},
+        sync::{
+            OnceLock,
+            atomic::{AtomicU64, Ordering},
+        },
+    };
+    static SEED: OnceLock<RandomState> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}", SEED.get_or_init(RandomState::new).hash_one(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_errors_reach_the_client_as_a_plain_message_and_an_error_id() {
+        for (error, code, plain) in [
+            (
+                ApiError::Storage(
+                    "storage error in /var/lib/licensing/db: Io(No space left on device)".into(),
+                ),
+                tonic::Code::Unavailable,
+                "storage is unavailable; writes are refused until the service restarts",
+            ),
+            (
+                ApiError::DataLoss("corrupt account record: month 0-7".into()),
+                tonic::Code::DataLoss,
+                "a stored record could not be read",
+            ),
+            (
+                ApiError::Internal("task 17 panicked with 'attempt to add with overflow'".into()),
+                tonic::Code::Internal,
+                "internal error",
+            ),
+        ] {
+            let status = status(error);
+            assert_eq!(status.code(), code);
+            let (message, id) = status
+                .message()
+                .split_once(" (error id ")
+                .expect("an error id");
+            assert_eq!(message, plain);
+            let id = id.strip_suffix(')').expect("closed");
+            assert!(
+                id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{id}"
+            );
+        }
+        assert_ne!(error_id(), error_id());
     }
 }

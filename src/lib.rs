@@ -20,8 +20,10 @@ pub mod api {
 pub mod collector;
 pub mod config;
 pub mod convert;
+pub mod decode_errors;
 pub mod error;
 pub mod ingest;
+pub mod outbox;
 pub mod price_list;
 pub mod server;
 pub mod service;

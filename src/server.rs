@@ -11,13 +11,16 @@ use tokio::{
     sync::{Notify, watch},
 };
 use tonic::transport::{Server, server::TcpIncoming};
+use tower_layer::{Identity, Stack};
 
 use crate::{
     api::{
         self, ingestion_service_server::IngestionServiceServer,
         licensing_service_server::LicensingServiceServer,
     },
+    decode_errors::DecodeErrorsLayer,
     ingest::Ingestion,
+    outbox::Streams,
     service::Licensing,
 };
 
@@ -26,9 +29,9 @@ use crate::{
 pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 << 20;
 /// Largest response message, in bytes.
 pub const MAX_ENCODING_MESSAGE_BYTES: usize = 16 << 20;
-/// Concurrent HTTP/2 streams per connection: enough for pipelined clients, bounded so one client
-/// cannot hold unbounded server memory.
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Concurrent HTTP/2 streams per connection: enough for pipelined clients, bounded so one
+/// connection cannot take every stream of the server (`outbox::MAX_OPEN_STREAMS` in all).
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Streams a client may make the server reset before the connection is closed (rapid-reset
 /// protection; tonic leaves it to hyper's default otherwise).
 pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
@@ -66,7 +69,7 @@ pub enum ServeError {
 
 /// The transport settings every server of this service uses, set explicitly because tonic's
 /// defaults leave them open. The benchmark serves its baseline with the same settings.
-pub fn server_builder() -> Server {
+pub fn server_builder() -> Server<Stack<DecodeErrorsLayer, Identity>> {
     Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
@@ -74,6 +77,7 @@ pub fn server_builder() -> Server {
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
+        .layer(DecodeErrorsLayer)
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains and flushes.
@@ -95,6 +99,7 @@ pub async fn run(
     health
         .set_serving::<IngestionServiceServer<Ingestion>>()
         .await;
+    let streams = Streams::default();
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let licensing = LicensingServiceServer::new(Licensing::new(
@@ -111,6 +116,7 @@ pub async fn run(
         health.clone(),
         streams_stop.clone(),
         options.dedupe_retention_days,
+        streams.clone(),
     ))
     .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);

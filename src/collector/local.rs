@@ -76,7 +76,7 @@ impl LocalIngestion {
         if count > 0 {
             self.spool.append(accepted, None).await.map_err(|e| {
                 tracing::error!(error = %e, "spooling a pushed batch failed");
-                status(ApiError::Unavailable(format!(
+                status(ApiError::Storage(format!(
                     "the collector could not spool the batch: {e}"
                 )))
             })?;
@@ -110,7 +110,14 @@ impl IngestionService for LocalIngestion {
                 let request = tokio::select! {
                     message = inbound.message() => match message {
                         Ok(Some(request)) => request,
-                        Ok(None) | Err(_) => return,
+                        Ok(None) => return,
+                        // An undecodable or oversized message ends the stream with the reason.
+                        Err(error) => {
+                            if let Some(refused) = crate::ingest::inbound_error(error) {
+                                let _ = tx.send(Err(refused)).await;
+                            }
+                            return;
+                        }
                     },
                     () = stopping(&mut stop) => {
                         let _ = tx

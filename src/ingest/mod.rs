@@ -1,0 +1,246 @@
+//! `licensing.v1.IngestionService`: the collector's event stream.
+//!
+//! Each stream reads batches and hands them to the one writer (`writer.rs`), keeping up to
+//! [`MAX_BATCHES_IN_FLIGHT`] per stream; answers go back in the order the batches came, each
+//! batch answered exactly once and only once its effects are durable.
+//!
+//! A stream ends with an error only after every batch before the cause was answered: a batch
+//! that breaks the contract (too many events, a batch id already in flight) ends the stream with
+//! INVALID_ARGUMENT naming its batch id; a message that cannot be decoded with INVALID_ARGUMENT,
+//! one over the size limit with RESOURCE_EXHAUSTED; a stopping service with UNAVAILABLE. A stream
+//! never ends OK while the client is still sending: a client that hears OK knows every batch it
+//! sent was answered.
+
+mod sweep;
+mod writer;
+
+use std::{collections::HashSet, future::Future, sync::Arc};
+
+use futures::{StreamExt as _, stream::FuturesOrdered};
+use licensing_core::PriceList;
+use licensing_store::{Batch, Store};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_health::server::HealthReporter;
+
+use crate::{
+    api::{self, ingestion_service_server::IngestionService},
+    convert::{from_proto, to_proto},
+    error::{ApiError, status},
+    outbox::{Outbox, ResponseStream, Streams},
+};
+use writer::{Job, StoreCommit};
+
+/// Events per batch, at most (the contract's limit).
+pub const MAX_EVENTS_PER_BATCH: usize = 1000;
+/// Batches a stream may have waiting for their acknowledgement.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 64;
+/// Batches queued for the writer across all streams.
+const WRITER_QUEUE: usize = 1024;
+/// Days a dedupe record is kept after its month closed, unless configured otherwise: longer than
+/// a collector's longest outage, so that every resend of an event that was billed is answered
+/// DUPLICATE.
+pub const DEFAULT_DEDUPE_RETENTION_DAYS: u32 = 35;
+
+/// The handlers of `IngestionService`.
+#[derive(Debug, Clone)]
+pub struct Ingestion {
+    writer: mpsc::Sender<Job>,
+    shutdown: watch::Receiver<bool>,
+    streams: Streams,
+}
+
+impl Ingestion {
+    /// Starts the writer and the dedupe sweep on the current runtime. The writer stops when every
+    /// handle is dropped, the sweep when `shutdown` turns true. Dedupe records are kept
+    /// `dedupe_retention_days` after their month closed.
+    pub fn start(
+        store: Store,
+        prices: Arc<PriceList>,
+        health: HealthReporter,
+        shutdown: watch::Receiver<bool>,
+        dedupe_retention_days: u32,
+        streams: Streams,
+    ) -> Ingestion {
+        let (writer, jobs) = mpsc::channel(WRITER_QUEUE);
+        let target = StoreCommit {
+            store: store.clone(),
+            prices,
+        };
+        tokio::spawn(writer::write(jobs, target, health));
+        tokio::spawn(sweep::sweep_dedupe(
+            store,
+            dedupe_retention_days,
+            crate::service::stopping(shutdown.clone()),
+        ));
+        Ingestion {
+            writer,
+            shutdown,
+            streams,
+        }
+    }
+}
+
+/// The status a stream ends with when reading its next message failed, or `None` when the
+/// client went away (nobody hears an answer). tonic reports undecodable messages as INTERNAL;
+/// they are the client's fault.
+pub fn inbound_error(error: Status) -> Option<Status> {
+    match error.code() {
+        Code::Cancelled => None,
+        Code::OutOfRange | Code::ResourceExhausted => Some(Status::resource_exhausted(format!(
+            "a message of the stream is too large: {}",
+            error.message()
+        ))),
+        Code::Internal | Code::InvalidArgument => Some(Status::invalid_argument(format!(
+            "a message of the stream could not be decoded: {}",
+            error.message()
+        ))),
+        // A transport error (the connection broke): whatever is sent is not heard.
+        _ => None,
+    }
+}
+
+#[tonic::async_trait]
+impl IngestionService for Ingestion {
+    type IngestStream = ResponseStream<api::IngestResponse>;
+
+    async fn ingest(
+        &self,
+        request: Request<Streaming<api::IngestRequest>>,
+    ) -> Result<Response<Self::IngestStream>, Status> {
+        let inbound = request.into_inner();
+        let (outbox, answers) = self.streams.open_stream(MAX_BATCHES_IN_FLIGHT)?;
+        let writer = self.writer.clone();
+        let stopping = crate::service::stopping(self.shutdown.clone());
+        tokio::spawn(serve_stream(inbound, outbox, writer, stopping));
+        Ok(Response::new(answers))
+    }
+}
+
+/// Reads a stream's batches, queues them to the writer and answers them in order, until the
+/// client finishes (OK) or the stream must end with an error (after the answers before it).
+async fn serve_stream(
+    mut inbound: Streaming<api::IngestRequest>,
+    mut outbox: Outbox<api::IngestResponse>,
+    writer: mpsc::Sender<Job>,
+    stopping: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopping);
+    let mut pending = FuturesOrdered::new();
+    let mut in_flight: HashSet<u64> = HashSet::new();
+    // `Some(end)`: reading stopped; the stream ends with `end` (`None`: OK) once all is answered.
+    let mut ending: Option<Option<Status>> = None;
+    while ending.is_none() || !pending.is_empty() {
+        tokio::select! {
+            message = inbound.message(), if ending.is_none() && pending.len() < MAX_BATCHES_IN_FLIGHT => {
+                match message {
+                    Ok(Some(request)) => match check(&request, &in_flight) {
+                        Err(refused) => ending = Some(Some(refused)),
+                        Ok(()) => {
+                            in_flight.insert(request.batch_id);
+                            match submit(&writer, request).await {
+                                Ok(answer) => pending.push_back(answer),
+                                Err(refused) => ending = Some(Some(refused)),
+                            }
+                        }
+                    },
+                    Ok(None) => ending = Some(None),
+                    Err(error) => match inbound_error(error) {
+                        Some(refused) => ending = Some(Some(refused)),
+                        // The client is gone: nobody hears the answers (it resends them).
+                        None => return,
+                    },
+                }
+            }
+            Some((batch_id, answer)) = pending.next(), if !pending.is_empty() => {
+                in_flight.remove(&batch_id);
+                match answer {
+                    Ok(answer) => {
+                        if outbox.send(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    // An error ends the stream: the batches after it are sent again.
+                    Err(failed) => {
+                        outbox.finish(failed);
+                        return;
+                    }
+                }
+            }
+            () = &mut stopping, if ending.is_none() => {
+                ending = Some(Some(status(ApiError::Unavailable(
+                    "the service is stopping: send the batches not acknowledged again".into(),
+                ))));
+            }
+            () = outbox.closed() => return,
+        }
+    }
+    if let Some(Some(end)) = ending {
+        outbox.finish(end);
+    }
+}
+
+/// A batch that breaks the stream's contract, named by its id.
+fn check(request: &api::IngestRequest, in_flight: &HashSet<u64>) -> Result<(), Status> {
+    let batch_id = request.batch_id;
+    if request.events.len() > MAX_EVENTS_PER_BATCH {
+        return Err(status(ApiError::invalid(
+            format!("batch {batch_id} events"),
+            format!("({} events)", request.events.len()),
+            format!(
+                "at most {MAX_EVENTS_PER_BATCH} per batch: split it; the batches before it were answered"
+            ),
+        )));
+    }
+    if in_flight.contains(&batch_id) {
+        return Err(status(ApiError::invalid(
+            "batch_id",
+            batch_id.to_string(),
+            "is already in flight on this stream: batch ids must be unique among unanswered batches",
+        )));
+    }
+    Ok(())
+}
+
+/// Queues a batch; the future resolves to its id and its acknowledgement (an error names the
+/// batch).
+async fn submit(
+    writer: &mpsc::Sender<Job>,
+    request: api::IngestRequest,
+) -> Result<impl Future<Output = (u64, Result<api::IngestResponse, Status>)> + use<>, Status> {
+    let batch_id = request.batch_id;
+    let ids: Vec<String> = request.events.iter().map(|e| e.event_id.clone()).collect();
+    let batch: Batch = request.events.into_iter().map(from_proto::event).collect();
+    let (reply, answer) = oneshot::channel();
+    writer
+        .send(Job { batch, reply })
+        .await
+        .map_err(|_| status(ApiError::Unavailable("the service is stopping".into())))?;
+    Ok(async move {
+        let outcomes = match answer.await {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(failed)) => {
+                let named = Status::new(
+                    failed.code(),
+                    format!("batch {batch_id}: {}", failed.message()),
+                );
+                return (batch_id, Err(named));
+            }
+            Err(_) => {
+                let stopped = status(ApiError::Unavailable(format!(
+                    "batch {batch_id}: the service stopped before the batch was committed"
+                )));
+                return (batch_id, Err(stopped));
+            }
+        };
+        let answer = api::IngestResponse {
+            batch_id,
+            outcomes: ids
+                .into_iter()
+                .zip(&outcomes)
+                .map(|(id, o)| to_proto::event_outcome(id, o))
+                .collect(),
+        };
+        (batch_id, Ok(answer))
+    })
+}

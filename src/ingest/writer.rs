@@ -1,0 +1,309 @@
+//! The one writer of usage events: group commit with isolation.
+//!
+//! It takes every batch waiting (up to [`MAX_BATCHES_PER_GROUP`]), commits them as one store
+//! transaction, flushes once, and only then answers each batch: many small batches share one
+//! flush. When a group fails for a reason that is not the storage's (a damaged record of one
+//! account, a defect that panicked), its batches are committed again one by one, so only the
+//! culprit's batch is refused and every other tenant's batch in the group is applied. A panic
+//! while committing is caught on the blocking pool: it fails its batch, never the writer.
+
+use std::{future::Future, sync::Arc};
+
+use licensing_core::{Outcome, PriceList, Timestamp};
+use licensing_store::{Batch, OpError, Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use tonic_health::server::HealthReporter;
+
+use crate::{
+    error::{ApiError, status},
+    service::report_storage_failure,
+};
+
+/// Batches the writer commits in one transaction, at most.
+const MAX_BATCHES_PER_GROUP: usize = 256;
+
+/// One batch waiting for the writer, and where its answer goes.
+pub(super) struct Job {
+    pub(super) batch: Batch,
+    pub(super) reply: oneshot::Sender<Result<Vec<Outcome>, Status>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Job({} events)", self.batch.len())
+    }
+}
+
+/// What the writer commits to: the store, or a stand-in in tests.
+pub(super) trait Commit: Clone + Send + Sync + 'static {
+    /// Applies the batches in one transaction: one outcome per event, per batch.
+    fn commit(&self, batches: &[Batch]) -> Result<Vec<Vec<Outcome>>, OpError>;
+    /// Makes every commit so far durable.
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Whether storage failed: writes are refused until a restart.
+    fn has_failed(&self) -> bool;
+}
+
+/// The store under the configured price list, at the real time of each commit.
+#[derive(Debug, Clone)]
+pub(super) struct StoreCommit {
+    pub(super) store: Store,
+    pub(super) prices: Arc<PriceList>,
+}
+
+impl Commit for StoreCommit {
+    fn commit(&self, batches: &[Batch]) -> Result<Vec<Vec<Outcome>>, OpError> {
+        self.store.ingest(batches, Timestamp::now(), &self.prices)
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let store = self.store.clone();
+        async move { store.flush().await }
+    }
+
+    fn has_failed(&self) -> bool {
+        self.store.has_failed()
+    }
+}
+
+/// The writer loop: runs until every sender of `jobs` is gone.
+pub(super) async fn write(
+    mut jobs: mpsc::Receiver<Job>,
+    target: impl Commit,
+    health: HealthReporter,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_BATCHES_PER_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let (batches, replies): (Vec<Batch>, Vec<_>) =
+            group.into_iter().map(|j| (j.batch, j.reply)).unzip();
+        let answers = commit_group(&target, batches.into()).await;
+        if target.has_failed() {
+            report_storage_failure(&health);
+        }
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // A stream that went away simply does not hear its answer; it will resend.
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Commits a group and flushes; one answer per batch. Only committed batches wait for the flush,
+/// and none is answered before it returned `Ok`.
+async fn commit_group(
+    target: &impl Commit,
+    batches: Arc<[Batch]>,
+) -> Vec<Result<Vec<Outcome>, Status>> {
+    let mut answers = match commit_on_pool(target, batches.clone(), None).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        // The storage failed: every write is refused from now on, so retrying is pointless.
+        Err(failure) if target.has_failed() || batches.len() == 1 => {
+            vec![Err(failure); batches.len()]
+        }
+        // One batch's fault, probably: each batch on its own, so only the culprit is refused.
+        Err(_) => {
+            let mut answers = Vec::with_capacity(batches.len());
+            for index in 0..batches.len() {
+                answers.push(
+                    commit_on_pool(target, batches.clone(), Some(index))
+                        .await
+                        .and_then(|mut outcomes| {
+                            outcomes.pop().ok_or_else(|| {
+                                status(ApiError::Internal(
+                                    "the store answered no outcomes for a batch".into(),
+                                ))
+                            })
+                        }),
+                );
+            }
+            answers
+        }
+    };
+    if answers.iter().any(Result::is_ok)
+        && let Err(e) = target.flush().await
+    {
+        let failure = status(OpError::Store(e).into());
+        for answer in &mut answers {
+            if answer.is_ok() {
+                *answer = Err(failure.clone());
+            }
+        }
+    }
+    answers
+}
+
+/// Commits `batches` (or only the one at `only`) on the blocking pool. A panic is caught there
+/// and answered INTERNAL with an error id; its detail goes to the log.
+async fn commit_on_pool(
+    target: &impl Commit,
+    batches: Arc<[Batch]>,
+    only: Option<usize>,
+) -> Result<Vec<Vec<Outcome>>, Status> {
+    let target = target.clone();
+    let expected = only.map_or(batches.len(), |_| 1);
+    let committed = tokio::task::spawn_blocking(move || match only {
+        None => target.commit(&batches),
+        Some(index) => target.commit(&batches[index..=index]),
+    })
+    .await;
+    match committed {
+        Ok(Ok(outcomes)) if outcomes.len() == expected => Ok(outcomes),
+        Ok(Ok(outcomes)) => Err(status(ApiError::Internal(format!(
+            "the store answered {} batches for {expected}",
+            outcomes.len()
+        )))),
+        Ok(Err(e)) => Err(status(e.into())),
+        Err(e) => Err(status(ApiError::Internal(format!(
+            "committing a group of usage events failed: {e}"
+        )))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use licensing_core::{Event, EventKind, Timestamp};
+
+    use super::*;
+
+    /// Commits every event whose member is not a culprit; `panic` panics, `corrupt` is a damaged
+    /// record. Counts what it committed.
+    #[derive(Debug, Clone, Default)]
+    struct Stand(Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>);
+
+    impl Commit for Stand {
+        fn commit(&self, batches: &[Batch]) -> Result<Vec<Vec<Outcome>>, OpError> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            let mut committed = Vec::new();
+            let mut outcomes = Vec::new();
+            for batch in batches {
+                let mut batch_outcomes = Vec::new();
+                for event in batch.iter().flatten() {
+                    match event.member_id.as_str() {
+                        "panic" => panic!("a defect"),
+                        "corrupt" => {
+                            return Err(OpError::Store(StoreError::Corrupt(
+                                licensing_store::Corrupt {
+                                    what: "account",
+                                    problem: "month 0-7".into(),
+                                },
+                            )));
+                        }
+                        _ => {}
+                    }
+                    committed.push(event.event_id.clone());
+                    batch_outcomes.push(Outcome::Applied);
+                }
+                outcomes.push(batch_outcomes);
+            }
+            // A transaction: all or nothing.
+            self.0.lock().expect("lock").extend(committed);
+            Ok(outcomes)
+        }
+
+        async fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn has_failed(&self) -> bool {
+            false
+        }
+    }
+
+    fn batch(account: &str, member: &str, id: &str) -> Batch {
+        vec![Ok(Event {
+            source: "test".into(),
+            event_id: id.into(),
+            account_id: account.into(),
+            member_id: member.into(),
+            occurred_at: Timestamp::UNIX_EPOCH,
+            kind: EventKind::AgentLogin,
+        })]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_batch_fails_alone_and_the_writer_goes_on() {
+        let stand = Stand::default();
+        let (health, _) = tonic_health::server::health_reporter();
+        let (jobs_tx, jobs) = mpsc::channel(64);
+        // Queued before the writer starts, so that they form one group.
+        let mut answers = Vec::new();
+        for (i, member) in ["ann", "panic", "bob", "corrupt", "eve"]
+            .into_iter()
+            .enumerate()
+        {
+            let (reply, answer) = oneshot::channel();
+            let account = if i % 2 == 0 { "bystander" } else { "culprit" };
+            jobs_tx
+                .send(Job {
+                    batch: batch(account, member, &format!("e{i}")),
+                    reply,
+                })
+                .await
+                .expect("queued");
+            answers.push(answer);
+        }
+        let writer = tokio::spawn(write(jobs, stand.clone(), health));
+        let mut codes = Vec::new();
+        for answer in answers {
+            codes.push(match answer.await.expect("answered") {
+                Ok(outcomes) => {
+                    assert_eq!(outcomes, [Outcome::Applied]);
+                    None
+                }
+                Err(status) => {
+                    assert!(status.message().contains("(error id "), "{status:?}");
+                    assert!(!status.message().contains("panicked"), "{status:?}");
+                    Some(status.code())
+                }
+            });
+        }
+        assert_eq!(
+            codes,
+            [
+                None,
+                Some(tonic::Code::Internal),
+                None,
+                Some(tonic::Code::DataLoss),
+                None
+            ]
+        );
+        let mut committed = stand.0.lock().expect("lock").clone();
+        committed.sort();
+        assert_eq!(
+            committed,
+            ["e0", "e2", "e4"],
+            "every bystander applied once"
+        );
+        // One group commit that failed, then one per batch.
+        assert_eq!(stand.1.load(Ordering::Relaxed), 1 + 5);
+
+        // The writer survived the panic: the next batch is applied.
+        let (reply, answer) = oneshot::channel();
+        jobs_tx
+            .send(Job {
+                batch: batch("bystander", "ann", "e9"),
+                reply,
+            })
+            .await
+            .expect("queued");
+        assert_eq!(
+            answer.await.expect("answered").expect("applied"),
+            [Outcome::Applied]
+        );
+        drop(jobs_tx);
+        writer
+            .await
+            .expect("the writer ends when its senders are gone");
+    }
+}
