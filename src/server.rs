@@ -107,6 +107,7 @@ pub async fn run(
         options.store.clone(),
         health.clone(),
         streams_stop.clone(),
+        streams.clone(),
     ))
     .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);

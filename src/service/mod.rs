@@ -11,28 +11,30 @@ mod inventory;
 mod members;
 mod usage;
 
-use std::{
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
-use futures::Stream;
 use licensing_core::{PriceList, Timestamp};
 use licensing_store::{OpError, Store};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tonic::{Request, Response, Status};
 use tonic_health::server::HealthReporter;
 
 use crate::{
     api::{self, licensing_service_server::LicensingService},
     error::{ApiError, status},
+    outbox::{ResponseStream, Streams},
 };
 
-/// A server-streaming response.
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// Store operations of the handlers running at once on the blocking pool; more wait for a slot.
+/// Each is short (none waits for a client), so this bounds the pool's threads without slowing
+/// calls, and keeps the pool from growing to hundreds of threads under a burst.
+const BLOCKING_CALLS: usize = 64;
+/// Of those, the reads that `GetUsage` followers share after a change: a burst of followers
+/// cannot take the slots every other call needs.
+const FOLLOW_READS: usize = 2;
 
 /// Committed changes kept for `GetUsage` followers that fall behind; beyond that they resend
 /// their snapshot.
@@ -41,6 +43,8 @@ const CHANGES_BUFFER: usize = 4096;
 /// A change made durable, announced to `GetUsage` followers.
 #[derive(Debug, Clone)]
 pub(crate) struct Committed {
+    /// Numbers the changes, so that followers share one read of each.
+    seq: u64,
     account_id: Arc<str>,
     what: CommittedChange,
 }
@@ -62,9 +66,19 @@ pub struct Licensing {
     store: Store,
     health: HealthReporter,
     changes: broadcast::Sender<Committed>,
+    /// The next change's sequence number.
+    next_change: Arc<AtomicU64>,
     shutdown: watch::Receiver<bool>,
+    /// The server's bound on open streams.
+    streams: Streams,
     /// `GetUsage` streams still being served.
-    streams: Arc<AtomicUsize>,
+    usage_streams: Arc<AtomicUsize>,
+    /// See [`BLOCKING_CALLS`].
+    blocking_calls: Arc<Semaphore>,
+    /// See [`FOLLOW_READS`].
+    follow_reads: Arc<Semaphore>,
+    /// What recent changes show, read once for all followers.
+    change_reads: Arc<usage::ChangeReads>,
 }
 
 /// Counts a usage stream while it is alive.
@@ -86,12 +100,14 @@ impl Drop for StreamGuard {
 
 impl Licensing {
     /// Handlers over `store`, pricing with `prices`. `health` is turned NOT_SERVING on a storage
-    /// failure; streams that follow changes end when `shutdown` turns true.
+    /// failure; streams that follow changes end when `shutdown` turns true; `streams` bounds the
+    /// streams open at once.
     pub fn new(
         prices: Arc<PriceList>,
         store: Store,
         health: HealthReporter,
         shutdown: watch::Receiver<bool>,
+        streams: Streams,
     ) -> Self {
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         Licensing {
@@ -99,14 +115,19 @@ impl Licensing {
             store,
             health,
             changes,
+            next_change: Arc::new(AtomicU64::new(0)),
             shutdown,
-            streams: Arc::new(AtomicUsize::new(0)),
+            streams,
+            usage_streams: Arc::new(AtomicUsize::new(0)),
+            blocking_calls: Arc::new(Semaphore::new(BLOCKING_CALLS)),
+            follow_reads: Arc::new(Semaphore::new(FOLLOW_READS)),
+            change_reads: Arc::default(),
         }
     }
 
     /// `GetUsage` streams being served now (their tasks end when the client leaves).
     pub fn usage_streams(&self) -> usize {
-        self.streams.load(Ordering::Relaxed)
+        self.usage_streams.load(Ordering::Relaxed)
     }
 
     /// The real time. Sandbox accounts replace it with their own clock in the store.
@@ -120,6 +141,8 @@ impl Licensing {
         op: impl FnOnce(&Store) -> Result<T, OpError> + Send + 'static,
     ) -> Result<T, Status> {
         let store = self.store.clone();
+        // The semaphore is never closed, so the permit always comes.
+        let _slot = self.blocking_calls.acquire().await;
         let result = tokio::task::spawn_blocking(move || op(&store))
             .await
             .map_err(|e| status(ApiError::Internal(format!("store task failed: {e}"))))?;
@@ -150,6 +173,7 @@ impl Licensing {
     fn announce(&self, account_id: &str, what: CommittedChange) {
         // No follower is not an error.
         let _ = self.changes.send(Committed {
+            seq: self.next_change.fetch_add(1, Ordering::Relaxed),
             account_id: account_id.into(),
             what,
         });

@@ -1,8 +1,9 @@
 //! GetUsage (snapshot, then committed changes with `follow`) and ReadAuditTrail.
 //!
-//! Snapshots are read on the blocking pool and sent as they are read, many rows per message,
-//! through a small bounded channel: a slow client slows the reader instead of filling memory, and
-//! a client that leaves ends the reader at its next send.
+//! Snapshots are read in pages, one message's worth at a time on the blocking pool, and each page
+//! is sent from an async task through the stream's [`Outbox`]: a client that reads slowly slows
+//! its own stream only, a client that stops reading holds no thread and is cut off after the
+//! outbox's stall timeout, and a client that leaves ends its stream at the next send.
 
 use std::sync::Arc;
 
@@ -10,15 +11,15 @@ use licensing_core::{
     Account, BillingMonth, MeterCaps, PriceList, Tier, Timestamp, meter_billing, resolve,
 };
 use licensing_store::{OpError, Store};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use tonic::Status;
 
-use super::{CommittedChange, Licensing, ResponseStream};
+use super::{CommittedChange, Licensing};
 use crate::{
     api::{self, get_usage_response::Part},
     convert::{from_proto, to_proto},
     error::{ApiError, status},
+    outbox::{Outbox, ResponseStream},
 };
 
 /// Member rows per `GetUsage` message.
@@ -26,9 +27,7 @@ const ROWS_PER_MESSAGE: usize = 1024;
 /// Audit entries per `ReadAuditTrail` message.
 const ENTRIES_PER_MESSAGE: usize = 256;
 /// Messages buffered between a stream's reader and its client.
-const STREAM_BUFFER: usize = 4;
-
-type Sender<T> = mpsc::Sender<Result<T, Status>>;
+const STREAM_BUFFER: usize = 2;
 
 fn usage(part: Part) -> api::GetUsageResponse {
     api::GetUsageResponse { part: Some(part) }
@@ -103,30 +102,42 @@ struct View {
     month: Option<BillingMonth>,
 }
 
-/// Sends the summary and every member row; blocking. Returns false when the client left.
-fn send_snapshot(
+/// One message's worth of member rows, read after the member `after`, and where to go on from
+/// (`None`: that was the last page).
+struct MemberPage {
+    rows: Vec<api::MemberUsage>,
+    next: Option<String>,
+}
+
+/// Reads the next [`ROWS_PER_MESSAGE`] members after `after` with their login days of `month`
+/// (`YYYY-MM`); blocking, and bounded, so that no read holds a thread for long however large
+/// the account, and none waits for the client.
+fn member_page(
     store: &Store,
+    account: &Account,
     view: &View,
+    month: &str,
     prices: &PriceList,
-    tx: &Sender<api::GetUsageResponse>,
-) -> Result<bool, OpError> {
-    let real_now = Licensing::real_now();
-    let account = store.account(&view.account_id)?;
-    let month = shown_month(&account, view.month, real_now).to_string();
-    let retention = account.settings.recording_retention;
-    if tx
-        .blocking_send(Ok(usage(Part::Summary(summary(
-            store, &account, view.month, real_now,
-        )?))))
-        .is_err()
-    {
-        return Ok(false);
-    }
+    after: Option<&str>,
+) -> Result<MemberPage, OpError> {
+    let members = store
+        .members(&account.id, after)
+        .take(ROWS_PER_MESSAGE)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (Some(first), Some(last)) = (members.first(), members.last()) else {
+        return Ok(MemberPage {
+            rows: Vec::new(),
+            next: None,
+        });
+    };
+    let next = (members.len() == ROWS_PER_MESSAGE).then(|| last.member_id.clone());
     // Days are ordered by member like the members: one merged pass over both.
-    let mut days = store.account_login_days(&view.account_id).peekable();
-    let mut rows = Vec::with_capacity(ROWS_PER_MESSAGE);
-    for member in store.members(&view.account_id, None) {
-        let member = member?;
+    let mut days = store
+        .account_login_days(&account.id, Some(&first.member_id))
+        .peekable();
+    let retention = account.settings.recording_retention;
+    let mut rows = Vec::with_capacity(members.len());
+    for member in &members {
         let mut member_days = Vec::new();
         loop {
             match days.peek() {
@@ -141,64 +152,99 @@ fn send_snapshot(
             }
             if let Some(Ok((day_member, date, day))) = days.next()
                 && day_member == member.member_id
-                && date.starts_with(&month)
+                && date.starts_with(month)
             {
                 member_days.push(to_proto::login_day(date, &day));
             }
         }
         let resolution = resolve(&member.settings, retention, prices);
-        if !view.tiers.is_empty() && !view.tiers.contains(&resolution.tier) {
-            continue;
-        }
-        rows.push(to_proto::member_usage(&member, &resolution, member_days));
-        if rows.len() == ROWS_PER_MESSAGE {
-            let batch = std::mem::replace(&mut rows, Vec::with_capacity(ROWS_PER_MESSAGE));
-            if tx
-                .blocking_send(Ok(usage(Part::Members(api::MemberUsageRows {
-                    rows: batch,
-                }))))
-                .is_err()
-            {
-                return Ok(false);
-            }
+        if view.tiers.is_empty() || view.tiers.contains(&resolution.tier) {
+            rows.push(to_proto::member_usage(member, &resolution, member_days));
         }
     }
-    if !rows.is_empty()
-        && tx
-            .blocking_send(Ok(usage(Part::Members(api::MemberUsageRows { rows }))))
-            .is_err()
-    {
-        return Ok(false);
-    }
-    Ok(true)
+    Ok(MemberPage { rows, next })
 }
 
+/// One committed change as a follower shows it, read once and shared by every follower of the
+/// account with the same month (the tier filter is applied by each).
+#[derive(Debug)]
+pub(super) struct ChangeRead {
+    summary: api::UsageSummary,
+    /// The applied member's tier and row, if it still exists.
+    member: Option<(Tier, api::MemberUsage)>,
+}
+
+/// Committed changes whose shared reads are kept, counted back from the newest.
+const CHANGE_READS_KEPT: u64 = 256;
+
+/// The shared reads of recent changes, by change sequence and month shown.
+pub(super) type ChangeReads = std::sync::Mutex<
+    std::collections::HashMap<
+        (u64, Option<BillingMonth>),
+        Arc<tokio::sync::OnceCell<Result<Arc<ChangeRead>, Status>>>,
+    >,
+>;
+
 impl Licensing {
-    /// Sends a snapshot from the blocking pool; false when the client left or it failed (the
-    /// failure is sent to the client).
-    async fn snapshot(&self, view: &View, tx: &Sender<api::GetUsageResponse>) -> bool {
-        let (store, prices, view, sender) = (
-            self.store.clone(),
-            self.prices.clone(),
-            view.clone(),
-            tx.clone(),
-        );
-        let sent =
-            tokio::task::spawn_blocking(move || send_snapshot(&store, &view, &prices, &sender))
-                .await;
-        match sent {
-            Ok(Ok(open)) => open,
-            Ok(Err(e)) => {
-                let _ = tx.send(Err(self.refused(e))).await;
-                false
+    /// Sends a snapshot: the summary, then the member rows page by page, each page read on the
+    /// blocking pool and sent from here. Returns false when the stream is over (the client left,
+    /// it stalled, or reading failed: the failure ends the stream).
+    async fn snapshot(&self, view: &View, outbox: &mut Outbox<api::GetUsageResponse>) -> bool {
+        let read_view = view.clone();
+        let first = self
+            .blocking(move |store| {
+                let real_now = Licensing::real_now();
+                let account = store.account(&read_view.account_id)?;
+                let summary = summary(store, &account, read_view.month, real_now)?;
+                let month = shown_month(&account, read_view.month, real_now).to_string();
+                Ok((account, summary, month))
+            })
+            .await;
+        let (account, summary, month) = match first {
+            Ok(read) => read,
+            Err(failed) => {
+                outbox.finish(failed);
+                return false;
             }
-            Err(e) => {
-                let _ = tx
-                    .send(Err(status(ApiError::Internal(format!(
-                        "usage reader failed: {e}"
-                    )))))
-                    .await;
-                false
+        };
+        if outbox.send(usage(Part::Summary(summary))).await.is_err() {
+            return false;
+        }
+        let (account, month) = (Arc::new(account), Arc::<str>::from(month));
+        let mut after: Option<String> = None;
+        loop {
+            let (account, month, view, prices) = (
+                account.clone(),
+                month.clone(),
+                view.clone(),
+                self.prices.clone(),
+            );
+            let from = after.take();
+            let page = self
+                .blocking(move |store| {
+                    member_page(store, &account, &view, &month, &prices, from.as_deref())
+                })
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(failed) => {
+                    outbox.finish(failed);
+                    return false;
+                }
+            };
+            if !page.rows.is_empty()
+                && outbox
+                    .send(usage(Part::Members(api::MemberUsageRows {
+                        rows: page.rows,
+                    })))
+                    .await
+                    .is_err()
+            {
+                return false;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return true,
             }
         }
     }
@@ -220,32 +266,32 @@ impl Licensing {
         let id = view.account_id.clone();
         self.blocking(move |store| store.account(&id)).await?;
 
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (mut outbox, stream) = self.streams.open_stream(STREAM_BUFFER)?;
         // Subscribe before the snapshot, so no change committed during it is missed.
         let changes = request.follow.then(|| self.changes.subscribe());
         let this = self.clone();
-        let guard = super::StreamGuard::new(&self.streams);
+        let guard = super::StreamGuard::new(&self.usage_streams);
         tokio::spawn(async move {
             let _guard = guard;
-            if !this.snapshot(&view, &tx).await {
+            if !this.snapshot(&view, &mut outbox).await {
                 return;
             }
             if let Some(changes) = changes {
-                this.follow(&view, &tx, changes).await;
+                this.follow(&view, &mut outbox, changes).await;
             }
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(stream)
     }
 
     /// Sends each committed change of the account until the client leaves or the server stops.
     async fn follow(
         &self,
         view: &View,
-        tx: &Sender<api::GetUsageResponse>,
+        outbox: &mut Outbox<api::GetUsageResponse>,
         mut changes: broadcast::Receiver<super::Committed>,
     ) {
-        if tx
-            .send(Ok(usage(Part::SnapshotComplete(true))))
+        if outbox
+            .send(usage(Part::SnapshotComplete(true)))
             .await
             .is_err()
         {
@@ -255,106 +301,95 @@ impl Licensing {
         tokio::pin!(stopping);
         loop {
             let change = tokio::select! {
-                () = tx.closed() => return,
+                () = outbox.closed() => return,
                 () = &mut stopping => return,
                 change = changes.recv() => change,
             };
-            let parts = match change {
-                Ok(change) if change.account_id == view.account_id => {
-                    self.change_parts(view, change.what).await
-                }
+            let change = match change {
+                Ok(change) if change.account_id == view.account_id => change,
                 Ok(_) => continue,
                 // Fell behind: start over with a fresh snapshot rather than skip changes.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if !self.snapshot(view, tx).await {
+                    if !self.snapshot(view, outbox).await {
                         return;
                     }
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            for part in parts {
-                if tx.send(part).await.is_err() {
+            let read = match self.read_change(&change, view.month).await {
+                Ok(read) => read,
+                Err(failed) => {
+                    outbox.finish(failed);
                     return;
                 }
+            };
+            if outbox
+                .send(usage(Part::Summary(read.summary.clone())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let part = match (&change.what, &read.member) {
+                (CommittedChange::Removed(member_id), _) => {
+                    Some(Part::RemovedMemberId(member_id.clone()))
+                }
+                (CommittedChange::Member(_), Some((tier, row)))
+                    if view.tiers.is_empty() || view.tiers.contains(tier) =>
+                {
+                    Some(Part::Members(api::MemberUsageRows {
+                        rows: vec![row.clone()],
+                    }))
+                }
+                (CommittedChange::Member(_) | CommittedChange::Account, _) => None,
+            };
+            if let Some(part) = part
+                && outbox.send(usage(part)).await.is_err()
+            {
+                return;
             }
         }
     }
 
-    /// The messages announcing one change: the new summary, then the member's row or removal.
-    async fn change_parts(
+    /// What a change shows for `month`: read once however many followers the account has (a
+    /// thousand followers once made every write wait for a thousand reads), on the followers'
+    /// own small share of the blocking pool.
+    async fn read_change(
         &self,
-        view: &View,
-        what: CommittedChange,
-    ) -> Vec<Result<api::GetUsageResponse, Status>> {
-        let member_id = match &what {
-            CommittedChange::Member(member) => Some(member.clone()),
-            CommittedChange::Removed(_) | CommittedChange::Account => None,
+        change: &super::Committed,
+        month: Option<BillingMonth>,
+    ) -> Result<Arc<ChangeRead>, Status> {
+        let cell = {
+            let mut reads = self
+                .change_reads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            reads.retain(|(seq, _), _| seq.saturating_add(CHANGE_READS_KEPT) > change.seq);
+            reads.entry((change.seq, month)).or_default().clone()
         };
-        let (read_view, prices) = (view.clone(), self.prices.clone());
-        let read = self
-            .blocking(move |store| {
-                let real_now = Licensing::real_now();
-                let account = store.account(&read_view.account_id)?;
-                let summary = summary(store, &account, read_view.month, real_now)?;
-                let member = match member_id {
-                    None => None,
-                    Some(member_id) => match store.member(&account.id, &member_id) {
-                        Ok(member) => {
-                            let month = shown_month(&account, read_view.month, real_now);
-                            let days = store
-                                .login_days(&account.id, &member_id, month)?
-                                .into_iter()
-                                .map(|(date, day)| to_proto::login_day(date, &day))
-                                .collect();
-                            let resolution = resolve(
-                                &member.settings,
-                                account.settings.recording_retention,
-                                &prices,
-                            );
-                            Some((
-                                resolution.tier,
-                                to_proto::member_usage(&member, &resolution, days),
-                            ))
-                        }
-                        // Removed again since: its removal follows as its own change.
-                        Err(OpError::MemberNotFound { .. }) => None,
-                        Err(e) => return Err(e),
-                    },
-                };
-                Ok((summary, member))
-            })
-            .await;
-        let (summary, member) = match read {
-            Ok(read) => read,
-            Err(e) => return vec![Err(e)],
-        };
-        let mut parts = vec![Ok(usage(Part::Summary(summary)))];
-        match what {
-            CommittedChange::Removed(member_id) => {
-                parts.push(Ok(usage(Part::RemovedMemberId(member_id))))
-            }
-            CommittedChange::Member(_) => {
-                if let Some((tier, row)) = member
-                    && (view.tiers.is_empty() || view.tiers.contains(&tier))
-                {
-                    parts.push(Ok(usage(Part::Members(api::MemberUsageRows {
-                        rows: vec![row],
-                    }))));
-                }
-            }
-            CommittedChange::Account => {}
-        }
-        parts
+        cell.get_or_init(|| async {
+            let _permit = self.follow_reads.acquire().await;
+            let member_id = match &change.what {
+                CommittedChange::Member(member) => Some(member.clone()),
+                CommittedChange::Removed(_) | CommittedChange::Account => None,
+            };
+            let (account_id, prices) = (change.account_id.clone(), self.prices.clone());
+            self.blocking(move |store| read_change(store, &account_id, month, member_id, &prices))
+                .await
+                .map(Arc::new)
+        })
+        .await
+        .clone()
     }
 
     pub(super) async fn read_audit_trail(
         &self,
         request: api::ReadAuditTrailRequest,
     ) -> Result<ResponseStream<api::ReadAuditTrailResponse>, Status> {
-        let account_id = from_proto::account_id(&request.account_id)
+        let account_id: Arc<str> = from_proto::account_id(&request.account_id)
             .map_err(status)?
-            .to_owned();
+            .into();
         let from = request
             .from
             .as_ref()
@@ -377,42 +412,103 @@ impl Licensing {
             )));
         }
         let id = account_id.clone();
-        let account = self.blocking(move |store| store.account(&id)).await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let (store, prices) = (self.store.clone(), self.prices.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut entries = Vec::with_capacity(ENTRIES_PER_MESSAGE);
-            for entry in store.audit_trail(&account_id, 1) {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(status(e.into())));
+        let account = Arc::new(self.blocking(move |store| store.account(&id)).await?);
+        let (mut outbox, stream) = self.streams.open_stream(STREAM_BUFFER)?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            // Pages of entries read on the blocking pool, sent from here: a client that does not
+            // read holds no thread.
+            let mut next_sequence = 1;
+            loop {
+                let (account_id, account, prices) =
+                    (account_id.clone(), account.clone(), this.prices.clone());
+                let page = this
+                    .blocking(move |store| {
+                        let mut entries = Vec::new();
+                        let mut read = 0;
+                        let mut last = None;
+                        for entry in store
+                            .audit_trail(&account_id, next_sequence)
+                            .take(ENTRIES_PER_MESSAGE)
+                        {
+                            let entry = entry?;
+                            read += 1;
+                            last = Some(entry.sequence);
+                            if from.is_some_and(|from| entry.time < from)
+                                || to.is_some_and(|to| entry.time >= to)
+                            {
+                                continue;
+                            }
+                            entries.push(to_proto::audit_entry(&account, &entry, &prices));
+                        }
+                        let next = last
+                            .filter(|_| read == ENTRIES_PER_MESSAGE)
+                            .map(|sequence| sequence.saturating_add(1));
+                        Ok((entries, next))
+                    })
+                    .await;
+                let (entries, next) = match page {
+                    Ok(page) => page,
+                    Err(failed) => {
+                        outbox.finish(failed);
                         return;
                     }
                 };
-                if from.is_some_and(|from| entry.time < from)
-                    || to.is_some_and(|to| entry.time >= to)
-                {
-                    continue;
-                }
-                entries.push(to_proto::audit_entry(&account, &entry, &prices));
-                if entries.len() == ENTRIES_PER_MESSAGE {
-                    let batch =
-                        std::mem::replace(&mut entries, Vec::with_capacity(ENTRIES_PER_MESSAGE));
-                    if tx
-                        .blocking_send(Ok(api::ReadAuditTrailResponse { entries: batch }))
+                if !entries.is_empty()
+                    && outbox
+                        .send(api::ReadAuditTrailResponse { entries })
+                        .await
                         .is_err()
-                    {
-                        return;
-                    }
+                {
+                    return;
                 }
-            }
-            if !entries.is_empty() {
-                let _ = tx.blocking_send(Ok(api::ReadAuditTrailResponse { entries }));
+                match next {
+                    Some(sequence) => next_sequence = sequence,
+                    None => return,
+                }
             }
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(stream)
     }
+}
+
+/// Reads what a committed change shows; blocking.
+fn read_change(
+    store: &Store,
+    account_id: &str,
+    month: Option<BillingMonth>,
+    member_id: Option<String>,
+    prices: &PriceList,
+) -> Result<ChangeRead, OpError> {
+    let real_now = Licensing::real_now();
+    let account = store.account(account_id)?;
+    let summary = summary(store, &account, month, real_now)?;
+    let member = match member_id {
+        None => None,
+        Some(member_id) => match store.member(&account.id, &member_id) {
+            Ok(member) => {
+                let shown = shown_month(&account, month, real_now);
+                let days = store
+                    .login_days(&account.id, &member_id, shown)?
+                    .into_iter()
+                    .map(|(date, day)| to_proto::login_day(date, &day))
+                    .collect();
+                let resolution = resolve(
+                    &member.settings,
+                    account.settings.recording_retention,
+                    prices,
+                );
+                Some((
+                    resolution.tier,
+                    to_proto::member_usage(&member, &resolution, days),
+                ))
+            }
+            // Removed again since: its removal follows as its own change.
+            Err(OpError::MemberNotFound { .. }) => None,
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(ChangeRead { summary, member })
 }
 
 #[cfg(test)]

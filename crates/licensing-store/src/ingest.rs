@@ -327,15 +327,25 @@ impl Store {
         Ok(result)
     }
 
-    /// Every login day of the account's members, ordered by member id then date:
-    /// `(member id, YYYY-MM-DD, day)`.
+    /// The login days of the account's members, ordered by member id then date, from the
+    /// member `from` on (from the first when `None`): `(member id, YYYY-MM-DD, day)`.
     pub fn account_login_days<'a>(
         &'a self,
         account_id: &str,
+        from: Option<&str>,
     ) -> impl Iterator<Item = Result<(String, String, LoginDay), OpError>> + 'a {
         let start = prefix(account_id);
         let skip = start.len();
-        self.days.scan_prefix(start).map(move |item| {
+        let mut end = start.clone();
+        // The separator byte plus one bounds the account's keys: ids never contain byte 0.
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
+        let first = match from {
+            Some(member) => join(&[account_id.as_bytes(), member.as_bytes()]),
+            None => start,
+        };
+        self.days.range(first..end).map(move |item| {
             let (key, value) = item.map_err(|source| self.storage(source))?;
             let rest = &key[skip..];
             let split = rest.iter().rposition(|&b| b == 0).unwrap_or(0);

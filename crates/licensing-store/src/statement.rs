@@ -248,7 +248,7 @@ impl Store {
 
         let month_prefix = format!("{month}-");
         let mut days: BTreeMap<(String, Tier), u64> = BTreeMap::new();
-        for day in self.account_login_days(&account.id) {
+        for day in self.account_login_days(&account.id, None) {
             let (member, date, day) = day?;
             if day.billable && date.starts_with(&month_prefix) {
                 *days.entry((member, day.tier)).or_default() += 1;

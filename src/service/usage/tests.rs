@@ -36,7 +36,13 @@ async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
     let prices = Arc::new(crate::price_list::sample().expect("sample prices"));
     let (health, _) = tonic_health::server::health_reporter();
     let (_stop, stopping) = watch::channel(false);
-    let licensing = Licensing::new(prices, store, health, stopping);
+    let licensing = Licensing::new(
+        prices,
+        store,
+        health,
+        stopping,
+        crate::outbox::Streams::default(),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let service = LicensingServiceServer::new(licensing.clone());
