@@ -79,6 +79,8 @@ pub struct Licensing {
     follow_reads: Arc<Semaphore>,
     /// What recent changes show, read once for all followers.
     change_reads: Arc<usage::ChangeReads>,
+    /// How many such reads were made.
+    change_reads_done: Arc<AtomicU64>,
 }
 
 /// Counts a usage stream while it is alive.
@@ -122,6 +124,7 @@ impl Licensing {
             blocking_calls: Arc::new(Semaphore::new(BLOCKING_CALLS)),
             follow_reads: Arc::new(Semaphore::new(FOLLOW_READS)),
             change_reads: Arc::default(),
+            change_reads_done: Arc::default(),
         }
     }
 

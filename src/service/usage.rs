@@ -370,6 +370,8 @@ impl Licensing {
         };
         cell.get_or_init(|| async {
             let _permit = self.follow_reads.acquire().await;
+            self.change_reads_done
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let member_id = match &change.what {
                 CommittedChange::Member(member) => Some(member.clone()),
                 CommittedChange::Removed(_) | CommittedChange::Account => None,

@@ -1,5 +1,6 @@
-//! `GetUsage` with `follow`, in process: changes arrive as they are committed, and the stream's
-//! task ends as soon as the client leaves, without waiting for another change.
+//! `GetUsage` with `follow`, in process: changes arrive as they are committed, the stream's task
+//! ends as soon as the client leaves, without waiting for another change, and one change is read
+//! once however many follow it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,8 +26,8 @@ async fn next(stream: &mut tonic::Streaming<api::GetUsageResponse>) -> Part {
         .expect("a part")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
+/// The handlers on a loopback port: them (to look inside), the address, what keeps them alive.
+async fn serve() -> (Licensing, String, (tempfile::TempDir, watch::Sender<bool>)) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&StoreConfig {
         path: dir.path().join("db"),
@@ -35,7 +36,7 @@ async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
     .expect("open");
     let prices = Arc::new(crate::price_list::sample().expect("sample prices"));
     let (health, _) = tonic_health::server::health_reporter();
-    let (_stop, stopping) = watch::channel(false);
+    let (stop, stopping) = watch::channel(false);
     let licensing = Licensing::new(
         prices,
         store,
@@ -51,7 +52,24 @@ async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
             .add_service(service)
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    let mut client = LicensingServiceClient::connect(format!("http://{address}"))
+    (licensing, format!("http://{address}"), (dir, stop))
+}
+
+fn agent() -> api::MemberSettings {
+    api::MemberSettings {
+        role: api::Role::User as i32,
+        skills: vec![api::Skill {
+            id: "voice".into(),
+            channel: api::Channel::Voice as i32,
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
+    let (licensing, address, _kept) = serve().await;
+    let mut client = LicensingServiceClient::connect(address)
         .await
         .expect("connect");
 
@@ -81,14 +99,7 @@ async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
     assert_eq!(next(&mut stream).await, Part::SnapshotComplete(true));
     assert_eq!(licensing.usage_streams(), 1);
 
-    let settings = api::MemberSettings {
-        role: api::Role::User as i32,
-        skills: vec![api::Skill {
-            id: "voice".into(),
-            channel: api::Channel::Voice as i32,
-        }],
-        ..Default::default()
-    };
+    let settings = agent();
     client
         .resolve_member(api::ResolveMemberRequest {
             account_id: "acme".into(),
@@ -131,4 +142,63 @@ async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_read_once_for_all_its_followers() {
+    const FOLLOWERS: usize = 100;
+    let (licensing, address, _kept) = serve().await;
+    let mut client = LicensingServiceClient::connect(address.clone())
+        .await
+        .expect("connect");
+    client
+        .create_account(api::CreateAccountRequest {
+            account_id: "acme".into(),
+            settings: Some(api::AccountSettings {
+                time_zone: "UTC".into(),
+                auto_growth: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("create account");
+    let mut streams = Vec::new();
+    for _ in 0..FOLLOWERS {
+        let mut stream = client
+            .get_usage(api::GetUsageRequest {
+                account_id: "acme".into(),
+                follow: true,
+                ..Default::default()
+            })
+            .await
+            .expect("follow")
+            .into_inner();
+        assert!(matches!(next(&mut stream).await, Part::Summary(_)));
+        assert_eq!(next(&mut stream).await, Part::SnapshotComplete(true));
+        streams.push(stream);
+    }
+    client
+        .resolve_member(api::ResolveMemberRequest {
+            account_id: "acme".into(),
+            member_id: "alice".into(),
+            settings: Some(agent()),
+            apply: true,
+        })
+        .await
+        .expect("apply");
+    for stream in &mut streams {
+        assert!(matches!(next(stream).await, Part::Summary(_)));
+        let Part::Members(rows) = next(stream).await else {
+            panic!("the member's row")
+        };
+        assert_eq!(rows.rows[0].member_id, "alice");
+    }
+    assert_eq!(
+        licensing
+            .change_reads_done
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "{FOLLOWERS} followers, one read"
+    );
 }
