@@ -532,3 +532,58 @@ async fn a_statement_answered_final_survives_a_crash_right_after_the_answer() {
         "a statement answered FINAL changed after a crash"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_id_of_any_kind_takes_a_control_character() {
+    let server = Licensing::start();
+    let channel = channel(&server).await;
+    let mut client = LicensingServiceClient::new(channel.clone());
+    sandbox(&mut client, "acme", "2026-05-10T12:00:00Z", settings("UTC")).await;
+    let forged = "id\nFAKE LOG LINE";
+    let skill = client
+        .resolve_member(api::ResolveMemberRequest {
+            account_id: "acme".into(),
+            member_id: "ann".into(),
+            settings: Some(api::MemberSettings {
+                skills: vec![api::Skill {
+                    id: forged.into(),
+                    channel: api::Channel::Voice as i32,
+                }],
+                ..Default::default()
+            }),
+            apply: true,
+        })
+        .await;
+    assert_invalid(
+        skill,
+        "invalid settings.skills[0].id \"id\\nFAKE LOG LINE\": must not contain control characters",
+    );
+    let login = |source: &str, id: &str, kind: Kind| api::Event {
+        source: source.into(),
+        ..event("acme", id, "ann", "2026-05-10T11:00:00Z", kind)
+    };
+    let queue = Kind::QueueLogin(api::QueueLogin {
+        queue_id: forged.into(),
+    });
+    let agent = Kind::AgentLogin(api::AgentLogin {});
+    let outcomes = ingest(
+        &channel,
+        vec![
+            login(forged, "e1", agent.clone()),
+            login("pbx", forged, agent.clone()),
+            login("pbx", "e3", queue),
+            login("pbx", "e4", agent),
+        ],
+    )
+    .await;
+    let details: Vec<&str> = outcomes.iter().map(|o| o.detail.as_str()).collect();
+    assert_eq!(
+        details,
+        [
+            "invalid source \"id\\nFAKE LOG LINE\": must not contain control characters or '/'",
+            "invalid event_id \"id\\nFAKE LOG LINE\": must not contain control characters or '/'",
+            "invalid queue_id \"id\\nFAKE LOG LINE\": must not contain control characters",
+            "",
+        ]
+    );
+}

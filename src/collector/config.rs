@@ -6,7 +6,6 @@
 use std::{collections::BTreeSet, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use licensing_core::events::MAX_EVENT_ID_BYTES;
 
 use super::upload::UploadOptions;
 use crate::{config::LogFormat, ingest::MAX_EVENTS_PER_BATCH};
@@ -351,15 +350,8 @@ fn check_licensing(url: &str) -> Result<(), String> {
 
 /// The rules `licensing` applies to an event's source.
 fn check_source(source: &str) -> Result<(), String> {
-    if source.is_empty() {
-        Err("must not be empty".to_owned())
-    } else if source.len() > MAX_EVENT_ID_BYTES {
-        Err(format!("must be at most {MAX_EVENT_ID_BYTES} bytes"))
-    } else if source.bytes().any(|b| b == 0 || b == b'/') {
-        Err("must not contain NUL or '/'".to_owned())
-    } else {
-        Ok(())
-    }
+    licensing_core::ids::check(licensing_core::IdKind::Source, "source", source)
+        .map_err(|e| e.problem)
 }
 
 #[cfg(test)]

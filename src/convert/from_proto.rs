@@ -3,9 +3,9 @@
 
 use licensing_core::{
     AccountSettings, BillingMode, BillingMonth, Channel, EARLIEST, EARLIEST_MONTH, END, Event,
-    EventKind, LAST_MONTH, MAX_ACCOUNT_ID_BYTES, MAX_MEMBER_ID_BYTES, MAX_SEATS, MemberSettings,
-    MemberSettingsInput, Meter, Permission, Product, RecordingRetention, Refusal, Role, SeatChange,
-    Skill, Tier, Timestamp, Zone, check_id, check_in_range,
+    EventKind, IdKind, LAST_MONTH, MAX_SEATS, MemberSettings, MemberSettingsInput, Meter,
+    Permission, Product, RecordingRetention, Refusal, Role, SeatChange, Skill, Tier, Timestamp,
+    Zone, check_id, check_in_range,
 };
 
 use crate::{api, error::ApiError};
@@ -107,13 +107,13 @@ fn unknown_enum(field: &str, number: i32, what: &str) -> ApiError {
 
 /// An account id from the request field `account_id`.
 pub fn account_id(value: &str) -> Result<&str, ApiError> {
-    check_id("account_id", value, MAX_ACCOUNT_ID_BYTES)?;
+    check_id(IdKind::Account, "account_id", value)?;
     Ok(value)
 }
 
 /// A member id from the request field `member_id`.
 pub fn member_id(value: &str) -> Result<&str, ApiError> {
-    check_id("member_id", value, MAX_MEMBER_ID_BYTES)?;
+    check_id(IdKind::Member, "member_id", value)?;
     Ok(value)
 }
 

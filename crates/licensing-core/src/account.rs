@@ -1,7 +1,7 @@
 //! Account settings: the calendar, seat growth, recording retention, late-event grace and the
 //! metered services' switches and caps.
 
-use crate::{calendar::Zone, retention::RecordingRetention};
+use crate::{calendar::Zone, ids::IdKind, retention::RecordingRetention};
 
 /// The longest grace period for late events, in days.
 pub const MAX_GRACE_PERIOD_DAYS: u32 = 62;
@@ -114,33 +114,17 @@ mod tests {
 }
 
 /// The longest account id, in bytes.
-pub const MAX_ACCOUNT_ID_BYTES: usize = 64;
+pub const MAX_ACCOUNT_ID_BYTES: usize = IdKind::Account.max_bytes();
 /// The longest member id, in bytes.
-pub const MAX_MEMBER_ID_BYTES: usize = 128;
+pub const MAX_MEMBER_ID_BYTES: usize = IdKind::Member.max_bytes();
 
-/// Checks an account or member id: 1 to `max` bytes of ASCII letters, digits, `.`, `_`, `-`, `@`
-/// or `:`. Ids become parts of storage keys, so the set is closed and has no separator byte.
-pub fn check_id(field: &str, value: &str, max: usize) -> Result<(), InvalidAccountSettings> {
-    let problem = if value.is_empty() {
-        Some("must not be empty".to_owned())
-    } else if value.len() > max {
-        Some(format!("must be at most {max} bytes"))
-    } else if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-@:".contains(&b))
-    {
-        Some("may hold only ASCII letters, digits and . _ - @ :".to_owned())
-    } else {
-        None
-    };
-    match problem {
-        None => Ok(()),
-        Some(problem) => Err(InvalidAccountSettings {
-            field: field.to_owned(),
-            value: format!("{value:?}"),
-            problem,
-        }),
-    }
+/// Checks an account id (`IdKind::Account`) or member id (`IdKind::Member`).
+pub fn check_id(kind: IdKind, field: &str, value: &str) -> Result<(), InvalidAccountSettings> {
+    crate::ids::check(kind, field, value).map_err(|e| InvalidAccountSettings {
+        field: e.field,
+        value: e.value,
+        problem: e.problem,
+    })
 }
 
 /// A stored account.
@@ -168,18 +152,18 @@ mod id_tests {
 
     #[test]
     fn ids_are_short_and_plain() {
-        assert!(check_id("account_id", "acme-eu_1.prod@x:y", 64).is_ok());
+        assert!(check_id(IdKind::Account, "account_id", "acme-eu_1.prod@x:y").is_ok());
         for (value, problem) in [
             ("", "must not be empty"),
             ("a b", "may hold only ASCII letters, digits and . _ - @ :"),
             ("a\0b", "may hold only ASCII letters, digits and . _ - @ :"),
         ] {
-            let error = check_id("account_id", value, 64).expect_err("accepted");
+            let error = check_id(IdKind::Account, "account_id", value).expect_err("accepted");
             assert_eq!(error.problem, problem, "{value:?}");
             assert_eq!(error.field, "account_id");
         }
         assert_eq!(
-            check_id("member_id", &"m".repeat(129), 128)
+            check_id(IdKind::Member, "member_id", &"m".repeat(129))
                 .expect_err("long")
                 .problem,
             "must be at most 128 bytes"

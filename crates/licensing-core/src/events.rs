@@ -11,12 +11,17 @@ use std::{
 
 use jiff::{SignedDuration, Timestamp, civil::Date};
 
-use crate::{account::Account, calendar::BillingMonth, tier::Tier};
+use crate::{
+    account::Account,
+    calendar::BillingMonth,
+    ids::{self, IdKind},
+    tier::Tier,
+};
 
 /// How far past the account's clock an event may lie: collectors' clocks drift a little.
 pub const MAX_FUTURE_SECONDS: i64 = 15 * 60;
 /// The longest source or event id, in bytes.
-pub const MAX_EVENT_ID_BYTES: usize = 128;
+pub const MAX_EVENT_ID_BYTES: usize = IdKind::Event.max_bytes();
 /// Event ids kept per login day, to trace what made the day billable.
 pub const EVENT_IDS_PER_DAY: usize = 5;
 /// The most one metered event may carry (minutes or packs): far more than any single use, far
@@ -155,27 +160,18 @@ pub enum Outcome {
     Refused(Refusal),
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), Refusal> {
-    let problem = if value.is_empty() {
-        "must not be empty".to_owned()
-    } else if value.len() > max {
-        format!("must be at most {max} bytes")
-    } else if value.bytes().any(|b| b == 0 || b == b'/') {
-        "must not contain NUL or '/'".to_owned()
-    } else {
-        return Ok(());
-    };
-    Err(Refusal::Invalid {
-        field: field.to_owned(),
-        value: format!("{value:?}"),
-        problem,
+fn check_id(kind: IdKind, field: &str, value: &str) -> Result<(), Refusal> {
+    ids::check(kind, field, value).map_err(|e| Refusal::Invalid {
+        field: e.field,
+        value: e.value,
+        problem: e.problem,
     })
 }
 
 impl Event {
     /// Checks the fields that do not depend on stored state.
     pub fn validate(&self) -> Result<(), Refusal> {
-        check_text("source", &self.source, MAX_EVENT_ID_BYTES)?;
+        check_id(IdKind::Source, "source", &self.source)?;
         crate::calendar::check_in_range("occurred_at", self.occurred_at).map_err(|e| {
             Refusal::Invalid {
                 field: e.field,
@@ -187,27 +183,12 @@ impl Event {
                 ),
             }
         })?;
-        check_text("event_id", &self.event_id, MAX_EVENT_ID_BYTES)?;
-        crate::account::check_id(
-            "account_id",
-            &self.account_id,
-            crate::account::MAX_ACCOUNT_ID_BYTES,
-        )
-        .and_then(|()| {
-            crate::account::check_id(
-                "member_id",
-                &self.member_id,
-                crate::account::MAX_MEMBER_ID_BYTES,
-            )
-        })
-        .map_err(|e| Refusal::Invalid {
-            field: e.field,
-            value: e.value,
-            problem: e.problem,
-        })?;
+        check_id(IdKind::Event, "event_id", &self.event_id)?;
+        check_id(IdKind::Account, "account_id", &self.account_id)?;
+        check_id(IdKind::Member, "member_id", &self.member_id)?;
         match &self.kind {
             EventKind::QueueLogin(queue) | EventKind::QueueLogout(queue) => {
-                check_text("queue_id", queue, MAX_EVENT_ID_BYTES)?;
+                check_id(IdKind::Queue, "queue_id", queue)?;
             }
             EventKind::Metered { quantity: 0, .. } => {
                 return Err(Refusal::Invalid {

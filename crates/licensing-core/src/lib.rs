@@ -11,6 +11,7 @@ pub mod account;
 pub mod audit;
 pub mod calendar;
 pub mod events;
+pub mod ids;
 pub mod inventory;
 pub mod member;
 pub mod price;
@@ -34,6 +35,7 @@ pub use events::{
     Meter, MeterTotals, MeterUse, Outcome, Refusal, SessionChange, Transition, accept,
     concurrency_peaks, month_closes_at, service_on,
 };
+pub use ids::{IdKind, InvalidId};
 pub use inventory::{
     Cart, CartError, CartLine, ClosedPeak, Inventory, MAX_SEATS, Product, SeatChange, Seats,
     SeatsMissing, cart, hold_seats,

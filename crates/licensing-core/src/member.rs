@@ -5,7 +5,7 @@ use std::{collections::HashMap, fmt};
 /// At most this many skills per member.
 pub const MAX_SKILLS: usize = 256;
 /// At most this many bytes per skill id.
-pub const MAX_SKILL_ID_BYTES: usize = 128;
+pub const MAX_SKILL_ID_BYTES: usize = crate::ids::IdKind::Skill.max_bytes();
 
 /// A capability (a tab of the product, or an API right) a member may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -260,16 +260,8 @@ impl MemberSettings {
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(input.skills.len());
         for (i, skill) in input.skills.iter().enumerate() {
             let field = || format!("settings.skills[{i}].id");
-            if skill.id.is_empty() {
-                return Err(InvalidSettings::new(field(), "\"\"", "must not be empty"));
-            }
-            if skill.id.len() > MAX_SKILL_ID_BYTES {
-                return Err(InvalidSettings::new(
-                    field(),
-                    format!("({} bytes)", skill.id.len()),
-                    format!("must be at most {MAX_SKILL_ID_BYTES} bytes"),
-                ));
-            }
+            crate::ids::check(crate::ids::IdKind::Skill, &field(), &skill.id)
+                .map_err(|e| InvalidSettings::new(e.field, e.value, e.problem))?;
             if let Some(first) = seen.insert(skill.id.as_str(), i) {
                 return Err(InvalidSettings::new(
                     field(),
