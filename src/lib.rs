@@ -26,3 +26,4 @@ pub mod price_list;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod transport;
