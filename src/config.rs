@@ -29,6 +29,13 @@ pub struct Args {
     /// Seconds to let in-flight calls finish after a shutdown signal.
     #[arg(long, env = "LICENSING_SHUTDOWN_GRACE_SECONDS", default_value = "10")]
     shutdown_grace_seconds: String,
+    /// Open connections at most; lowered at start to fit the open-files limit (the cap in force
+    /// is logged).
+    #[arg(long, env = "LICENSING_MAX_CONNECTIONS", default_value = "10000")]
+    max_connections: String,
+    /// Seconds a new connection has to send the HTTP/2 preface before it is closed.
+    #[arg(long, env = "LICENSING_HANDSHAKE_TIMEOUT_SECONDS", default_value = "5")]
+    handshake_timeout_seconds: String,
     /// Log filter, in `tracing` directive syntax (e.g. `info,licensing=debug`).
     #[arg(long, env = "LICENSING_LOG", default_value = "info")]
     log: String,
@@ -44,6 +51,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_PRICE_LIST",
     "LICENSING_CACHE_MB",
     "LICENSING_SHUTDOWN_GRACE_SECONDS",
+    "LICENSING_MAX_CONNECTIONS",
+    "LICENSING_HANDSHAKE_TIMEOUT_SECONDS",
     "LICENSING_LOG",
     "LICENSING_LOG_FORMAT",
 ];
@@ -70,6 +79,10 @@ pub struct Config {
     pub cache_capacity_bytes: u64,
     /// How long in-flight calls may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Open connections at most, before the open-files limit lowers it.
+    pub max_connections: usize,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    pub handshake_timeout: Duration,
     /// Log filter directives.
     pub log_filter: String,
     /// Log format.
@@ -152,6 +165,26 @@ impl Config {
                 None
             }
         };
+        let max_connections = match args.max_connections.parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
+            _ => {
+                problems.push(format!(
+                    "--max-connections / LICENSING_MAX_CONNECTIONS {:?}: must be a whole number from 1 to 1000000",
+                    args.max_connections
+                ));
+                None
+            }
+        };
+        let handshake_timeout = match args.handshake_timeout_seconds.parse::<u64>() {
+            Ok(seconds) if (1..=300).contains(&seconds) => Some(Duration::from_secs(seconds)),
+            _ => {
+                problems.push(format!(
+                    "--handshake-timeout-seconds / LICENSING_HANDSHAKE_TIMEOUT_SECONDS {:?}: must be a whole number of seconds from 1 to 300",
+                    args.handshake_timeout_seconds
+                ));
+                None
+            }
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
             problems.push(format!("--log / LICENSING_LOG {:?}: {e}", args.log));
         }
@@ -170,6 +203,8 @@ impl Config {
             price_list,
             cache_capacity_bytes,
             shutdown_grace,
+            max_connections,
+            handshake_timeout,
             log_format,
         ) {
             (
@@ -177,6 +212,8 @@ impl Config {
                 Some(price_list),
                 Some(cache_capacity_bytes),
                 Some(shutdown_grace),
+                Some(max_connections),
+                Some(handshake_timeout),
                 Some(log_format),
             ) if problems.is_empty() => Ok(Config {
                 listen,
@@ -184,6 +221,8 @@ impl Config {
                 price_list,
                 cache_capacity_bytes,
                 shutdown_grace,
+                max_connections,
+                handshake_timeout,
                 log_filter: args.log,
                 log_format,
             }),
@@ -208,6 +247,8 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:50051".parse().expect("address"));
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -220,6 +261,10 @@ mod tests {
                 "0",
                 "--log-format",
                 "xml",
+                "--max-connections",
+                "0",
+                "--handshake-timeout-seconds",
+                "5s",
             ],
             &["LICENSING_LISTNE"],
         )
@@ -229,6 +274,8 @@ mod tests {
             "--listen / LICENSING_LISTEN \"localhost:fifty\"",
             "--cache-mb / LICENSING_CACHE_MB \"0\"",
             "--log-format / LICENSING_LOG_FORMAT \"xml\"",
+            "--max-connections / LICENSING_MAX_CONNECTIONS \"0\"",
+            "--handshake-timeout-seconds / LICENSING_HANDSHAKE_TIMEOUT_SECONDS \"5s\"",
             "unknown environment variable LICENSING_LISTNE",
         ] {
             assert!(

@@ -10,7 +10,7 @@ use tokio::{
     net::TcpListener,
     sync::{Notify, watch},
 };
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 
 use crate::{
     api::{
@@ -19,6 +19,7 @@ use crate::{
     },
     ingest::Ingestion,
     service::Licensing,
+    transport::{self, ConnectionLimits},
 };
 
 /// Largest request or response message, in bytes. Requests are small; usage and audit streams
@@ -46,6 +47,8 @@ pub struct ServeOptions {
     pub store: Store,
     /// How long in-flight calls may take to finish after the shutdown signal.
     pub shutdown_grace: Duration,
+    /// Open connections at most and the handshake timeout (see [`transport`]).
+    pub connections: ConnectionLimits,
 }
 
 /// Why serving stopped with an error.
@@ -64,6 +67,7 @@ pub enum ServeError {
 
 /// The transport settings every server of this service uses, set explicitly because tonic's
 /// defaults leave them open. The benchmark serves its baseline with the same settings.
+/// Connections come from [`transport::incoming`], which sets `TCP_NODELAY` on each.
 pub fn server_builder() -> Server {
     Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -133,7 +137,7 @@ pub async fn run(
             stopping.notify_one();
         }
     };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = transport::incoming(listener, options.connections);
     let serve = server_builder()
         .add_service(health_service)
         .add_service(reflection_v1)
