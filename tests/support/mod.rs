@@ -48,7 +48,29 @@ impl Licensing {
     /// Starts the binary on `listen` with its database in `data_dir`, and waits until SERVING.
     /// A fixed address lets clients (the collector) find it again after a restart.
     pub fn start_on(data_dir: PathBuf, listen: &str) -> Licensing {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_licensing"));
+        Licensing::launch(
+            Command::new(env!("CARGO_BIN_EXE_licensing")),
+            data_dir,
+            listen,
+            &[],
+        )
+    }
+
+    /// Starts the binary on `127.0.0.1:0` with `args` added, its open-files limit (soft and hard)
+    /// set to `open_files` by the shell's `ulimit`, and waits until SERVING.
+    pub fn start_limited(open_files: u32, args: &[&str]) -> Licensing {
+        let data = tempfile::tempdir().expect("temporary data folder");
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_licensing"));
+        let mut server = Licensing::launch(command, data.path().join("db"), "127.0.0.1:0", args);
+        server._owned_data = Some(data);
+        server
+    }
+
+    fn launch(mut command: Command, data_dir: PathBuf, listen: &str, args: &[&str]) -> Licensing {
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("LICENSING_") {
                 command.env_remove(name);
@@ -58,6 +80,7 @@ impl Licensing {
             .args(["--listen", listen, "--data-dir"])
             .arg(&data_dir)
             .args(["--log", "info"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
