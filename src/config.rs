@@ -36,6 +36,13 @@ pub struct Args {
     /// that it is refused MONTH_CLOSED. Longer than a collector's longest outage.
     #[arg(long, env = "LICENSING_DEDUPE_RETENTION_DAYS", default_value = "35")]
     dedupe_retention_days: String,
+    /// Open connections at most; lowered at start to fit the open-files limit (the cap in force
+    /// is logged).
+    #[arg(long, env = "LICENSING_MAX_CONNECTIONS", default_value = "10000")]
+    max_connections: String,
+    /// Seconds a new connection has to send the HTTP/2 preface before it is closed.
+    #[arg(long, env = "LICENSING_HANDSHAKE_TIMEOUT_SECONDS", default_value = "5")]
+    handshake_timeout_seconds: String,
     /// Log filter, in `tracing` directive syntax (e.g. `info,licensing=debug`).
     #[arg(long, env = "LICENSING_LOG", default_value = "info")]
     log: String,
@@ -52,6 +59,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_CACHE_MB",
     "LICENSING_SHUTDOWN_GRACE_SECONDS",
     "LICENSING_DEDUPE_RETENTION_DAYS",
+    "LICENSING_MAX_CONNECTIONS",
+    "LICENSING_HANDSHAKE_TIMEOUT_SECONDS",
     "LICENSING_LOG",
     "LICENSING_LOG_FORMAT",
 ];
@@ -83,6 +92,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Days dedupe records are kept after their month closed.
     pub dedupe_retention_days: u32,
+    /// Open connections at most, before the open-files limit lowers it.
+    pub max_connections: usize,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    pub handshake_timeout: Duration,
     /// Log filter directives.
     pub log_filter: String,
     /// Log format.
@@ -179,6 +192,26 @@ impl Config {
                 None
             }
         };
+        let max_connections = match args.max_connections.parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
+            _ => {
+                problems.push(format!(
+                    "--max-connections / LICENSING_MAX_CONNECTIONS {:?}: must be a whole number from 1 to 1000000",
+                    args.max_connections
+                ));
+                None
+            }
+        };
+        let handshake_timeout = match args.handshake_timeout_seconds.parse::<u64>() {
+            Ok(seconds) if (1..=300).contains(&seconds) => Some(Duration::from_secs(seconds)),
+            _ => {
+                problems.push(format!(
+                    "--handshake-timeout-seconds / LICENSING_HANDSHAKE_TIMEOUT_SECONDS {:?}: must be a whole number of seconds from 1 to 300",
+                    args.handshake_timeout_seconds
+                ));
+                None
+            }
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
             problems.push(format!("--log / LICENSING_LOG {:?}: {e}", args.log));
         }
@@ -198,6 +231,8 @@ impl Config {
             cache_capacity_bytes,
             shutdown_grace,
             dedupe_retention_days,
+            max_connections,
+            handshake_timeout,
             log_format,
         ) {
             (
@@ -206,6 +241,8 @@ impl Config {
                 Some(cache_capacity_bytes),
                 Some(shutdown_grace),
                 Some(dedupe_retention_days),
+                Some(max_connections),
+                Some(handshake_timeout),
                 Some(log_format),
             ) if problems.is_empty() => Ok(Config {
                 listen,
@@ -214,6 +251,8 @@ impl Config {
                 cache_capacity_bytes,
                 shutdown_grace,
                 dedupe_retention_days,
+                max_connections,
+                handshake_timeout,
                 log_filter: args.log,
                 log_format,
             }),
@@ -270,6 +309,8 @@ mod tests {
             config.dedupe_retention_days,
             crate::ingest::DEFAULT_DEDUPE_RETENTION_DAYS
         );
+        assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -282,6 +323,10 @@ mod tests {
                 "0",
                 "--log-format",
                 "xml",
+                "--max-connections",
+                "0",
+                "--handshake-timeout-seconds",
+                "5s",
             ],
             &["LICENSING_LISTNE"],
         )
@@ -291,6 +336,8 @@ mod tests {
             "--listen / LICENSING_LISTEN \"localhost:fifty\"",
             "--cache-mb / LICENSING_CACHE_MB \"0\"",
             "--log-format / LICENSING_LOG_FORMAT \"xml\"",
+            "--max-connections / LICENSING_MAX_CONNECTIONS \"0\"",
+            "--handshake-timeout-seconds / LICENSING_HANDSHAKE_TIMEOUT_SECONDS \"5s\"",
             "unknown environment variable LICENSING_LISTNE",
         ] {
             assert!(

@@ -28,3 +28,4 @@ pub mod price_list;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod transport;

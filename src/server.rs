@@ -10,7 +10,7 @@ use tokio::{
     net::TcpListener,
     sync::{Notify, watch},
 };
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 use tower_layer::{Identity, Stack};
 
 use crate::{
@@ -22,6 +22,7 @@ use crate::{
     ingest::Ingestion,
     outbox::Streams,
     service::Licensing,
+    transport::{self, ConnectionLimits},
 };
 
 /// Largest request or response message, in bytes. Requests are small; usage and audit streams
@@ -51,6 +52,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Days a dedupe record is kept after its month closed (a redelivery is DUPLICATE until then).
     pub dedupe_retention_days: u32,
+    /// Open connections at most and the handshake timeout (see [`transport`]).
+    pub connections: ConnectionLimits,
 }
 
 /// Why serving stopped with an error.
@@ -69,6 +72,7 @@ pub enum ServeError {
 
 /// The transport settings every server of this service uses, set explicitly because tonic's
 /// defaults leave them open. The benchmark serves its baseline with the same settings.
+/// Connections come from [`transport::incoming`], which sets `TCP_NODELAY` on each.
 pub fn server_builder() -> Server<Stack<DecodeErrorsLayer, Identity>> {
     Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -143,7 +147,7 @@ pub async fn run(
             stopping.notify_one();
         }
     };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = transport::incoming(listener, options.connections);
     let serve = server_builder()
         .add_service(health_service)
         .add_service(reflection_v1)

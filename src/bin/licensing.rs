@@ -9,6 +9,7 @@ use licensing::{
     config::{Args, Config},
     server::{self, ServeOptions},
     telemetry,
+    transport::ConnectionLimits,
 };
 use licensing_store::{Store, StoreConfig};
 
@@ -36,6 +37,8 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    // Before the database opens its files: the raised open-files limit is what the cap fits in.
+    let connections = ConnectionLimits::fit(config.max_connections, config.handshake_timeout);
     let store = Store::open(&StoreConfig {
         path: config.data_dir.clone(),
         cache_capacity_bytes: config.cache_capacity_bytes,
@@ -57,6 +60,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         store,
         shutdown_grace: config.shutdown_grace,
         dedupe_retention_days: config.dedupe_retention_days,
+        connections,
     };
     server::run(listener, options, shutdown).await?;
     Ok(())

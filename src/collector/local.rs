@@ -16,7 +16,7 @@ use tokio::{
     sync::{mpsc, watch},
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{line, metrics::Metrics, spool::Spool};
 use crate::{
@@ -28,6 +28,7 @@ use crate::{
     error::{ApiError, status},
     ingest::{MAX_BATCHES_IN_FLIGHT, MAX_EVENTS_PER_BATCH},
     server::{MAX_DECODING_MESSAGE_BYTES, MAX_ENCODING_MESSAGE_BYTES, server_builder},
+    transport::{self, ConnectionLimits},
 };
 
 /// The local `IngestionService`.
@@ -147,8 +148,10 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
 
 /// Serves the local endpoint on `listener` until `stop` turns true: health turns NOT_SERVING,
 /// open streams are told to resend, and the server returns once its connections are closed.
+/// Connections are accepted within `limits` (see [`transport`]).
 pub async fn serve(
     listener: TcpListener,
+    limits: ConnectionLimits,
     spool: Spool,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
@@ -173,7 +176,7 @@ pub async fn serve(
     server_builder()
         .add_service(health_service)
         .add_service(ingestion)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
+        .serve_with_incoming_shutdown(transport::incoming(listener, limits), signal)
         .await
 }
 

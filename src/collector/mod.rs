@@ -26,6 +26,8 @@ use tokio::{
     time::Instant,
 };
 
+use crate::transport::{ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+
 use self::{
     config::Config,
     metrics::Metrics,
@@ -118,8 +120,11 @@ pub async fn run(config: Config, mut signals: mpsc::Receiver<()>) -> Result<(), 
     }
     let mut local: Option<JoinHandle<Result<(), tonic::transport::Error>>> =
         local_listener.map(|listener| {
+            // Workloads connect here: silent connections must not exhaust the file descriptors.
+            let limits = ConnectionLimits::fit(DEFAULT_MAX_CONNECTIONS, DEFAULT_HANDSHAKE_TIMEOUT);
             tokio::spawn(local::serve(
                 listener,
+                limits,
                 spool.clone(),
                 metrics.clone(),
                 stop.clone(),

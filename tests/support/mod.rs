@@ -57,7 +57,37 @@ impl Licensing {
     /// Starts the binary like [`Licensing::start_on`], with these environment variables set (and
     /// no other `LICENSING_*` of the test's own environment).
     pub fn start_with(data_dir: PathBuf, listen: &str, environment: &[(&str, &str)]) -> Licensing {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_licensing"));
+        Licensing::launch(
+            Command::new(env!("CARGO_BIN_EXE_licensing")),
+            data_dir,
+            listen,
+            &[],
+            environment,
+        )
+    }
+
+    /// Starts the binary on `127.0.0.1:0` with `args` added, its open-files limit (soft and hard)
+    /// set to `open_files` by the shell's `ulimit`, and waits until SERVING.
+    pub fn start_limited(open_files: u32, args: &[&str]) -> Licensing {
+        let data = tempfile::tempdir().expect("temporary data folder");
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_licensing"));
+        let mut server =
+            Licensing::launch(command, data.path().join("db"), "127.0.0.1:0", args, &[]);
+        server._owned_data = Some(data);
+        server
+    }
+
+    fn launch(
+        mut command: Command,
+        data_dir: PathBuf,
+        listen: &str,
+        args: &[&str],
+        environment: &[(&str, &str)],
+    ) -> Licensing {
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("LICENSING_") {
                 command.env_remove(name);
@@ -68,6 +98,7 @@ impl Licensing {
             .args(["--listen", listen, "--data-dir"])
             .arg(&data_dir)
             .args(["--log", "info"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -14,10 +14,16 @@
 //! `ingest`: durable, acknowledged events/s through `Ingest` for batches of 100 and of 1 event,
 //! next to raw sled `apply_batch` + flush of the same keys, and each batch's acknowledgement
 //! latency.
+//!
+//! `abuse`: the real binary under misbehaving clients, next to the same calls without them:
+//! `silent-connections` (fresh health checks while connections that never send a preface are
+//! held) and `stalled-streams` (`GetAccount` and `Ingest` while `ReadAuditTrail` streams never
+//! read).
 
 // Printing the results is what a benchmark command is for.
 #![allow(clippy::print_stdout)]
 
+mod abuse;
 mod echo;
 mod in_process;
 mod ingestion;
@@ -64,6 +70,8 @@ enum Command {
     Usage(usage::UsageArgs),
     /// Durable, acknowledged Ingest events/s against raw sled apply_batch + flush.
     Ingest(ingestion::IngestArgs),
+    /// The binary under misbehaving clients: silent connections, stalled streams.
+    Abuse(abuse::AbuseArgs),
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +98,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Resolve(args) => bench_resolve(&args),
         Command::Usage(args) => usage::run(&args),
         Command::Ingest(args) => ingestion::run(&args),
+        Command::Abuse(args) => abuse::run(&args),
     }
 }
 

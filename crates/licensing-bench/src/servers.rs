@@ -1,16 +1,17 @@
 //! The two servers under test, each on its own loopback port: the echo baseline served with the
-//! service's transport settings, and the real licensing server as its binary serves it.
+//! service's transport settings and accept layer, and the real licensing server as its binary
+//! serves it.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use licensing::server::{
-    self, MAX_DECODING_MESSAGE_BYTES, MAX_ENCODING_MESSAGE_BYTES, ServeOptions,
+use licensing::{
+    server::{self, MAX_DECODING_MESSAGE_BYTES, MAX_ENCODING_MESSAGE_BYTES, ServeOptions},
+    transport::{self, ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS},
 };
 use licensing_core::PriceList;
 use licensing_store::{Store, StoreConfig};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::server::TcpIncoming;
 
 use crate::echo::{Echo, proto::echo_service_server::EchoServiceServer};
 
@@ -44,7 +45,7 @@ pub(crate) async fn start_echo() -> anyhow::Result<RunningServer> {
     let service = EchoServiceServer::new(Echo)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = transport::incoming(listener, connection_limits());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         server::server_builder()
@@ -73,6 +74,7 @@ pub(crate) async fn start_licensing(
         prices,
         store,
         shutdown_grace: Duration::from_secs(1),
+        connections: connection_limits(),
     };
     // `run` wraps the listener itself (with TCP_NODELAY), so it gets the bare listener.
     let address = listener.local_addr()?;
@@ -89,6 +91,11 @@ pub(crate) async fn start_licensing(
         stop,
         task,
     })
+}
+
+/// The binary's default connection limits, fitted to this process's open-files limit.
+fn connection_limits() -> ConnectionLimits {
+    ConnectionLimits::fit(DEFAULT_MAX_CONNECTIONS, DEFAULT_HANDSHAKE_TIMEOUT)
 }
 
 /// Opens the database of the licensing server.

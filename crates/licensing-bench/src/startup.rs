@@ -152,7 +152,7 @@ pub(crate) async fn start(
 }
 
 /// Reads log lines up to the listening line and returns the address it names.
-async fn listening_address(
+pub(crate) async fn listening_address(
     lines: &mut Lines<BufReader<ChildStderr>>,
     log: &mut Vec<String>,
 ) -> anyhow::Result<SocketAddr> {
