@@ -35,6 +35,9 @@ const BLOCKING_CALLS: usize = 64;
 /// Of those, the reads that `GetUsage` followers share after a change: a burst of followers
 /// cannot take the slots every other call needs.
 const FOLLOW_READS: usize = 2;
+/// Of those, the pages of snapshots and audit trails: hundreds of streams opened at once read
+/// their pages a few at a time, and short calls still find a slot at once.
+const STREAM_READS: usize = 8;
 
 /// Committed changes kept for `GetUsage` followers that fall behind; beyond that they resend
 /// their snapshot.
@@ -77,6 +80,8 @@ pub struct Licensing {
     blocking_calls: Arc<Semaphore>,
     /// See [`FOLLOW_READS`].
     follow_reads: Arc<Semaphore>,
+    /// See [`STREAM_READS`].
+    stream_reads: Arc<Semaphore>,
     /// What recent changes show, read once for all followers.
     change_reads: Arc<usage::ChangeReads>,
     /// How many such reads were made.
@@ -123,6 +128,7 @@ impl Licensing {
             usage_streams: Arc::new(AtomicUsize::new(0)),
             blocking_calls: Arc::new(Semaphore::new(BLOCKING_CALLS)),
             follow_reads: Arc::new(Semaphore::new(FOLLOW_READS)),
+            stream_reads: Arc::new(Semaphore::new(STREAM_READS)),
             change_reads: Arc::default(),
             change_reads_done: Arc::default(),
         }
@@ -150,6 +156,15 @@ impl Licensing {
             .await
             .map_err(|e| status(ApiError::Internal(format!("store task failed: {e}"))))?;
         result.map_err(|e| self.refused(e))
+    }
+
+    /// Runs one page of a stream's read on the blocking pool, within the streams' share of it.
+    async fn stream_blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, OpError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let _slot = self.stream_reads.acquire().await;
+        self.blocking(op).await
     }
 
     /// Runs a store write, then makes it durable. Only an `Ok` from here may be acknowledged.

@@ -192,7 +192,7 @@ impl Licensing {
     async fn snapshot(&self, view: &View, outbox: &mut Outbox<api::GetUsageResponse>) -> bool {
         let read_view = view.clone();
         let first = self
-            .blocking(move |store| {
+            .stream_blocking(move |store| {
                 let real_now = Licensing::real_now();
                 let account = store.account(&read_view.account_id)?;
                 let summary = summary(store, &account, read_view.month, real_now)?;
@@ -221,7 +221,7 @@ impl Licensing {
             );
             let from = after.take();
             let page = self
-                .blocking(move |store| {
+                .stream_blocking(move |store| {
                     member_page(store, &account, &view, &month, &prices, from.as_deref())
                 })
                 .await;
@@ -425,7 +425,7 @@ impl Licensing {
                 let (account_id, account, prices) =
                     (account_id.clone(), account.clone(), this.prices.clone());
                 let page = this
-                    .blocking(move |store| {
+                    .stream_blocking(move |store| {
                         let mut entries = Vec::new();
                         let mut read = 0;
                         let mut last = None;
