@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::{Buf as _, BufMut as _};
 use licensing::api::{self, event::Kind, licensing_service_client::LicensingServiceClient};
 use prost::Message as _;
@@ -15,7 +13,7 @@ use support::Licensing;
 use tonic::{
     Code, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    transport::{Channel, Endpoint},
+    transport::Channel,
 };
 
 /// Sends and receives message bodies as raw bytes: whatever the test wants on the wire.
@@ -60,15 +58,6 @@ impl Decoder for Raw {
 const GARBAGE: &[u8] = &[0x0f, 0x00, 0x01];
 /// Over the service's 4 MiB request limit.
 const OVERSIZED: usize = 5 << 20;
-
-async fn channel(server: &Licensing) -> Channel {
-    Endpoint::from_shared(server.endpoint())
-        .expect("endpoint")
-        .timeout(Duration::from_secs(120))
-        .connect()
-        .await
-        .expect("connect")
-}
 
 async fn grpc(channel: &Channel) -> tonic::client::Grpc<Channel> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
@@ -138,7 +127,7 @@ async fn setup(channel: &Channel) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_batch_before_a_broken_one_is_answered_then_the_stream_says_why() {
     let server = Licensing::start();
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     setup(&channel).await;
 
     // Too many events: batch 1 is answered, then the stream ends naming batch 2.
@@ -205,7 +194,7 @@ async fn every_batch_before_a_broken_one_is_answered_then_the_stream_says_why() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_cannot_be_decoded_are_the_callers_fault() {
     let server = Licensing::start();
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     for method in [
         "/licensing.v1.LicensingService/ResolveMember",
         "/licensing.v1.LicensingService/GetAccount",

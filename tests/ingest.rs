@@ -4,31 +4,12 @@
 
 mod support;
 
-use std::time::Duration;
-
 use licensing::api::{
     self, event::Kind, ingestion_service_client::IngestionServiceClient,
     licensing_service_client::LicensingServiceClient,
 };
-use support::Licensing;
-use tonic::transport::{Channel, Endpoint};
-
-async fn channel(server: &Licensing) -> Channel {
-    Endpoint::from_shared(server.endpoint())
-        .expect("endpoint")
-        .timeout(Duration::from_secs(120))
-        .connect()
-        .await
-        .expect("connect")
-}
-
-fn timestamp(text: &str) -> prost_types::Timestamp {
-    let at: jiff::Timestamp = text.parse().expect("timestamp");
-    prost_types::Timestamp {
-        seconds: at.as_second(),
-        nanos: at.subsec_nanosecond(),
-    }
-}
+use support::{Licensing, timestamp};
+use tonic::transport::Channel;
 
 fn event(account: &str, id: &str, member: &str, when: &str, kind: Kind) -> api::Event {
     api::Event {
@@ -179,7 +160,7 @@ fn days(rows: &[api::MemberUsage], member: &str) -> Vec<(String, u32, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_count_exactly_once_and_odd_ones_are_answered_with_reasons() {
     let server = Licensing::start();
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     setup(&channel, "acme", "UTC", "2026-05-20T12:00:00Z", 1).await;
 
     let batches = vec![
@@ -303,7 +284,7 @@ async fn events_count_exactly_once_and_odd_ones_are_answered_with_reasons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_days_and_months_follow_each_account_zone() {
     let server = Licensing::start();
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     // For each zone, one login just before local midnight at the month end and one just after.
     let cases = [
         // Prague leaves summer time on Oct 25: the month ends at 23:00 UTC (UTC+1).

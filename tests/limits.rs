@@ -5,36 +5,16 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use licensing::api::{
     self, event::Kind, ingestion_service_client::IngestionServiceClient,
     licensing_service_client::LicensingServiceClient,
 };
-use support::Licensing;
-use tonic::{
-    Code,
-    transport::{Channel, Endpoint},
-};
+use support::{Licensing, timestamp as at};
+use tonic::{Code, transport::Channel};
 
 type Client = LicensingServiceClient<Channel>;
-
-async fn channel(server: &Licensing) -> Channel {
-    Endpoint::from_shared(server.endpoint())
-        .expect("endpoint")
-        .timeout(Duration::from_secs(120))
-        .connect()
-        .await
-        .expect("connect")
-}
-
-fn at(text: &str) -> prost_types::Timestamp {
-    let at: jiff::Timestamp = text.parse().expect("timestamp");
-    prost_types::Timestamp {
-        seconds: at.as_second(),
-        nanos: at.subsec_nanosecond(),
-    }
-}
 
 fn settings(zone: &str) -> api::AccountSettings {
     api::AccountSettings {
@@ -152,7 +132,7 @@ fn assert_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, expected:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_outside_2000_to_2200_are_refused_naming_the_field_and_nothing_panics() {
     let server = Licensing::start();
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     let mut client = LicensingServiceClient::new(channel.clone());
     for (seconds, shown) in [
         (-62_151_148_800, "0000-07-05T00:00:00Z"),
@@ -227,7 +207,7 @@ async fn times_outside_2000_to_2200_are_refused_naming_the_field_and_nothing_pan
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_moved_by_two_centuries_costs_what_a_month_does() {
     let server = Licensing::start();
-    let mut client = LicensingServiceClient::new(channel(&server).await);
+    let mut client = LicensingServiceClient::new(server.channel().await);
     sandbox(
         &mut client,
         "time",
@@ -282,7 +262,7 @@ async fn a_clock_moved_by_two_centuries_costs_what_a_month_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn money_never_wraps_and_unbilled_use_is_shown() {
     let server = Licensing::start();
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     let mut client = LicensingServiceClient::new(channel.clone());
     // Speech-to-text off; Power Pack on with AI QA capped at 2.
     let mut account = settings("UTC");
@@ -383,7 +363,7 @@ async fn money_never_wraps_and_unbilled_use_is_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_after_the_month_closed_is_a_duplicate_not_a_refusal() {
     let server = Licensing::start();
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     let mut client = LicensingServiceClient::new(channel.clone());
     sandbox(&mut client, "late", "2026-05-31T12:00:00Z", settings("UTC")).await;
     let login = event(
@@ -416,7 +396,7 @@ async fn a_redelivery_after_the_month_closed_is_a_duplicate_not_a_refusal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_contract_points_answer_the_right_status() {
     let server = Licensing::start();
-    let mut client = LicensingServiceClient::new(channel(&server).await);
+    let mut client = LicensingServiceClient::new(server.channel().await);
     sandbox(
         &mut client,
         "acme",
@@ -487,7 +467,7 @@ async fn a_statement_answered_final_survives_a_crash_right_after_the_answer() {
     let data = tempfile::tempdir().expect("tempdir");
     let dir = data.path().join("db");
     let server = Licensing::start_at(dir.clone());
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     let mut client = LicensingServiceClient::new(channel.clone());
     let mut account = settings("UTC");
     account.power_pack = true;
@@ -514,7 +494,7 @@ async fn a_statement_answered_final_survives_a_crash_right_after_the_answer() {
     // Killed the moment the answer arrived: what was answered FINAL must be on disk.
     server.kill();
     let server = Licensing::start_at(dir);
-    let mut client = LicensingServiceClient::new(self::channel(&server).await);
+    let mut client = LicensingServiceClient::new(server.channel().await);
     // A cap set now would change a statement computed afresh (3 packs billed, then 1).
     client
         .update_account(api::UpdateAccountRequest {
@@ -536,7 +516,7 @@ async fn a_statement_answered_final_survives_a_crash_right_after_the_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_id_of_any_kind_takes_a_control_character() {
     let server = Licensing::start();
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     let mut client = LicensingServiceClient::new(channel.clone());
     sandbox(&mut client, "acme", "2026-05-10T12:00:00Z", settings("UTC")).await;
     let forged = "id\nFAKE LOG LINE";

@@ -12,7 +12,6 @@ use licensing::api::{
     licensing_service_client::LicensingServiceClient,
 };
 use support::Licensing;
-use tonic::transport::{Channel, Endpoint};
 
 /// Streams left unread, over several connections (the server allows 256 per connection).
 const STALLED: usize = 600;
@@ -22,15 +21,6 @@ const PER_CONNECTION: usize = 200;
 const ENTRIES: usize = 1_400;
 /// Once, every `GetAccount` here waited 70 s. Generous for a busy machine, far below that.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
-
-async fn channel(server: &Licensing) -> Channel {
-    Endpoint::from_shared(server.endpoint())
-        .expect("endpoint")
-        .timeout(Duration::from_secs(120))
-        .connect()
-        .await
-        .expect("connect")
-}
 
 /// A gRPC message frame: uncompressed, length-prefixed.
 fn frame(message: &impl prost::Message) -> Bytes {
@@ -80,7 +70,7 @@ async fn never_read(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_that_are_never_read_do_not_stall_other_callers() {
     let server = Licensing::start();
-    let channel = channel(&server).await;
+    let channel = server.channel().await;
     let mut client = LicensingServiceClient::new(channel.clone());
     client
         .create_account(api::CreateAccountRequest {

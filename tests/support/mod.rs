@@ -231,6 +231,16 @@ impl Licensing {
         format!("http://{}", self.address)
     }
 
+    /// A connection for generated gRPC clients, each call bounded by a generous deadline.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.endpoint())
+            .expect("endpoint")
+            .timeout(Duration::from_secs(120))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
     /// The log lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("log lock").clone()
@@ -269,6 +279,15 @@ impl Drop for Licensing {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// An RFC 3339 time as the wire's timestamp.
+pub fn timestamp(text: &str) -> prost_types::Timestamp {
+    let at: jiff::Timestamp = text.parse().expect("timestamp");
+    prost_types::Timestamp {
+        seconds: at.as_second(),
+        nanos: at.subsec_nanosecond(),
     }
 }
 

@@ -55,6 +55,22 @@ async fn serve() -> (Licensing, String, (tempfile::TempDir, watch::Sender<bool>)
     (licensing, format!("http://{address}"), (dir, stop))
 }
 
+/// Creates the account `acme` (UTC, auto-growth).
+async fn create_acme(client: &mut LicensingServiceClient<tonic::transport::Channel>) {
+    client
+        .create_account(api::CreateAccountRequest {
+            account_id: "acme".into(),
+            settings: Some(api::AccountSettings {
+                time_zone: "UTC".into(),
+                auto_growth: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("create account");
+}
+
 fn agent() -> api::MemberSettings {
     api::MemberSettings {
         role: api::Role::User as i32,
@@ -73,18 +89,7 @@ async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
         .await
         .expect("connect");
 
-    client
-        .create_account(api::CreateAccountRequest {
-            account_id: "acme".into(),
-            settings: Some(api::AccountSettings {
-                time_zone: "UTC".into(),
-                auto_growth: true,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("create account");
+    create_acme(&mut client).await;
     let mut stream = client
         .get_usage(api::GetUsageRequest {
             account_id: "acme".into(),
@@ -151,18 +156,7 @@ async fn a_change_is_read_once_for_all_its_followers() {
     let mut client = LicensingServiceClient::connect(address.clone())
         .await
         .expect("connect");
-    client
-        .create_account(api::CreateAccountRequest {
-            account_id: "acme".into(),
-            settings: Some(api::AccountSettings {
-                time_zone: "UTC".into(),
-                auto_growth: true,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("create account");
+    create_acme(&mut client).await;
     let mut streams = Vec::new();
     for _ in 0..FOLLOWERS {
         let mut stream = client
