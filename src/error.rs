@@ -33,6 +33,9 @@ pub enum ApiError {
     /// A confirm lost a race or named a stale revision: read again, then retry.
     #[error("{0}")]
     Aborted(String),
+    /// A limit of the server is reached (open streams, a caller's rate): retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The service is stopping or busy: retry later or elsewhere. The message is for the
     /// caller, so it holds no internals.
     #[error("{0}")]
@@ -125,6 +128,7 @@ pub fn status(error: ApiError) -> tonic::Status {
         ApiError::AlreadyExists(_) => tonic::Status::already_exists(message),
         ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
         ApiError::Aborted(_) => tonic::Status::aborted(message),
+        ApiError::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
         ApiError::Unavailable(_) => tonic::Status::unavailable(message),
         ApiError::Storage(detail) => tonic::Status::unavailable(logged(
             "storage is unavailable; writes are refused until the service restarts",

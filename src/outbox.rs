@@ -14,6 +14,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use crate::error::ApiError;
+
 /// How long a client may leave a message unread before its stream is ended.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Streaming calls open at once across the server; one more is refused RESOURCE_EXHAUSTED. Each
@@ -61,9 +63,9 @@ impl Streams {
     pub fn open_stream<T: Send + 'static>(
         &self,
         capacity: usize,
-    ) -> Result<(Outbox<T>, ResponseStream<T>), Status> {
+    ) -> Result<(Outbox<T>, ResponseStream<T>), ApiError> {
         let permit = self.0.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
+            ApiError::ResourceExhausted(format!(
                 "{MAX_OPEN_STREAMS} streams are open on this server: try again when one has ended"
             ))
         })?;
@@ -157,6 +159,9 @@ mod tests {
         let streams = Streams(Arc::new(Semaphore::new(1)));
         let _first = streams.open_stream::<u32>(1).expect("open");
         let refused = streams.open_stream::<u32>(1).err().expect("refused");
-        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            crate::error::status(refused).code(),
+            tonic::Code::ResourceExhausted
+        );
     }
 }

@@ -109,7 +109,10 @@ impl IngestionService for Ingestion {
         request: Request<Streaming<api::IngestRequest>>,
     ) -> Result<Response<Self::IngestStream>, Status> {
         let inbound = request.into_inner();
-        let (outbox, answers) = self.streams.open_stream(MAX_BATCHES_IN_FLIGHT)?;
+        let (outbox, answers) = self
+            .streams
+            .open_stream(MAX_BATCHES_IN_FLIGHT)
+            .map_err(status)?;
         let writer = self.writer.clone();
         let stopping = crate::service::stopping(self.shutdown.clone());
         tokio::spawn(serve_stream(inbound, outbox, writer, stopping));

@@ -2,38 +2,33 @@
 
 use licensing_core::{Account, Inventory, UNAUTHENTICATED};
 use licensing_store::OpError;
-use tonic::Status;
 
 use super::{CommittedChange, Licensing};
 use crate::{
     api,
     convert::{from_proto, to_proto},
-    error::{ApiError, status},
+    error::ApiError,
 };
 
 impl Licensing {
     pub(super) async fn create_account(
         &self,
         request: api::CreateAccountRequest,
-    ) -> Result<api::CreateAccountResponse, Status> {
-        let id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
-        let settings = from_proto::new_account_settings(request.settings).map_err(status)?;
+    ) -> Result<api::CreateAccountResponse, ApiError> {
+        let id = from_proto::account_id(&request.account_id)?.to_owned();
+        let settings = from_proto::new_account_settings(request.settings)?;
         let real_now = Self::real_now();
         let clock = match (request.sandbox, &request.sandbox_clock_start) {
             (false, None) => None,
             (false, Some(_)) => {
-                return Err(status(ApiError::invalid(
+                return Err(ApiError::invalid(
                     "sandbox_clock_start",
                     "(set)",
                     "is only read for a sandbox account: set sandbox too",
-                )));
+                ));
             }
             (true, None) => Some(real_now),
-            (true, Some(start)) => {
-                Some(from_proto::timestamp("sandbox_clock_start", start).map_err(status)?)
-            }
+            (true, Some(start)) => Some(from_proto::timestamp("sandbox_clock_start", start)?),
         };
         let now = clock.unwrap_or(real_now);
         let account = Account {
@@ -57,10 +52,8 @@ impl Licensing {
     pub(super) async fn get_account(
         &self,
         request: api::GetAccountRequest,
-    ) -> Result<api::GetAccountResponse, Status> {
-        let id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
+    ) -> Result<api::GetAccountResponse, ApiError> {
+        let id = from_proto::account_id(&request.account_id)?.to_owned();
         let account = self.blocking(move |store| store.account(&id)).await?;
         Ok(api::GetAccountResponse {
             account: Some(to_proto::account(&account, Self::real_now())),
@@ -70,11 +63,9 @@ impl Licensing {
     pub(super) async fn update_account(
         &self,
         request: api::UpdateAccountRequest,
-    ) -> Result<api::UpdateAccountResponse, Status> {
-        let id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
-        let update = from_proto::settings_update(&request).map_err(status)?;
+    ) -> Result<api::UpdateAccountResponse, ApiError> {
+        let id = from_proto::account_id(&request.account_id)?.to_owned();
+        let update = from_proto::settings_update(&request)?;
         let now = Self::real_now();
         let account = self
             .write(move |store| {
@@ -99,18 +90,13 @@ impl Licensing {
     pub(super) async fn advance_clock(
         &self,
         request: api::AdvanceClockRequest,
-    ) -> Result<api::AdvanceClockResponse, Status> {
-        let id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
-        let to = request.to.as_ref().ok_or_else(|| {
-            status(ApiError::invalid(
-                "to",
-                "(unset)",
-                "must be set to the new time",
-            ))
-        })?;
-        let to = from_proto::timestamp("to", to).map_err(status)?;
+    ) -> Result<api::AdvanceClockResponse, ApiError> {
+        let id = from_proto::account_id(&request.account_id)?.to_owned();
+        let to = request
+            .to
+            .as_ref()
+            .ok_or_else(|| ApiError::invalid("to", "(unset)", "must be set to the new time"))?;
+        let to = from_proto::timestamp("to", to)?;
         let account = self
             .write(move |store| store.advance_clock(&id, to, UNAUTHENTICATED))
             .await?;

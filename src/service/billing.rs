@@ -1,24 +1,21 @@
 //! GetStatement and CheckQuota.
 
 use licensing_core::{Meter, check_quota};
-use tonic::Status;
 
 use super::Licensing;
 use crate::{
     api,
     convert::{from_proto, to_proto},
-    error::{ApiError, status},
+    error::ApiError,
 };
 
 impl Licensing {
     pub(super) async fn get_statement(
         &self,
         request: api::GetStatementRequest,
-    ) -> Result<api::GetStatementResponse, Status> {
-        let account_id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
-        let month = from_proto::month("month", &request.month).map_err(status)?;
+    ) -> Result<api::GetStatementResponse, ApiError> {
+        let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        let month = from_proto::month("month", &request.month)?;
         let prices = self.prices.clone();
         let (account, statement) = self
             .blocking(move |store| {
@@ -50,28 +47,26 @@ impl Licensing {
     pub(super) async fn check_quota(
         &self,
         request: api::CheckQuotaRequest,
-    ) -> Result<api::CheckQuotaResponse, Status> {
-        let account_id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
+    ) -> Result<api::CheckQuotaResponse, ApiError> {
+        let account_id = from_proto::account_id(&request.account_id)?.to_owned();
         let meter = match api::Meter::try_from(request.meter) {
             Ok(api::Meter::SpeechToTextMinutes) => Meter::SpeechToTextMinutes,
             Ok(api::Meter::SmartRoutingPacks) => Meter::SmartRoutingPacks,
             Ok(api::Meter::AiTopicsPacks) => Meter::AiTopicsPacks,
             Ok(api::Meter::AiQaPacks) => Meter::AiQaPacks,
             Ok(api::Meter::Unspecified) => {
-                return Err(status(ApiError::invalid(
+                return Err(ApiError::invalid(
                     "meter",
                     "METER_UNSPECIFIED",
                     "must be set",
-                )));
+                ));
             }
             Err(_) => {
-                return Err(status(ApiError::invalid(
+                return Err(ApiError::invalid(
                     "meter",
                     request.meter.to_string(),
                     "unknown meter number",
-                )));
+                ));
             }
         };
         let (account, used) = self

@@ -1,23 +1,20 @@
 //! GetInventory and AdjustInventory (the cart).
 
 use licensing_core::UNAUTHENTICATED;
-use tonic::Status;
 
 use super::{CommittedChange, Licensing};
 use crate::{
     api,
     convert::{from_proto, to_proto},
-    error::{ApiError, status},
+    error::ApiError,
 };
 
 impl Licensing {
     pub(super) async fn get_inventory(
         &self,
         request: api::GetInventoryRequest,
-    ) -> Result<api::GetInventoryResponse, Status> {
-        let account_id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
+    ) -> Result<api::GetInventoryResponse, ApiError> {
+        let account_id = from_proto::account_id(&request.account_id)?.to_owned();
         let account = self
             .blocking(move |store| store.account(&account_id))
             .await?;
@@ -30,25 +27,23 @@ impl Licensing {
     pub(super) async fn adjust_inventory(
         &self,
         request: api::AdjustInventoryRequest,
-    ) -> Result<api::AdjustInventoryResponse, Status> {
-        let account_id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
-        let changes = from_proto::seat_changes(&request.changes).map_err(status)?;
+    ) -> Result<api::AdjustInventoryResponse, ApiError> {
+        let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        let changes = from_proto::seat_changes(&request.changes)?;
         if !request.confirm && request.revision != 0 {
-            return Err(status(ApiError::invalid(
+            return Err(ApiError::invalid(
                 "revision",
                 request.revision.to_string(),
                 "is only read with confirm: set confirm to true, or omit revision for a preview",
-            )));
+            ));
         }
         // Revisions start at 1: zero is an unset field, not a stale revision.
         if request.confirm && request.revision == 0 {
-            return Err(status(ApiError::invalid(
+            return Err(ApiError::invalid(
                 "revision",
                 "0",
                 "revision is required with confirm: preview first and confirm the revision it returns",
-            )));
+            ));
         }
         let confirm = request.confirm.then_some(request.revision);
         let (prices, now) = (self.prices.clone(), Self::real_now());

@@ -1,13 +1,12 @@
 //! ResolveMember (preview and apply), GetMember, ListMembers, RemoveMember.
 
 use licensing_core::{MemberSettings, RecordingRetention, UNAUTHENTICATED, resolve};
-use tonic::Status;
 
 use super::{CommittedChange, Licensing};
 use crate::{
     api,
     convert::{from_proto, to_proto},
-    error::{ApiError, status},
+    error::ApiError,
 };
 
 /// Members per page unless the caller asks for fewer or more.
@@ -33,31 +32,27 @@ impl Licensing {
     pub(super) async fn resolve_member(
         &self,
         request: api::ResolveMemberRequest,
-    ) -> Result<api::ResolveMemberResponse, Status> {
-        let settings = from_proto::member_settings(request.settings).map_err(status)?;
+    ) -> Result<api::ResolveMemberResponse, ApiError> {
+        let settings = from_proto::member_settings(request.settings)?;
         if request.account_id.is_empty() {
             if request.apply {
-                return Err(status(ApiError::invalid(
+                return Err(ApiError::invalid(
                     "account_id",
                     "\"\"",
                     "is required with apply",
-                )));
+                ));
             }
             // Without an account, the preview prices recording at the default retention.
             return Ok(self.preview(&settings, RecordingRetention::default()));
         }
-        let account_id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
+        let account_id = from_proto::account_id(&request.account_id)?.to_owned();
         if !request.apply {
             let account = self
                 .blocking(move |store| store.account(&account_id))
                 .await?;
             return Ok(self.preview(&settings, account.settings.recording_retention));
         }
-        let member_id = from_proto::member_id(&request.member_id)
-            .map_err(status)?
-            .to_owned();
+        let member_id = from_proto::member_id(&request.member_id)?.to_owned();
         let (prices, now) = (self.prices.clone(), Self::real_now());
         let applied = self
             .write(move |store| {
@@ -94,13 +89,9 @@ impl Licensing {
     pub(super) async fn get_member(
         &self,
         request: api::GetMemberRequest,
-    ) -> Result<api::GetMemberResponse, Status> {
-        let account_id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
-        let member_id = from_proto::member_id(&request.member_id)
-            .map_err(status)?
-            .to_owned();
+    ) -> Result<api::GetMemberResponse, ApiError> {
+        let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        let member_id = from_proto::member_id(&request.member_id)?.to_owned();
         let (account, member) = self
             .blocking(move |store| {
                 Ok((
@@ -117,19 +108,17 @@ impl Licensing {
     pub(super) async fn list_members(
         &self,
         request: api::ListMembersRequest,
-    ) -> Result<api::ListMembersResponse, Status> {
-        let account_id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
-        let tiers = from_proto::tiers("tiers", &request.tiers).map_err(status)?;
+    ) -> Result<api::ListMembersResponse, ApiError> {
+        let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        let tiers = from_proto::tiers("tiers", &request.tiers)?;
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n > MAX_PAGE_SIZE => {
-                return Err(status(ApiError::invalid(
+                return Err(ApiError::invalid(
                     "page_size",
                     n.to_string(),
                     format!("must be at most {MAX_PAGE_SIZE}"),
-                )));
+                ));
             }
             n => n,
         } as usize;
@@ -139,11 +128,7 @@ impl Licensing {
             token => Some(
                 from_proto::member_id(token)
                     .map_err(|_| {
-                        status(ApiError::invalid(
-                            "page_token",
-                            format!("{token:?}"),
-                            "is not a page token",
-                        ))
+                        ApiError::invalid("page_token", format!("{token:?}"), "is not a page token")
                     })?
                     .to_owned(),
             ),
@@ -187,13 +172,9 @@ impl Licensing {
     pub(super) async fn remove_member(
         &self,
         request: api::RemoveMemberRequest,
-    ) -> Result<api::RemoveMemberResponse, Status> {
-        let account_id = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .to_owned();
-        let member_id = from_proto::member_id(&request.member_id)
-            .map_err(status)?
-            .to_owned();
+    ) -> Result<api::RemoveMemberResponse, ApiError> {
+        let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        let member_id = from_proto::member_id(&request.member_id)?.to_owned();
         let (prices, now) = (self.prices.clone(), Self::real_now());
         let (removed, account) = self
             .write(move |store| {

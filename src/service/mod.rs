@@ -1,5 +1,6 @@
 //! `licensing.v1.LicensingService`: thin handlers that validate and convert (`from_proto`), call
-//! the domain or the store, and convert back (`to_proto`).
+//! the domain or the store, and convert back (`to_proto`). Handlers return [`ApiError`]; the
+//! trait implementation below maps it to a status once per call.
 //!
 //! Writes run on the blocking pool (sled blocks), are made durable with `Store::flush` and only
 //! then answered and announced to `GetUsage` followers. The first storage error turns every
@@ -148,13 +149,13 @@ impl Licensing {
     async fn blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Store) -> Result<T, OpError> + Send + 'static,
-    ) -> Result<T, Status> {
+    ) -> Result<T, ApiError> {
         let store = self.store.clone();
         // The semaphore is never closed, so the permit always comes.
         let _slot = self.blocking_calls.acquire().await;
         let result = tokio::task::spawn_blocking(move || op(&store))
             .await
-            .map_err(|e| status(ApiError::Internal(format!("store task failed: {e}"))))?;
+            .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?;
         result.map_err(|e| self.refused(e))
     }
 
@@ -162,7 +163,7 @@ impl Licensing {
     async fn stream_blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Store) -> Result<T, OpError> + Send + 'static,
-    ) -> Result<T, Status> {
+    ) -> Result<T, ApiError> {
         let _slot = self.stream_reads.acquire().await;
         self.blocking(op).await
     }
@@ -171,7 +172,7 @@ impl Licensing {
     async fn write<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Store) -> Result<T, OpError> + Send + 'static,
-    ) -> Result<T, Status> {
+    ) -> Result<T, ApiError> {
         let value = self.blocking(op).await?;
         self.store
             .flush()
@@ -180,12 +181,12 @@ impl Licensing {
         Ok(value)
     }
 
-    /// The status of a refused operation; a storage failure also turns health NOT_SERVING.
-    fn refused(&self, error: OpError) -> Status {
+    /// The error of a refused operation; a storage failure also turns health NOT_SERVING.
+    fn refused(&self, error: OpError) -> ApiError {
         if self.store.has_failed() {
             report_storage_failure(&self.health);
         }
-        status(error.into())
+        error.into()
     }
 
     fn announce(&self, account_id: &str, what: CommittedChange) {
@@ -230,6 +231,7 @@ impl LicensingService for Licensing {
         self.resolve_member(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn get_member(
@@ -239,6 +241,7 @@ impl LicensingService for Licensing {
         self.get_member(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn list_members(
@@ -248,6 +251,7 @@ impl LicensingService for Licensing {
         self.list_members(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn remove_member(
@@ -257,6 +261,7 @@ impl LicensingService for Licensing {
         self.remove_member(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn create_account(
@@ -266,6 +271,7 @@ impl LicensingService for Licensing {
         self.create_account(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn get_account(
@@ -275,6 +281,7 @@ impl LicensingService for Licensing {
         self.get_account(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn update_account(
@@ -284,6 +291,7 @@ impl LicensingService for Licensing {
         self.update_account(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn advance_clock(
@@ -293,6 +301,7 @@ impl LicensingService for Licensing {
         self.advance_clock(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn get_inventory(
@@ -302,6 +311,7 @@ impl LicensingService for Licensing {
         self.get_inventory(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn adjust_inventory(
@@ -311,6 +321,7 @@ impl LicensingService for Licensing {
         self.adjust_inventory(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     type GetUsageStream = ResponseStream<api::GetUsageResponse>;
@@ -322,6 +333,7 @@ impl LicensingService for Licensing {
         self.get_usage(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     type ReadAuditTrailStream = ResponseStream<api::ReadAuditTrailResponse>;
@@ -333,6 +345,7 @@ impl LicensingService for Licensing {
         self.read_audit_trail(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn get_statement(
@@ -342,6 +355,7 @@ impl LicensingService for Licensing {
         self.get_statement(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 
     async fn check_quota(
@@ -351,5 +365,6 @@ impl LicensingService for Licensing {
         self.check_quota(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(status)
     }
 }

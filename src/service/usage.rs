@@ -12,7 +12,6 @@ use licensing_core::{
 };
 use licensing_store::{OpError, Store};
 use tokio::sync::broadcast;
-use tonic::Status;
 
 use super::{CommittedChange, Licensing};
 use crate::{
@@ -181,7 +180,7 @@ const CHANGE_READS_KEPT: u64 = 256;
 pub(super) type ChangeReads = std::sync::Mutex<
     std::collections::HashMap<
         (u64, Option<BillingMonth>),
-        Arc<tokio::sync::OnceCell<Result<Arc<ChangeRead>, Status>>>,
+        Arc<tokio::sync::OnceCell<Result<Arc<ChangeRead>, ApiError>>>,
     >,
 >;
 
@@ -203,7 +202,7 @@ impl Licensing {
         let (account, summary, month) = match first {
             Ok(read) => read,
             Err(failed) => {
-                outbox.finish(failed);
+                outbox.finish(status(failed));
                 return false;
             }
         };
@@ -228,7 +227,7 @@ impl Licensing {
             let page = match page {
                 Ok(page) => page,
                 Err(failed) => {
-                    outbox.finish(failed);
+                    outbox.finish(status(failed));
                     return false;
                 }
             };
@@ -252,15 +251,11 @@ impl Licensing {
     pub(super) async fn get_usage(
         &self,
         request: api::GetUsageRequest,
-    ) -> Result<ResponseStream<api::GetUsageResponse>, Status> {
+    ) -> Result<ResponseStream<api::GetUsageResponse>, ApiError> {
         let view = View {
-            account_id: from_proto::account_id(&request.account_id)
-                .map_err(status)?
-                .into(),
-            tiers: from_proto::tiers("tiers", &request.tiers)
-                .map_err(status)?
-                .into(),
-            month: from_proto::month("month", &request.month).map_err(status)?,
+            account_id: from_proto::account_id(&request.account_id)?.into(),
+            tiers: from_proto::tiers("tiers", &request.tiers)?.into(),
+            month: from_proto::month("month", &request.month)?,
         };
         // Unknown accounts fail the call itself rather than the stream's first message.
         let id = view.account_id.clone();
@@ -320,7 +315,7 @@ impl Licensing {
             let read = match self.read_change(&change, view.month).await {
                 Ok(read) => read,
                 Err(failed) => {
-                    outbox.finish(failed);
+                    outbox.finish(status(failed));
                     return;
                 }
             };
@@ -359,7 +354,7 @@ impl Licensing {
         &self,
         change: &super::Committed,
         month: Option<BillingMonth>,
-    ) -> Result<Arc<ChangeRead>, Status> {
+    ) -> Result<Arc<ChangeRead>, ApiError> {
         let cell = {
             let mut reads = self
                 .change_reads
@@ -388,30 +383,26 @@ impl Licensing {
     pub(super) async fn read_audit_trail(
         &self,
         request: api::ReadAuditTrailRequest,
-    ) -> Result<ResponseStream<api::ReadAuditTrailResponse>, Status> {
-        let account_id: Arc<str> = from_proto::account_id(&request.account_id)
-            .map_err(status)?
-            .into();
+    ) -> Result<ResponseStream<api::ReadAuditTrailResponse>, ApiError> {
+        let account_id: Arc<str> = from_proto::account_id(&request.account_id)?.into();
         let from = request
             .from
             .as_ref()
             .map(|t| from_proto::timestamp("from", t))
-            .transpose()
-            .map_err(status)?;
+            .transpose()?;
         let to = request
             .to
             .as_ref()
             .map(|t| from_proto::timestamp("to", t))
-            .transpose()
-            .map_err(status)?;
+            .transpose()?;
         if let (Some(from), Some(to)) = (from, to)
             && to < from
         {
-            return Err(status(ApiError::invalid(
+            return Err(ApiError::invalid(
                 "to",
                 to.to_string(),
                 format!("is before from {from}"),
-            )));
+            ));
         }
         let id = account_id.clone();
         let account = Arc::new(self.blocking(move |store| store.account(&id)).await?);
@@ -452,7 +443,7 @@ impl Licensing {
                 let (entries, next) = match page {
                     Ok(page) => page,
                     Err(failed) => {
-                        outbox.finish(failed);
+                        outbox.finish(status(failed));
                         return;
                     }
                 };
