@@ -7,6 +7,7 @@
 // saturating (tests may compute freely).
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
+pub mod access;
 pub mod account;
 pub mod audit;
 pub mod calendar;
@@ -21,6 +22,7 @@ pub mod retention;
 pub mod statement;
 pub mod tier;
 
+pub use access::{Accounts, Credential, Denied, Principal, Right};
 pub use account::{
     Account, AccountSettings, ClockError, InvalidAccountSettings, MAX_ACCOUNT_ID_BYTES,
     MAX_GRACE_PERIOD_DAYS, MAX_MEMBER_ID_BYTES, check_id,
