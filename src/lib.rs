@@ -17,6 +17,7 @@ pub mod api {
         tonic::include_file_descriptor_set!("licensing_descriptor");
 }
 
+pub mod auth;
 pub mod collector;
 pub mod config;
 pub mod convert;

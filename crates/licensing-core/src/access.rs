@@ -175,7 +175,10 @@ mod tests {
         assert!(!Right::Update.gives(Right::Ingest));
         assert!(!Right::Update.gives(Right::Admin));
         assert!(!Right::View.gives(Right::Update));
-        assert!(!Right::Ingest.gives(Right::View), "a collector reads nothing");
+        assert!(
+            !Right::Ingest.gives(Right::View),
+            "a collector reads nothing"
+        );
         for right in Right::ALL {
             assert_eq!(Right::parse(right.name()), Some(right));
         }
@@ -183,10 +186,7 @@ mod tests {
 
     #[test]
     fn rights_hold_on_their_accounts_only() {
-        let acme = principal(
-            Accounts::Only(["acme".to_owned()].into()),
-            &[Right::Update],
-        );
+        let acme = principal(Accounts::Only(["acme".to_owned()].into()), &[Right::Update]);
         assert!(acme.may(Right::View, "acme"));
         assert!(acme.may(Right::Update, "acme"));
         assert!(!acme.may(Right::View, "globex"));
