@@ -11,7 +11,10 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use licensing_core::PriceList;
 
-use crate::price_list;
+use crate::{
+    auth::{ApiKeys, Authentication, Credentials},
+    price_list,
+};
 
 /// Flags of the `licensing` binary; each can also come from its environment variable.
 #[derive(Debug, Parser)]
@@ -36,6 +39,14 @@ pub struct Args {
     /// that it is refused MONTH_CLOSED. Longer than a collector's longest outage.
     #[arg(long, env = "LICENSING_DEDUPE_RETENTION_DAYS", default_value = "35")]
     dedupe_retention_days: String,
+    /// API keys file (TOML): the keys callers authenticate with, stored as hashes. Without one,
+    /// authentication is off and the service serves loopback only (see `--insecure`).
+    #[arg(long, env = "LICENSING_API_KEYS")]
+    api_keys: Option<PathBuf>,
+    /// Serve without authentication on an address that is not loopback: every caller has every
+    /// right on every account. Only for networks where nobody else can connect.
+    #[arg(long, env = "LICENSING_INSECURE")]
+    insecure: bool,
     /// Open connections at most; lowered at start to fit the open-files limit (the cap in force
     /// is logged).
     #[arg(long, env = "LICENSING_MAX_CONNECTIONS", default_value = "10000")]
@@ -59,6 +70,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_CACHE_MB",
     "LICENSING_SHUTDOWN_GRACE_SECONDS",
     "LICENSING_DEDUPE_RETENTION_DAYS",
+    "LICENSING_API_KEYS",
+    "LICENSING_INSECURE",
     "LICENSING_MAX_CONNECTIONS",
     "LICENSING_HANDSHAKE_TIMEOUT_SECONDS",
     "LICENSING_LOG",
@@ -92,6 +105,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Days dedupe records are kept after their month closed.
     pub dedupe_retention_days: u32,
+    /// How callers authenticate.
+    pub authentication: Authentication,
     /// Open connections at most, before the open-files limit lowers it.
     pub max_connections: usize,
     /// How long a new connection may take to send the HTTP/2 preface.
@@ -192,6 +207,34 @@ impl Config {
                 None
             }
         };
+        let authentication = match &args.api_keys {
+            None => Some(Authentication::Off),
+            Some(path) => match ApiKeys::load(path) {
+                Ok(api_keys) if api_keys.is_empty() => {
+                    problems.push(format!(
+                        "--api-keys / LICENSING_API_KEYS {:?}: holds no key",
+                        path.display()
+                    ));
+                    None
+                }
+                Ok(api_keys) => Some(Authentication::with(Credentials { api_keys })),
+                Err(problem) => {
+                    problems.push(format!(
+                        "--api-keys / LICENSING_API_KEYS {:?}: {problem}",
+                        path.display()
+                    ));
+                    None
+                }
+            },
+        };
+        if let (Some(listen), Some(Authentication::Off)) = (listen, &authentication)
+            && !listen.ip().is_loopback()
+            && !args.insecure
+        {
+            problems.push(format!(
+                "--listen / LICENSING_LISTEN {listen}: not a loopback address, and authentication is off: configure --api-keys, or pass --insecure to let every caller do everything"
+            ));
+        }
         let max_connections = match args.max_connections.parse::<usize>() {
             Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
             _ => {
@@ -231,6 +274,7 @@ impl Config {
             cache_capacity_bytes,
             shutdown_grace,
             dedupe_retention_days,
+            authentication,
             max_connections,
             handshake_timeout,
             log_format,
@@ -241,6 +285,7 @@ impl Config {
                 Some(cache_capacity_bytes),
                 Some(shutdown_grace),
                 Some(dedupe_retention_days),
+                Some(authentication),
                 Some(max_connections),
                 Some(handshake_timeout),
                 Some(log_format),
@@ -251,6 +296,7 @@ impl Config {
                 cache_capacity_bytes,
                 shutdown_grace,
                 dedupe_retention_days,
+                authentication,
                 max_connections,
                 handshake_timeout,
                 log_filter: args.log,

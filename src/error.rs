@@ -21,6 +21,9 @@ pub enum ApiError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The caller does not hold the right the call needs on its account.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The account or member named does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -124,6 +127,7 @@ pub fn status(error: ApiError) -> tonic::Status {
     let message = error.to_string();
     match error {
         ApiError::Invalid { .. } => tonic::Status::invalid_argument(message),
+        ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
         ApiError::NotFound(_) => tonic::Status::not_found(message),
         ApiError::AlreadyExists(_) => tonic::Status::already_exists(message),
         ApiError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),

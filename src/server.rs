@@ -18,6 +18,7 @@ use crate::{
         self, ingestion_service_server::IngestionServiceServer,
         licensing_service_server::LicensingServiceServer,
     },
+    auth::{AuthLayer, Authentication},
     decode_errors::DecodeErrorsLayer,
     ingest::Ingestion,
     outbox::Streams,
@@ -54,6 +55,8 @@ pub struct ServeOptions {
     pub dedupe_retention_days: u32,
     /// Open connections at most and the handshake timeout (see [`transport`]).
     pub connections: ConnectionLimits,
+    /// How callers authenticate (off: every caller has every right).
+    pub authentication: Authentication,
 }
 
 /// Why serving stopped with an error.
@@ -112,6 +115,7 @@ pub async fn run(
         health.clone(),
         streams_stop.clone(),
         streams.clone(),
+        options.authentication.is_on(),
     ))
     .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
@@ -122,6 +126,7 @@ pub async fn run(
         streams_stop.clone(),
         options.dedupe_retention_days,
         streams.clone(),
+        options.authentication.is_on(),
     ))
     .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
@@ -148,7 +153,13 @@ pub async fn run(
         }
     };
     let incoming = transport::incoming(listener, options.connections);
+    if !options.authentication.is_on() {
+        tracing::warn!(
+            "authentication is off: every caller has every right on every account; configure --api-keys before serving anything but this machine"
+        );
+    }
     let serve = server_builder()
+        .layer(AuthLayer::new(options.authentication.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

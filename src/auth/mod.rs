@@ -145,7 +145,7 @@ where
         if !OPEN_PATHS.iter().any(|open| path.starts_with(open)) {
             match self.authentication.authenticate(request.headers()) {
                 Ok(principal) => {
-                    request.extensions_mut().insert(principal);
+                    request.extensions_mut().insert(Arc::new(principal));
                 }
                 Err(refused) => return Box::pin(async move { Ok(refused.into_http()) }),
             }

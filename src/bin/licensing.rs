@@ -61,6 +61,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_grace: config.shutdown_grace,
         dedupe_retention_days: config.dedupe_retention_days,
         connections,
+        authentication: config.authentication,
     };
     server::run(listener, options, shutdown).await?;
     Ok(())

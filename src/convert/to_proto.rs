@@ -372,6 +372,7 @@ pub fn event_outcome(event_id: String, outcome: &Outcome) -> api::EventOutcome {
                 Refusal::TooFarInFuture { .. } => api::RefusalReason::TooFarInFuture,
                 Refusal::ConflictingDuplicate { .. } => api::RefusalReason::ConflictingDuplicate,
                 Refusal::MeterLimit { .. } => api::RefusalReason::MeterLimit,
+                Refusal::PermissionDenied { .. } => api::RefusalReason::PermissionDenied,
             },
             refusal.to_string(),
         ),

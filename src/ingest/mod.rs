@@ -17,7 +17,7 @@ mod writer;
 use std::{collections::HashSet, future::Future, sync::Arc};
 
 use futures::{StreamExt as _, stream::FuturesOrdered};
-use licensing_core::PriceList;
+use licensing_core::{PriceList, Principal, Refusal};
 use licensing_store::{Batch, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -25,6 +25,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::{
     api::{self, ingestion_service_server::IngestionService},
+    auth::rules::{self, Use},
     convert::{from_proto, to_proto},
     error::{ApiError, status},
     outbox::{Outbox, ResponseStream, Streams},
@@ -48,6 +49,8 @@ pub struct Ingestion {
     writer: mpsc::Sender<Job>,
     shutdown: watch::Receiver<bool>,
     streams: Streams,
+    /// Whether every stream must carry a principal (authentication is on).
+    authenticated: bool,
 }
 
 impl Ingestion {
@@ -61,6 +64,7 @@ impl Ingestion {
         shutdown: watch::Receiver<bool>,
         dedupe_retention_days: u32,
         streams: Streams,
+        authenticated: bool,
     ) -> Ingestion {
         let (writer, jobs) = mpsc::channel(WRITER_QUEUE);
         let target = StoreCommit {
@@ -77,6 +81,7 @@ impl Ingestion {
             writer,
             shutdown,
             streams,
+            authenticated,
         }
     }
 }
@@ -108,6 +113,15 @@ impl IngestionService for Ingestion {
         &self,
         request: Request<Streaming<api::IngestRequest>>,
     ) -> Result<Response<Self::IngestStream>, Status> {
+        let caller = match request.extensions().get::<Arc<Principal>>() {
+            Some(caller) => caller.clone(),
+            None if !self.authenticated => Arc::new(Principal::unauthenticated()),
+            None => {
+                return Err(status(ApiError::Internal(
+                    "an Ingest stream reached its handler without a principal".into(),
+                )));
+            }
+        };
         let inbound = request.into_inner();
         let (outbox, answers) = self
             .streams
@@ -115,7 +129,7 @@ impl IngestionService for Ingestion {
             .map_err(status)?;
         let writer = self.writer.clone();
         let stopping = crate::service::stopping(self.shutdown.clone());
-        tokio::spawn(serve_stream(inbound, outbox, writer, stopping));
+        tokio::spawn(serve_stream(inbound, outbox, writer, caller, stopping));
         Ok(Response::new(answers))
     }
 }
@@ -126,6 +140,7 @@ async fn serve_stream(
     mut inbound: Streaming<api::IngestRequest>,
     mut outbox: Outbox<api::IngestResponse>,
     writer: mpsc::Sender<Job>,
+    caller: Arc<Principal>,
     stopping: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopping);
@@ -141,7 +156,7 @@ async fn serve_stream(
                         Err(refused) => ending = Some(Some(refused)),
                         Ok(()) => {
                             in_flight.insert(request.batch_id);
-                            match submit(&writer, request).await {
+                            match submit(&writer, &caller, request).await {
                                 Ok(answer) => pending.push_back(answer),
                                 Err(refused) => ending = Some(Some(refused)),
                             }
@@ -209,11 +224,29 @@ fn check(request: &api::IngestRequest, in_flight: &HashSet<u64>) -> Result<(), S
 /// batch).
 async fn submit(
     writer: &mpsc::Sender<Job>,
+    caller: &Principal,
     request: api::IngestRequest,
 ) -> Result<impl Future<Output = (u64, Result<api::IngestResponse, Status>)> + use<>, Status> {
     let batch_id = request.batch_id;
     let ids: Vec<String> = request.events.iter().map(|e| e.event_id.clone()).collect();
-    let batch: Batch = request.events.into_iter().map(from_proto::event).collect();
+    let right = rules::needs("IngestionService/Ingest", Use::Write);
+    // Each event on its own account: one outside the caller's grant is refused, never dropped.
+    let batch: Batch = request
+        .events
+        .into_iter()
+        .map(|event| {
+            from_proto::event(event).and_then(|event| {
+                if caller.may(right, &event.account_id) {
+                    Ok(event)
+                } else {
+                    Err(Refusal::PermissionDenied {
+                        account_id: event.account_id,
+                        right,
+                    })
+                }
+            })
+        })
+        .collect();
     let (reply, answer) = oneshot::channel();
     writer
         .send(Job { batch, reply })

@@ -1,9 +1,10 @@
 //! CreateAccount, GetAccount, UpdateAccount.
 
-use licensing_core::{Account, Inventory, UNAUTHENTICATED};
+use licensing_core::{Account, Inventory};
 use licensing_store::OpError;
+use tonic::Request;
 
-use super::{CommittedChange, Licensing};
+use super::{CommittedChange, Licensing, Use};
 use crate::{
     api,
     convert::{from_proto, to_proto},
@@ -13,9 +14,11 @@ use crate::{
 impl Licensing {
     pub(super) async fn create_account(
         &self,
-        request: api::CreateAccountRequest,
+        request: Request<api::CreateAccountRequest>,
     ) -> Result<api::CreateAccountResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(&caller, "LicensingService/CreateAccount", Use::Write, &id)?;
         let settings = from_proto::new_account_settings(request.settings)?;
         let real_now = Self::real_now();
         let clock = match (request.sandbox, &request.sandbox_clock_start) {
@@ -41,7 +44,7 @@ impl Licensing {
             audit_sequence: 0,
         };
         let created = self
-            .write(move |store| store.create_account(account, UNAUTHENTICATED))
+            .write(move |store| store.create_account(account, &caller.actor()))
             .await?;
         self.announce(&created.id, CommittedChange::Account);
         Ok(api::CreateAccountResponse {
@@ -51,9 +54,11 @@ impl Licensing {
 
     pub(super) async fn get_account(
         &self,
-        request: api::GetAccountRequest,
+        request: Request<api::GetAccountRequest>,
     ) -> Result<api::GetAccountResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(&caller, "LicensingService/GetAccount", Use::Read, &id)?;
         let account = self.blocking(move |store| store.account(&id)).await?;
         Ok(api::GetAccountResponse {
             account: Some(to_proto::account(&account, Self::real_now())),
@@ -62,14 +67,16 @@ impl Licensing {
 
     pub(super) async fn update_account(
         &self,
-        request: api::UpdateAccountRequest,
+        request: Request<api::UpdateAccountRequest>,
     ) -> Result<api::UpdateAccountResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(&caller, "LicensingService/UpdateAccount", Use::Write, &id)?;
         let update = from_proto::settings_update(&request)?;
         let now = Self::real_now();
         let account = self
             .write(move |store| {
-                store.update_account(&id, now, UNAUTHENTICATED, |settings| {
+                store.update_account(&id, now, &caller.actor(), |settings| {
                     update.apply(settings);
                     settings.validate("").map_err(|e| OpError::Invalid {
                         field: e.field,
@@ -89,16 +96,18 @@ impl Licensing {
 impl Licensing {
     pub(super) async fn advance_clock(
         &self,
-        request: api::AdvanceClockRequest,
+        request: Request<api::AdvanceClockRequest>,
     ) -> Result<api::AdvanceClockResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(&caller, "LicensingService/AdvanceClock", Use::Write, &id)?;
         let to = request
             .to
             .as_ref()
             .ok_or_else(|| ApiError::invalid("to", "(unset)", "must be set to the new time"))?;
         let to = from_proto::timestamp("to", to)?;
         let account = self
-            .write(move |store| store.advance_clock(&id, to, UNAUTHENTICATED))
+            .write(move |store| store.advance_clock(&id, to, &caller.actor()))
             .await?;
         self.announce(&account.id, CommittedChange::Account);
         Ok(api::AdvanceClockResponse {

@@ -1,8 +1,9 @@
 //! GetStatement and CheckQuota.
 
 use licensing_core::{Meter, check_quota};
+use tonic::Request;
 
-use super::Licensing;
+use super::{Licensing, Use};
 use crate::{
     api,
     convert::{from_proto, to_proto},
@@ -12,9 +13,16 @@ use crate::{
 impl Licensing {
     pub(super) async fn get_statement(
         &self,
-        request: api::GetStatementRequest,
+        request: Request<api::GetStatementRequest>,
     ) -> Result<api::GetStatementResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(
+            &caller,
+            "LicensingService/GetStatement",
+            Use::Read,
+            &account_id,
+        )?;
         let month = from_proto::month("month", &request.month)?;
         let prices = self.prices.clone();
         let (account, statement) = self
@@ -46,9 +54,16 @@ impl Licensing {
 
     pub(super) async fn check_quota(
         &self,
-        request: api::CheckQuotaRequest,
+        request: Request<api::CheckQuotaRequest>,
     ) -> Result<api::CheckQuotaResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(
+            &caller,
+            "LicensingService/CheckQuota",
+            Use::Read,
+            &account_id,
+        )?;
         let meter = match api::Meter::try_from(request.meter) {
             Ok(api::Meter::SpeechToTextMinutes) => Meter::SpeechToTextMinutes,
             Ok(api::Meter::SmartRoutingPacks) => Meter::SmartRoutingPacks,

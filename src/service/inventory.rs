@@ -1,8 +1,8 @@
 //! GetInventory and AdjustInventory (the cart).
 
-use licensing_core::UNAUTHENTICATED;
+use tonic::Request;
 
-use super::{CommittedChange, Licensing};
+use super::{CommittedChange, Licensing, Use};
 use crate::{
     api,
     convert::{from_proto, to_proto},
@@ -12,9 +12,16 @@ use crate::{
 impl Licensing {
     pub(super) async fn get_inventory(
         &self,
-        request: api::GetInventoryRequest,
+        request: Request<api::GetInventoryRequest>,
     ) -> Result<api::GetInventoryResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(
+            &caller,
+            "LicensingService/GetInventory",
+            Use::Read,
+            &account_id,
+        )?;
         let account = self
             .blocking(move |store| store.account(&account_id))
             .await?;
@@ -26,9 +33,21 @@ impl Licensing {
 
     pub(super) async fn adjust_inventory(
         &self,
-        request: api::AdjustInventoryRequest,
+        request: Request<api::AdjustInventoryRequest>,
     ) -> Result<api::AdjustInventoryResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        let used = if request.confirm {
+            Use::Write
+        } else {
+            Use::Read
+        };
+        Self::authorize(
+            &caller,
+            "LicensingService/AdjustInventory",
+            used,
+            &account_id,
+        )?;
         let changes = from_proto::seat_changes(&request.changes)?;
         if !request.confirm && request.revision != 0 {
             return Err(ApiError::invalid(
@@ -54,7 +73,7 @@ impl Licensing {
                 confirm,
                 now,
                 &prices,
-                UNAUTHENTICATED,
+                &caller.actor(),
             )
         };
         let adjusted = if request.confirm {

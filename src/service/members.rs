@@ -1,8 +1,9 @@
 //! ResolveMember (preview and apply), GetMember, ListMembers, RemoveMember.
 
-use licensing_core::{MemberSettings, RecordingRetention, UNAUTHENTICATED, resolve};
+use licensing_core::{MemberSettings, RecordingRetention, resolve};
+use tonic::Request;
 
-use super::{CommittedChange, Licensing};
+use super::{CommittedChange, Licensing, Use};
 use crate::{
     api,
     convert::{from_proto, to_proto},
@@ -31,8 +32,9 @@ impl Licensing {
 
     pub(super) async fn resolve_member(
         &self,
-        request: api::ResolveMemberRequest,
+        request: Request<api::ResolveMemberRequest>,
     ) -> Result<api::ResolveMemberResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let settings = from_proto::member_settings(request.settings)?;
         if request.account_id.is_empty() {
             if request.apply {
@@ -46,6 +48,8 @@ impl Licensing {
             return Ok(self.preview(&settings, RecordingRetention::default()));
         }
         let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        let used = if request.apply { Use::Write } else { Use::Read };
+        Self::authorize(&caller, "LicensingService/ResolveMember", used, &account_id)?;
         if !request.apply {
             let account = self
                 .blocking(move |store| store.account(&account_id))
@@ -62,7 +66,7 @@ impl Licensing {
                     &settings,
                     now,
                     &prices,
-                    UNAUTHENTICATED,
+                    &caller.actor(),
                 )
             })
             .await?;
@@ -88,9 +92,16 @@ impl Licensing {
 
     pub(super) async fn get_member(
         &self,
-        request: api::GetMemberRequest,
+        request: Request<api::GetMemberRequest>,
     ) -> Result<api::GetMemberResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(
+            &caller,
+            "LicensingService/GetMember",
+            Use::Read,
+            &account_id,
+        )?;
         let member_id = from_proto::member_id(&request.member_id)?.to_owned();
         let (account, member) = self
             .blocking(move |store| {
@@ -107,9 +118,16 @@ impl Licensing {
 
     pub(super) async fn list_members(
         &self,
-        request: api::ListMembersRequest,
+        request: Request<api::ListMembersRequest>,
     ) -> Result<api::ListMembersResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(
+            &caller,
+            "LicensingService/ListMembers",
+            Use::Read,
+            &account_id,
+        )?;
         let tiers = from_proto::tiers("tiers", &request.tiers)?;
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -171,14 +189,21 @@ impl Licensing {
 
     pub(super) async fn remove_member(
         &self,
-        request: api::RemoveMemberRequest,
+        request: Request<api::RemoveMemberRequest>,
     ) -> Result<api::RemoveMemberResponse, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(
+            &caller,
+            "LicensingService/RemoveMember",
+            Use::Write,
+            &account_id,
+        )?;
         let member_id = from_proto::member_id(&request.member_id)?.to_owned();
         let (prices, now) = (self.prices.clone(), Self::real_now());
         let (removed, account) = self
             .write(move |store| {
-                store.remove_member(&account_id, &member_id, now, &prices, UNAUTHENTICATED)
+                store.remove_member(&account_id, &member_id, now, &prices, &caller.actor())
             })
             .await?;
         self.announce(

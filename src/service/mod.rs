@@ -17,7 +17,7 @@ use std::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
-use licensing_core::{PriceList, Timestamp};
+use licensing_core::{PriceList, Principal, Timestamp};
 use licensing_store::{OpError, Store};
 use tokio::sync::{Semaphore, broadcast, watch};
 use tonic::{Request, Response, Status};
@@ -25,6 +25,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::{
     api::{self, licensing_service_server::LicensingService},
+    auth::rules::{self, Use},
     error::{ApiError, status},
     outbox::{ResponseStream, Streams},
 };
@@ -87,6 +88,8 @@ pub struct Licensing {
     change_reads: Arc<usage::ChangeReads>,
     /// How many such reads were made.
     change_reads_done: Arc<AtomicU64>,
+    /// Whether every call must carry a principal (authentication is on).
+    authenticated: bool,
 }
 
 /// Counts a usage stream while it is alive.
@@ -109,13 +112,15 @@ impl Drop for StreamGuard {
 impl Licensing {
     /// Handlers over `store`, pricing with `prices`. `health` is turned NOT_SERVING on a storage
     /// failure; streams that follow changes end when `shutdown` turns true; `streams` bounds the
-    /// streams open at once.
+    /// streams open at once. With `authenticated`, every call must carry the principal the
+    /// authentication layer puts into it; without, a call without one is `unauthenticated`.
     pub fn new(
         prices: Arc<PriceList>,
         store: Store,
         health: HealthReporter,
         shutdown: watch::Receiver<bool>,
         streams: Streams,
+        authenticated: bool,
     ) -> Self {
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         Licensing {
@@ -132,7 +137,35 @@ impl Licensing {
             stream_reads: Arc::new(Semaphore::new(STREAM_READS)),
             change_reads: Arc::default(),
             change_reads_done: Arc::default(),
+            authenticated,
         }
+    }
+
+    /// The caller of `request`, as the authentication layer found it, and its message.
+    fn caller<T>(&self, request: Request<T>) -> Result<(Arc<Principal>, T), ApiError> {
+        let principal = request.extensions().get::<Arc<Principal>>().cloned();
+        let message = request.into_inner();
+        match principal {
+            Some(principal) => Ok((principal, message)),
+            None if !self.authenticated => Ok((Arc::new(Principal::unauthenticated()), message)),
+            None => Err(ApiError::Internal(
+                "a call reached its handler without a principal".into(),
+            )),
+        }
+    }
+
+    /// Refuses the call unless `caller` holds the right `method` needs for `used` on
+    /// `account_id`; checked before anything of the account is read, so the refusal is the same
+    /// whether the account exists or not.
+    fn authorize(
+        caller: &Principal,
+        method: &str,
+        used: Use,
+        account_id: &str,
+    ) -> Result<(), ApiError> {
+        caller
+            .check(rules::needs(method, used), account_id)
+            .map_err(|denied| ApiError::PermissionDenied(denied.to_string()))
     }
 
     /// `GetUsage` streams being served now (their tasks end when the client leaves).
@@ -228,7 +261,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::ResolveMemberRequest>,
     ) -> Result<Response<api::ResolveMemberResponse>, Status> {
-        self.resolve_member(request.into_inner())
+        self.resolve_member(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -238,7 +271,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::GetMemberRequest>,
     ) -> Result<Response<api::GetMemberResponse>, Status> {
-        self.get_member(request.into_inner())
+        self.get_member(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -248,7 +281,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::ListMembersRequest>,
     ) -> Result<Response<api::ListMembersResponse>, Status> {
-        self.list_members(request.into_inner())
+        self.list_members(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -258,7 +291,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::RemoveMemberRequest>,
     ) -> Result<Response<api::RemoveMemberResponse>, Status> {
-        self.remove_member(request.into_inner())
+        self.remove_member(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -268,7 +301,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::CreateAccountRequest>,
     ) -> Result<Response<api::CreateAccountResponse>, Status> {
-        self.create_account(request.into_inner())
+        self.create_account(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -278,7 +311,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::GetAccountRequest>,
     ) -> Result<Response<api::GetAccountResponse>, Status> {
-        self.get_account(request.into_inner())
+        self.get_account(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -288,7 +321,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::UpdateAccountRequest>,
     ) -> Result<Response<api::UpdateAccountResponse>, Status> {
-        self.update_account(request.into_inner())
+        self.update_account(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -298,7 +331,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::AdvanceClockRequest>,
     ) -> Result<Response<api::AdvanceClockResponse>, Status> {
-        self.advance_clock(request.into_inner())
+        self.advance_clock(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -308,7 +341,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::GetInventoryRequest>,
     ) -> Result<Response<api::GetInventoryResponse>, Status> {
-        self.get_inventory(request.into_inner())
+        self.get_inventory(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -318,7 +351,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::AdjustInventoryRequest>,
     ) -> Result<Response<api::AdjustInventoryResponse>, Status> {
-        self.adjust_inventory(request.into_inner())
+        self.adjust_inventory(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -330,7 +363,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::GetUsageRequest>,
     ) -> Result<Response<Self::GetUsageStream>, Status> {
-        self.get_usage(request.into_inner())
+        self.get_usage(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -342,7 +375,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::ReadAuditTrailRequest>,
     ) -> Result<Response<Self::ReadAuditTrailStream>, Status> {
-        self.read_audit_trail(request.into_inner())
+        self.read_audit_trail(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -352,7 +385,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::GetStatementRequest>,
     ) -> Result<Response<api::GetStatementResponse>, Status> {
-        self.get_statement(request.into_inner())
+        self.get_statement(request)
             .await
             .map(Response::new)
             .map_err(status)
@@ -362,7 +395,7 @@ impl LicensingService for Licensing {
         &self,
         request: Request<api::CheckQuotaRequest>,
     ) -> Result<Response<api::CheckQuotaResponse>, Status> {
-        self.check_quota(request.into_inner())
+        self.check_quota(request)
             .await
             .map(Response::new)
             .map_err(status)

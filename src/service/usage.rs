@@ -13,7 +13,9 @@ use licensing_core::{
 use licensing_store::{OpError, Store};
 use tokio::sync::broadcast;
 
-use super::{CommittedChange, Licensing};
+use tonic::Request;
+
+use super::{CommittedChange, Licensing, Use};
 use crate::{
     api::{self, get_usage_response::Part},
     convert::{from_proto, to_proto},
@@ -250,10 +252,15 @@ impl Licensing {
 
     pub(super) async fn get_usage(
         &self,
-        request: api::GetUsageRequest,
+        request: Request<api::GetUsageRequest>,
     ) -> Result<ResponseStream<api::GetUsageResponse>, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let view = View {
-            account_id: from_proto::account_id(&request.account_id)?.into(),
+            account_id: {
+                let id = from_proto::account_id(&request.account_id)?;
+                Self::authorize(&caller, "LicensingService/GetUsage", Use::Read, id)?;
+                id.into()
+            },
             tiers: from_proto::tiers("tiers", &request.tiers)?.into(),
             month: from_proto::month("month", &request.month)?,
         };
@@ -382,9 +389,16 @@ impl Licensing {
 
     pub(super) async fn read_audit_trail(
         &self,
-        request: api::ReadAuditTrailRequest,
+        request: Request<api::ReadAuditTrailRequest>,
     ) -> Result<ResponseStream<api::ReadAuditTrailResponse>, ApiError> {
+        let (caller, request) = self.caller(request)?;
         let account_id: Arc<str> = from_proto::account_id(&request.account_id)?.into();
+        Self::authorize(
+            &caller,
+            "LicensingService/ReadAuditTrail",
+            Use::Read,
+            &account_id,
+        )?;
         let from = request
             .from
             .as_ref()

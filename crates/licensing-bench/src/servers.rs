@@ -75,6 +75,7 @@ pub(crate) async fn start_licensing(
         store,
         shutdown_grace: Duration::from_secs(1),
         connections: connection_limits(),
+        authentication: licensing::auth::Authentication::Off,
     };
     // `run` wraps the listener itself (with TCP_NODELAY), so it gets the bare listener.
     let address = listener.local_addr()?;

@@ -133,6 +133,14 @@ pub enum Refusal {
         /// The id.
         event_id: String,
     },
+    /// The caller does not hold the right to send events for the account.
+    #[error("the caller does not hold the {right} right on account {account_id:?}")]
+    PermissionDenied {
+        /// The event's account.
+        account_id: String,
+        /// The right it needs.
+        right: crate::access::Right,
+    },
     /// The meter's month total would pass [`MAX_METER_MONTH_TOTAL`].
     #[error(
         "{meter} in {month} would reach {total} with this event's {quantity}: at most {MAX_METER_MONTH_TOTAL} a month"

@@ -43,6 +43,7 @@ async fn serve() -> (Licensing, String, (tempfile::TempDir, watch::Sender<bool>)
         health,
         stopping,
         crate::outbox::Streams::default(),
+        false,
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
