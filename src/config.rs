@@ -20,6 +20,9 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(name = "licensing", version, about = "Licence-management gRPC service")]
 pub struct Args {
+    /// Without a command, the service runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address to serve gRPC on; port 0 picks a free port (the bound address is logged).
     #[arg(long, env = "LICENSING_LISTEN", default_value = "127.0.0.1:50051")]
     listen: String,
@@ -47,6 +50,10 @@ pub struct Args {
     /// right on every account. Only for networks where nobody else can connect.
     #[arg(long, env = "LICENSING_INSECURE")]
     insecure: bool,
+    /// Serve reflection only to callers with a credential (it is open by default: it describes
+    /// the public contract, and lets `grpcurl` reach the health checks without a key).
+    #[arg(long, env = "LICENSING_PRIVATE_REFLECTION")]
+    private_reflection: bool,
     /// Open connections at most; lowered at start to fit the open-files limit (the cap in force
     /// is logged).
     #[arg(long, env = "LICENSING_MAX_CONNECTIONS", default_value = "10000")]
@@ -62,6 +69,55 @@ pub struct Args {
     log_format: String,
 }
 
+/// What the binary does instead of serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Creates an API key: prints its secret (once: it is stored nowhere) and the entry for the
+    /// `--api-keys` file, which holds only its hash.
+    NewKey(NewKey),
+}
+
+/// The key to create.
+#[derive(Debug, clap::Args)]
+pub struct NewKey {
+    /// Names the key (not secret): shown in logs, used to rotate it, e.g. `collector-2026-12`.
+    #[arg(long)]
+    pub id: String,
+    /// The principal the key authenticates, as the audit trail names it, e.g. `collector`.
+    #[arg(long)]
+    pub subject: String,
+    /// Accounts the key's rights hold on, comma-separated, or `*` for every account.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub accounts: Vec<String>,
+    /// Rights: `view`, `update`, `ingest`, `admin`, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub rights: Vec<String>,
+}
+
+impl NewKey {
+    /// The secret and the keys-file entry, checked as the service will check it.
+    pub fn create(&self) -> Result<(String, String), String> {
+        let (secret, hash) = crate::auth::api_keys::new_secret()
+            .map_err(|e| format!("no randomness for the secret: {e}"))?;
+        let quoted = |items: &[String]| {
+            items
+                .iter()
+                .map(|i| format!("{i:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let entry = format!(
+            "[[key]]\nid = {:?}\nsubject = {:?}\nsha256 = \"{hash}\"\naccounts = [{}]\nrights = [{}]\n",
+            self.id,
+            self.subject,
+            quoted(&self.accounts),
+            quoted(&self.rights)
+        );
+        ApiKeys::parse(&entry)?;
+        Ok((secret, entry))
+    }
+}
+
 /// Environment variables the binary reads; any other `LICENSING_*` variable is an error.
 const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_LISTEN",
@@ -72,6 +128,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_DEDUPE_RETENTION_DAYS",
     "LICENSING_API_KEYS",
     "LICENSING_INSECURE",
+    "LICENSING_PRIVATE_REFLECTION",
     "LICENSING_MAX_CONNECTIONS",
     "LICENSING_HANDSHAKE_TIMEOUT_SECONDS",
     "LICENSING_LOG",
@@ -107,6 +164,8 @@ pub struct Config {
     pub dedupe_retention_days: u32,
     /// How callers authenticate.
     pub authentication: Authentication,
+    /// Whether reflection needs a credential.
+    pub private_reflection: bool,
     /// Open connections at most, before the open-files limit lowers it.
     pub max_connections: usize,
     /// How long a new connection may take to send the HTTP/2 preface.
@@ -297,6 +356,7 @@ impl Config {
                 shutdown_grace,
                 dedupe_retention_days,
                 authentication,
+                private_reflection: args.private_reflection,
                 max_connections,
                 handshake_timeout,
                 log_filter: args.log,

@@ -57,6 +57,8 @@ pub struct ServeOptions {
     pub connections: ConnectionLimits,
     /// How callers authenticate (off: every caller has every right).
     pub authentication: Authentication,
+    /// Whether server reflection needs a credential too.
+    pub private_reflection: bool,
 }
 
 /// Why serving stopped with an error.
@@ -159,7 +161,10 @@ pub async fn run(
         );
     }
     let serve = server_builder()
-        .layer(AuthLayer::new(options.authentication.clone()))
+        .layer(AuthLayer::new(
+            options.authentication.clone(),
+            options.private_reflection,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

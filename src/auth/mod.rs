@@ -25,8 +25,12 @@ use tower_service::Service;
 
 pub use api_keys::ApiKeys;
 
-/// Paths answered without credentials.
-const OPEN_PATHS: &[&str] = &["/grpc.health.v1.Health/"];
+/// Paths always answered without credentials: Kubernetes probes present none.
+const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
+/// Server reflection's paths (v1 and v1alpha): answered without credentials unless configured
+/// otherwise. It describes the contract, which is public anyway, and lets `grpcurl` find the
+/// health service without a key.
+const REFLECTION_PATH: &str = "/grpc.reflection.";
 
 /// How callers authenticate.
 #[derive(Debug, Clone, Default)]
@@ -96,12 +100,19 @@ impl Authentication {
 
 /// The layer, for `Server::layer`.
 #[derive(Debug, Clone, Default)]
-pub struct AuthLayer(Authentication);
+pub struct AuthLayer {
+    authentication: Authentication,
+    private_reflection: bool,
+}
 
 impl AuthLayer {
-    /// Authenticates every call with `authentication`.
-    pub fn new(authentication: Authentication) -> AuthLayer {
-        AuthLayer(authentication)
+    /// Authenticates every call with `authentication`; reflection too when
+    /// `private_reflection`.
+    pub fn new(authentication: Authentication, private_reflection: bool) -> AuthLayer {
+        AuthLayer {
+            authentication,
+            private_reflection,
+        }
     }
 }
 
@@ -111,7 +122,7 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Authenticated<S> {
         Authenticated {
             inner,
-            authentication: self.0.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -120,7 +131,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Authenticated<S> {
     inner: S,
-    authentication: Authentication,
+    layer: AuthLayer,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -142,8 +153,10 @@ where
 
     fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
         let path = request.uri().path();
-        if !OPEN_PATHS.iter().any(|open| path.starts_with(open)) {
-            match self.authentication.authenticate(request.headers()) {
+        let open = path.starts_with(HEALTH_PATH)
+            || (!self.layer.private_reflection && path.starts_with(REFLECTION_PATH));
+        if !open {
+            match self.layer.authentication.authenticate(request.headers()) {
                 Ok(principal) => {
                     request.extensions_mut().insert(Arc::new(principal));
                 }

@@ -6,7 +6,7 @@ use std::{process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser as _;
 use licensing::{
-    config::{Args, Config},
+    config::{Args, Command, Config, NewKey},
     server::{self, ServeOptions},
     telemetry,
     transport::ConnectionLimits,
@@ -14,8 +14,12 @@ use licensing::{
 use licensing_store::{Store, StoreConfig};
 
 fn main() -> ExitCode {
+    let mut args = Args::parse();
+    if let Some(Command::NewKey(key)) = args.command.take() {
+        return new_key(&key);
+    }
     let config = match Config::from_args(
-        Args::parse(),
+        args,
         std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
     ) {
         Ok(config) => config,
@@ -30,6 +34,24 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `licensing new-key`: the secret goes to standard output's first line, the file entry after.
+#[allow(clippy::print_stdout)]
+fn new_key(key: &NewKey) -> ExitCode {
+    match key.create() {
+        Ok((secret, entry)) => {
+            println!("{secret}");
+            println!();
+            println!("# Add this to the --api-keys file; the secret above is shown only once.");
+            print!("{entry}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("licensing new-key: {problem}");
+            ExitCode::from(2)
         }
     }
 }
@@ -62,6 +84,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         dedupe_retention_days: config.dedupe_retention_days,
         connections,
         authentication: config.authentication,
+        private_reflection: config.private_reflection,
     };
     server::run(listener, options, shutdown).await?;
     Ok(())

@@ -66,6 +66,17 @@ impl Licensing {
         )
     }
 
+    /// Starts the binary on `127.0.0.1:0` with `args` added, with its own data folder, and waits
+    /// until SERVING.
+    pub fn start_with_args(args: &[&str]) -> Licensing {
+        let data = tempfile::tempdir().expect("temporary data folder");
+        let command = Command::new(env!("CARGO_BIN_EXE_licensing"));
+        let mut server =
+            Licensing::launch(command, data.path().join("db"), "127.0.0.1:0", args, &[]);
+        server._owned_data = Some(data);
+        server
+    }
+
     /// Starts the binary on `127.0.0.1:0` with `args` added, its open-files limit (soft and hard)
     /// set to `open_files` by the shell's `ulimit`, and waits until SERVING.
     pub fn start_limited(open_files: u32, args: &[&str]) -> Licensing {

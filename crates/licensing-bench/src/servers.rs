@@ -76,6 +76,7 @@ pub(crate) async fn start_licensing(
         shutdown_grace: Duration::from_secs(1),
         connections: connection_limits(),
         authentication: licensing::auth::Authentication::Off,
+        private_reflection: false,
     };
     // `run` wraps the listener itself (with TCP_NODELAY), so it gets the bare listener.
     let address = listener.local_addr()?;
