@@ -249,3 +249,90 @@ fn without_keys_the_service_refuses_a_public_address_unless_told_insecure() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_collector_presents_its_key_and_events_beyond_its_grant_are_refused() {
+    let operator = new_secret().expect("random").0;
+    let collector_key = Key {
+        name: "collector",
+        secret: new_secret().expect("random").0,
+        rights: vec![Right::Ingest],
+    };
+    let file = keys_file(std::slice::from_ref(&collector_key), &operator);
+    let path = file.path().display().to_string();
+    let server = Licensing::start_with_args(&["--api-keys", &path]);
+    for account in [OWN, FOREIGN] {
+        call(
+            &server,
+            &operator,
+            "LicensingService/CreateAccount",
+            &json!({ "accountId": account, "sandbox": true, "sandboxClockStart": "2026-05-31T12:00:00Z",
+                     "settings": { "timeZone": "UTC" } }),
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let line = |id: &str, account: &str| {
+        format!(
+            "{{\"event_id\":\"{id}\",\"account_id\":\"{account}\",\"member_id\":\"ghost\",\"occurred_at\":\"2026-05-31T11:00:00Z\",\"kind\":\"agent_login\"}}\n"
+        )
+    };
+    std::fs::write(&events, line("e1", OWN) + &line("e2", FOREIGN)).expect("events");
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{}\n", collector_key.secret)).expect("key");
+    let mut collector = std::process::Command::new(env!("CARGO_BIN_EXE_licensing-collector"))
+        .args(["--licensing", &server.endpoint(), "--spool-dir"])
+        .arg(dir.path().join("spool"))
+        .arg("--follow")
+        .arg(&events)
+        .arg("--api-key-file")
+        .arg(&key_file)
+        .args(["--backoff-max-ms", "500", "--log", "warn"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the collector");
+    // The own account's event arrives (as unlicensed usage of the unknown member)...
+    let started = std::time::Instant::now();
+    loop {
+        let usage = call(
+            &server,
+            &operator,
+            "LicensingService/GetUsage",
+            &json!({ "accountId": OWN }),
+        );
+        if usage.contains("\"memberId\": \"ghost\"") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the collector's event never arrived:\n{usage}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // ...the foreign one is refused, and nothing of it is counted.
+    let foreign = call(
+        &server,
+        &operator,
+        "LicensingService/GetUsage",
+        &json!({ "accountId": FOREIGN }),
+    );
+    assert!(!foreign.contains("ghost"), "{foreign}");
+    let _ = collector.kill();
+    let mut logs = String::new();
+    if let Some(mut stderr) = collector.stderr.take() {
+        use std::io::Read as _;
+        let _ = stderr.read_to_string(&mut logs);
+    }
+    let _ = collector.wait();
+    assert!(
+        logs.contains("PERMISSION_DENIED")
+            || logs.contains("PermissionDenied")
+            || logs.contains("ingest right"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(&collector_key.secret),
+        "the key reached the log"
+    );
+}

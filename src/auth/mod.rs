@@ -98,6 +98,31 @@ impl Authentication {
     }
 }
 
+/// A credential a client presents: never shown by `Debug`, so it cannot reach a log by mistake.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps `secret`.
+    pub fn new(secret: &str) -> Secret {
+        Secret(secret.into())
+    }
+
+    /// The `authorization` metadata value that presents it.
+    pub fn bearer(&self) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+        // A secret is checked to be printable ASCII when it is read, so this never fails.
+        format!("Bearer {}", self.0)
+            .parse()
+            .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static(""))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// The layer, for `Server::layer`.
 #[derive(Debug, Clone, Default)]
 pub struct AuthLayer {

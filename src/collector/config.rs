@@ -79,6 +79,10 @@ pub struct Args {
         default_value = "10"
     )]
     shutdown_grace_seconds: String,
+    /// File holding the API key to present to `licensing` (`lk_…`, as `licensing new-key` printed
+    /// it), when `licensing` requires authentication. The key needs the ingest right.
+    #[arg(long, value_name = "PATH", env = "LICENSING_COLLECTOR_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
     /// Log filter, in `tracing` directive syntax (e.g. `info,licensing=debug`).
     #[arg(long, env = "LICENSING_COLLECTOR_LOG", default_value = "info")]
     log: String,
@@ -100,6 +104,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_COLLECTOR_IN_FLIGHT",
     "LICENSING_COLLECTOR_BACKOFF_MAX_MS",
     "LICENSING_COLLECTOR_SHUTDOWN_GRACE_SECONDS",
+    "LICENSING_COLLECTOR_API_KEY_FILE",
     "LICENSING_COLLECTOR_LOG",
     "LICENSING_COLLECTOR_LOG_FORMAT",
 ];
@@ -263,6 +268,16 @@ impl Config {
             100..=600_000,
             " of milliseconds",
         );
+        let credential = args.api_key_file.as_ref().and_then(|path| {
+            read_api_key(path)
+                .map_err(|problem| {
+                    problems.push(format!(
+                        "--api-key-file / LICENSING_COLLECTOR_API_KEY_FILE {:?}: {problem}",
+                        path.display()
+                    ))
+                })
+                .ok()
+        });
         let grace_seconds = number(
             &mut problems,
             "shutdown-grace-seconds",
@@ -313,6 +328,7 @@ impl Config {
                     batch_size: batch_size as usize,
                     in_flight: in_flight as usize,
                     backoff_max: Duration::from_millis(backoff_max_ms),
+                    credential,
                 },
                 spool_dir: args.spool_dir,
                 follow,
@@ -346,6 +362,20 @@ fn check_licensing(url: &str) -> Result<(), String> {
         return Err("must name a host".to_owned());
     }
     Ok(())
+}
+
+/// The API key in `path`: one line, `lk_` and hex digits. Problems never quote the file's text.
+fn read_api_key(path: &std::path::Path) -> Result<crate::auth::Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let key = text.trim();
+    if key.starts_with(crate::auth::api_keys::SECRET_PREFIX)
+        && key.len() > crate::auth::api_keys::SECRET_PREFIX.len()
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        Ok(crate::auth::Secret::new(key))
+    } else {
+        Err("does not hold an API key (one line: lk_ and hex digits, as licensing new-key prints it)".to_owned())
+    }
 }
 
 /// The rules `licensing` applies to an event's source.

@@ -50,6 +50,8 @@ pub struct UploadOptions {
     pub in_flight: usize,
     /// The longest wait between reconnection attempts.
     pub backoff_max: Duration,
+    /// The API key presented to `licensing`, if it wants one.
+    pub credential: Option<crate::auth::Secret>,
 }
 
 /// Why a connection ended.
@@ -157,8 +159,13 @@ async fn connection(
     let (requests, outbound) = mpsc::channel(options.in_flight);
     let mut client =
         IngestionServiceClient::new(channel).max_decoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+    let mut call = tonic::Request::new(ReceiverStream::new(outbound));
+    if let Some(credential) = &options.credential {
+        call.metadata_mut()
+            .insert("authorization", credential.bearer());
+    }
     let mut answers = client
-        .ingest(ReceiverStream::new(outbound))
+        .ingest(call)
         .await
         .map_err(|e| broken("opening Ingest", &e))?
         .into_inner();
@@ -375,6 +382,7 @@ mod tests {
                 batch_size: 10,
                 in_flight: 4,
                 backoff_max: Duration::from_millis(200),
+                credential: None,
             },
             spool.clone(),
             metrics.clone(),
