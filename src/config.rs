@@ -178,7 +178,7 @@ pub struct Config {
 
 /// Every problem found in the configuration, one per line.
 #[derive(Debug)]
-pub struct ConfigErrors(Vec<String>);
+pub struct ConfigErrors(pub(crate) Vec<String>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -199,18 +199,15 @@ impl Config {
         environment: impl IntoIterator<Item = String>,
     ) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
-        for name in environment {
-            if name.starts_with("LICENSING_")
-                && !name.starts_with("LICENSING_COLLECTOR_")
-                && !KNOWN_VARIABLES.contains(&name.as_str())
-                && !is_service_link(&name)
-            {
-                problems.push(format!(
-                    "unknown environment variable {name} (known: {})",
-                    KNOWN_VARIABLES.join(", ")
-                ));
-            }
-        }
+        // The collector's variables share the prefix: they are its business.
+        let theirs = |name: &str| name.starts_with("LICENSING_COLLECTOR_");
+        unknown_variables(
+            &mut problems,
+            environment,
+            "LICENSING_",
+            KNOWN_VARIABLES,
+            theirs,
+        );
         let listen = args
             .listen
             .parse::<SocketAddr>()
@@ -363,6 +360,29 @@ impl Config {
                 log_format,
             }),
             _ => Err(ConfigErrors(problems)),
+        }
+    }
+}
+
+/// Adds a problem for every variable of `environment` with `prefix` that is neither in `known`,
+/// nor `theirs`, nor a Kubernetes service link: a misspelt variable must not go unnoticed.
+pub(crate) fn unknown_variables(
+    problems: &mut Vec<String>,
+    environment: impl IntoIterator<Item = String>,
+    prefix: &str,
+    known: &[&str],
+    theirs: impl Fn(&str) -> bool,
+) {
+    for name in environment {
+        if name.starts_with(prefix)
+            && !known.contains(&name.as_str())
+            && !theirs(&name)
+            && !is_service_link(&name)
+        {
+            problems.push(format!(
+                "unknown environment variable {name} (known: {})",
+                known.join(", ")
+            ));
         }
     }
 }

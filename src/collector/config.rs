@@ -3,11 +3,12 @@
 //! naming its flag, variable and value, and an unknown `LICENSING_COLLECTOR_*` variable is refused
 //! (a typo must not silently fall back to a default). Mirrors `crate::config`.
 
-use std::{collections::BTreeSet, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
 use super::upload::UploadOptions;
+pub use crate::config::ConfigErrors;
 use crate::{config::LogFormat, ingest::MAX_EVENTS_PER_BATCH};
 
 /// Flags of `licensing-collector`; each can also come from its environment variable.
@@ -138,22 +139,6 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-/// Every problem found in the configuration, one per line.
-#[derive(Debug)]
-pub struct ConfigErrors(Vec<String>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration:")?;
-        for problem in &self.0 {
-            write!(f, "\n  {problem}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
 /// A whole number from `range`, or a problem naming the flag, its variable and the value.
 fn number(
     problems: &mut Vec<String>,
@@ -190,17 +175,13 @@ impl Config {
         environment: impl IntoIterator<Item = String>,
     ) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
-        for name in environment {
-            if name.starts_with("LICENSING_COLLECTOR_")
-                && !KNOWN_VARIABLES.contains(&name.as_str())
-                && !crate::config::is_service_link(&name)
-            {
-                problems.push(format!(
-                    "unknown environment variable {name} (known: {})",
-                    KNOWN_VARIABLES.join(", ")
-                ));
-            }
-        }
+        crate::config::unknown_variables(
+            &mut problems,
+            environment,
+            "LICENSING_COLLECTOR_",
+            KNOWN_VARIABLES,
+            |_| false,
+        );
         let licensing = check_licensing(&args.licensing)
             .map_err(|problem| {
                 problems.push(format!(
