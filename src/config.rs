@@ -12,8 +12,12 @@ use clap::Parser;
 use licensing_core::PriceList;
 
 use crate::{
-    auth::{ApiKeys, Authentication, Credentials},
+    auth::{
+        ApiKeys, Authentication, CallRate, ClientIdentities, Credentials, Jwks, TokenRules, Tokens,
+        Watched, tokens,
+    },
     price_list,
+    tls::{Tls, TlsFiles},
 };
 
 /// Flags of the `licensing` binary; each can also come from its environment variable.
@@ -42,10 +46,51 @@ pub struct Args {
     /// that it is refused MONTH_CLOSED. Longer than a collector's longest outage.
     #[arg(long, env = "LICENSING_DEDUPE_RETENTION_DAYS", default_value = "35")]
     dedupe_retention_days: String,
-    /// API keys file (TOML): the keys callers authenticate with, stored as hashes. Without one,
-    /// authentication is off and the service serves loopback only (see `--insecure`).
+    /// API keys file (TOML): the keys callers authenticate with, stored as hashes; read again
+    /// when it changes. Without any credential configured (API keys, JWKS, client
+    /// certificates), authentication is off and the service serves loopback only (see
+    /// `--insecure`).
     #[arg(long, env = "LICENSING_API_KEYS")]
     api_keys: Option<PathBuf>,
+    /// JWKS file (JSON): the public keys JWT bearer tokens are signed with; read again when it
+    /// changes. Needs `--jwt-issuer`.
+    #[arg(long, env = "LICENSING_JWKS")]
+    jwks: Option<PathBuf>,
+    /// The `iss` a token must carry.
+    #[arg(long, env = "LICENSING_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// The `aud` a token must carry.
+    #[arg(long, env = "LICENSING_JWT_AUDIENCE", default_value = "licensing")]
+    jwt_audience: String,
+    /// Token signature algorithms accepted, comma-separated: EdDSA, ES256, RS256.
+    #[arg(
+        long,
+        env = "LICENSING_JWT_ALGORITHMS",
+        default_value = "EdDSA,ES256,RS256"
+    )]
+    jwt_algorithms: String,
+    /// The server's TLS certificate chain (PEM). With `--tls-key`, the service speaks TLS only.
+    #[arg(long, env = "LICENSING_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The server's TLS private key (PEM).
+    #[arg(long, env = "LICENSING_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) of client certificates: turns on mutual TLS. Needs
+    /// `--client-certificates`.
+    #[arg(long, env = "LICENSING_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Allow-list (TOML) mapping a client certificate's SAN URI to a principal; read again when
+    /// it changes.
+    #[arg(long, env = "LICENSING_CLIENT_CERTIFICATES")]
+    client_certificates: Option<PathBuf>,
+    /// A second address serving only the health checks, in plaintext and without credentials:
+    /// for Kubernetes probes, which can present neither a certificate nor a token.
+    #[arg(long, env = "LICENSING_HEALTH_LISTEN")]
+    health_listen: Option<String>,
+    /// Calls per second each authenticated principal may start (a burst of one second's worth);
+    /// more are RESOURCE_EXHAUSTED with the time to wait. 0: no limit.
+    #[arg(long, env = "LICENSING_CALLS_PER_SECOND", default_value = "2000")]
+    calls_per_second: String,
     /// Serve without authentication on an address that is not loopback: every caller has every
     /// right on every account. Only for networks where nobody else can connect.
     #[arg(long, env = "LICENSING_INSECURE")]
@@ -127,6 +172,16 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_SHUTDOWN_GRACE_SECONDS",
     "LICENSING_DEDUPE_RETENTION_DAYS",
     "LICENSING_API_KEYS",
+    "LICENSING_JWKS",
+    "LICENSING_JWT_ISSUER",
+    "LICENSING_JWT_AUDIENCE",
+    "LICENSING_JWT_ALGORITHMS",
+    "LICENSING_TLS_CERT",
+    "LICENSING_TLS_KEY",
+    "LICENSING_TLS_CLIENT_CA",
+    "LICENSING_CLIENT_CERTIFICATES",
+    "LICENSING_HEALTH_LISTEN",
+    "LICENSING_CALLS_PER_SECOND",
     "LICENSING_INSECURE",
     "LICENSING_PRIVATE_REFLECTION",
     "LICENSING_MAX_CONNECTIONS",
@@ -164,6 +219,12 @@ pub struct Config {
     pub dedupe_retention_days: u32,
     /// How callers authenticate.
     pub authentication: Authentication,
+    /// TLS, when configured.
+    pub tls: Option<Tls>,
+    /// The plaintext health-only address, when configured.
+    pub health_listen: Option<SocketAddr>,
+    /// Each authenticated principal's call rate, unless unlimited.
+    pub call_rate: Option<CallRate>,
     /// Whether reflection needs a credential.
     pub private_reflection: bool,
     /// Open connections at most, before the open-files limit lowers it.
@@ -263,32 +324,76 @@ impl Config {
                 None
             }
         };
-        let authentication = match &args.api_keys {
-            None => Some(Authentication::Off),
-            Some(path) => match ApiKeys::load(path) {
-                Ok(api_keys) if api_keys.is_empty() => {
-                    problems.push(format!(
-                        "--api-keys / LICENSING_API_KEYS {:?}: holds no key",
-                        path.display()
-                    ));
-                    None
+        let authentication = credentials(&args, &mut problems).map(Authentication::with);
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (None, None) => {
+                if args.tls_client_ca.is_some() {
+                    problems.push(
+                        "--tls-client-ca / LICENSING_TLS_CLIENT_CA: needs --tls-cert and --tls-key"
+                            .to_owned(),
+                    );
                 }
-                Ok(api_keys) => Some(Authentication::with(Credentials { api_keys })),
-                Err(problem) => {
+                Some(None)
+            }
+            (Some(certificate), Some(key)) => {
+                let files = TlsFiles {
+                    certificate: certificate.clone(),
+                    key: key.clone(),
+                    client_ca: args.tls_client_ca.clone(),
+                };
+                match files.acceptor() {
+                    Ok(acceptor) => Some(Some(Tls(acceptor))),
+                    Err(problem) => {
+                        problems.push(problem);
+                        None
+                    }
+                }
+            }
+            _ => {
+                problems.push(
+                    "--tls-cert / LICENSING_TLS_CERT and --tls-key / LICENSING_TLS_KEY: give both or neither"
+                        .to_owned(),
+                );
+                None
+            }
+        };
+        if args.tls_client_ca.is_some() != args.client_certificates.is_some() {
+            problems.push(
+                "--tls-client-ca / LICENSING_TLS_CLIENT_CA and --client-certificates / LICENSING_CLIENT_CERTIFICATES: give both or neither (the CA verifies a certificate, the allow-list names its principal)"
+                    .to_owned(),
+            );
+        }
+        let health_listen = match &args.health_listen {
+            None => Some(None),
+            Some(address) => match address.parse::<SocketAddr>() {
+                Ok(address) => Some(Some(address)),
+                Err(e) => {
                     problems.push(format!(
-                        "--api-keys / LICENSING_API_KEYS {:?}: {problem}",
-                        path.display()
+                        "--health-listen / LICENSING_HEALTH_LISTEN {address:?}: {e} (expected host:port, e.g. 0.0.0.0:8081)"
                     ));
                     None
                 }
             },
+        };
+        let call_rate = match args.calls_per_second.parse::<u32>() {
+            Ok(0) => Some(None),
+            Ok(n) if n <= 10_000_000 => {
+                std::num::NonZeroU32::new(n).map(|n| Some(CallRate::new(n)))
+            }
+            _ => {
+                problems.push(format!(
+                    "--calls-per-second / LICENSING_CALLS_PER_SECOND {:?}: must be a whole number from 0 (no limit) to 10000000",
+                    args.calls_per_second
+                ));
+                None
+            }
         };
         if let (Some(listen), Some(Authentication::Off)) = (listen, &authentication)
             && !listen.ip().is_loopback()
             && !args.insecure
         {
             problems.push(format!(
-                "--listen / LICENSING_LISTEN {listen}: not a loopback address, and authentication is off: configure --api-keys, or pass --insecure to let every caller do everything"
+                "--listen / LICENSING_LISTEN {listen}: not a loopback address, and authentication is off: configure --api-keys, --jwks or --client-certificates, or pass --insecure to let every caller do everything"
             ));
         }
         let max_connections = match args.max_connections.parse::<usize>() {
@@ -331,6 +436,7 @@ impl Config {
             shutdown_grace,
             dedupe_retention_days,
             authentication,
+            (tls, health_listen, call_rate),
             max_connections,
             handshake_timeout,
             log_format,
@@ -342,6 +448,7 @@ impl Config {
                 Some(shutdown_grace),
                 Some(dedupe_retention_days),
                 Some(authentication),
+                (Some(tls), Some(health_listen), Some(call_rate)),
                 Some(max_connections),
                 Some(handshake_timeout),
                 Some(log_format),
@@ -353,6 +460,9 @@ impl Config {
                 shutdown_grace,
                 dedupe_retention_days,
                 authentication,
+                tls,
+                health_listen,
+                call_rate,
                 private_reflection: args.private_reflection,
                 max_connections,
                 handshake_timeout,
@@ -362,6 +472,100 @@ impl Config {
             _ => Err(ConfigErrors(problems)),
         }
     }
+}
+
+/// The credentials configured, each file read and checked; `None` when one is invalid (its
+/// problems are added).
+fn credentials(args: &Args, problems: &mut Vec<String>) -> Option<Credentials> {
+    let mut credentials = Credentials::default();
+    let mut valid = true;
+    if let Some(path) = &args.api_keys {
+        match Watched::load(path, "API keys", ApiKeys::parse) {
+            Ok(keys) if keys.current().is_empty() => {
+                problems.push(format!(
+                    "--api-keys / LICENSING_API_KEYS {:?}: holds no key",
+                    path.display()
+                ));
+                valid = false;
+            }
+            Ok(keys) => credentials.api_keys = Some(keys),
+            Err(problem) => {
+                problems.push(format!(
+                    "--api-keys / LICENSING_API_KEYS {:?}: {problem}",
+                    path.display()
+                ));
+                valid = false;
+            }
+        }
+    }
+    let algorithms = args
+        .jwt_algorithms
+        .split(',')
+        .map(str::trim)
+        .map(tokens::parse_algorithm)
+        .collect::<Result<Vec<_>, String>>();
+    let algorithms = match algorithms {
+        Ok(algorithms) => Some(algorithms),
+        Err(problem) => {
+            problems.push(format!(
+                "--jwt-algorithms / LICENSING_JWT_ALGORITHMS {:?}: {problem}",
+                args.jwt_algorithms
+            ));
+            valid = false;
+            None
+        }
+    };
+    match (&args.jwks, &args.jwt_issuer, algorithms) {
+        (None, None, _) => {}
+        (Some(_), None, _) | (None, Some(_), _) => {
+            problems.push(
+                "--jwks / LICENSING_JWKS and --jwt-issuer / LICENSING_JWT_ISSUER: give both or neither"
+                    .to_owned(),
+            );
+            valid = false;
+        }
+        (Some(_), Some(_), None) => {}
+        (Some(path), Some(issuer), Some(algorithms)) => {
+            if args.jwt_audience.trim().is_empty() {
+                problems
+                    .push("--jwt-audience / LICENSING_JWT_AUDIENCE: must not be empty".to_owned());
+                valid = false;
+            }
+            let accepted = algorithms.clone();
+            match Watched::load(path, "JWKS", move |text| Jwks::parse(text, &accepted)) {
+                Ok(jwks) => {
+                    credentials.tokens = Some(Tokens::new(
+                        TokenRules {
+                            issuer: issuer.clone(),
+                            audience: args.jwt_audience.clone(),
+                            algorithms,
+                        },
+                        jwks,
+                    ));
+                }
+                Err(problem) => {
+                    problems.push(format!(
+                        "--jwks / LICENSING_JWKS {:?}: {problem}",
+                        path.display()
+                    ));
+                    valid = false;
+                }
+            }
+        }
+    }
+    if let Some(path) = &args.client_certificates {
+        match Watched::load(path, "client certificates", ClientIdentities::parse) {
+            Ok(list) => credentials.certificates = Some(list),
+            Err(problem) => {
+                problems.push(format!(
+                    "--client-certificates / LICENSING_CLIENT_CERTIFICATES {:?}: {problem}",
+                    path.display()
+                ));
+                valid = false;
+            }
+        }
+    }
+    valid.then_some(credentials)
 }
 
 /// Adds a problem for every variable of `environment` with `prefix` that is neither in `known`,

@@ -29,4 +29,5 @@ pub mod price_list;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;

@@ -43,7 +43,7 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the server serves with.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServeOptions {
     /// The price list in force.
     pub prices: Arc<PriceList>,
@@ -59,6 +59,12 @@ pub struct ServeOptions {
     pub authentication: Authentication,
     /// Whether server reflection needs a credential too.
     pub private_reflection: bool,
+    /// TLS on the main address, when configured.
+    pub tls: Option<crate::tls::Tls>,
+    /// A second listener serving only the health checks, in plaintext without credentials.
+    pub health_listener: Option<TcpListener>,
+    /// Each authenticated principal's call rate, unless unlimited.
+    pub call_rate: Option<crate::auth::CallRate>,
 }
 
 /// Why serving stopped with an error.
@@ -154,7 +160,25 @@ pub async fn run(
             stopping.notify_one();
         }
     };
-    let incoming = transport::incoming(listener, options.connections);
+    let incoming = transport::incoming_tls(
+        listener,
+        options.connections,
+        options.tls.as_ref().map(|tls| tls.0.clone()),
+    );
+    options.authentication.watch();
+    if let Some(rate) = &options.call_rate {
+        rate.forget_idle();
+    }
+    // Probes get their own plaintext port when the main one needs TLS or credentials; it serves
+    // the same health states, and ends with the process.
+    let health_only = options.health_listener.map(|listener| {
+        let incoming = transport::incoming(listener, options.connections);
+        tokio::spawn(
+            server_builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming(incoming),
+        )
+    });
     if !options.authentication.is_on() {
         tracing::warn!(
             "authentication is off: every caller has every right on every account; configure --api-keys before serving anything but this machine"
@@ -164,6 +188,7 @@ pub async fn run(
         .layer(AuthLayer::new(
             options.authentication.clone(),
             options.private_reflection,
+            options.call_rate.clone(),
         ))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -181,6 +206,9 @@ pub async fn run(
             grace = ?options.shutdown_grace,
             "calls still running after the shutdown grace period are cut off"
         ),
+    }
+    if let Some(health_only) = health_only {
+        health_only.abort();
     }
     options.store.flush().await?;
     tracing::info!(path = %options.store.path().display(), "database flushed; stopped");

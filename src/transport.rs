@@ -32,7 +32,10 @@ use tokio::{
     task::{JoinHandle, JoinSet},
     time::Instant,
 };
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tonic::transport::server::Connected;
+
+use crate::auth::ClientCertificate;
 
 /// Open connections at most, before the open-files limit lowers it.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -134,9 +137,26 @@ pub fn raise_open_files_limit() -> Option<u64> {
 /// `serve_with_incoming_shutdown`. Dropping it (as tonic does when it stops accepting) closes the
 /// listener and every connection still in its handshake.
 pub fn incoming(listener: TcpListener, limits: ConnectionLimits) -> Incoming {
+    incoming_tls(listener, limits, None)
+}
+
+/// [`incoming`], with TLS when `tls` is given: the TLS handshake is part of the connection's
+/// handshake, bounded by the same timeout, and a client certificate it verified is in each
+/// request's [`PeerInfo`].
+pub fn incoming_tls(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
+) -> Incoming {
     let registry = Arc::new(Registry::default());
     let (handoff, connections) = mpsc::channel(HANDOFF_QUEUE);
-    let accept = tokio::spawn(accept_loop(listener, limits, registry.clone(), handoff));
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        limits,
+        registry.clone(),
+        handoff,
+        tls,
+    ));
     Incoming {
         connections,
         counts: ConnectionCounts(registry),
@@ -196,17 +216,93 @@ impl ConnectionCounts {
 /// An accepted connection that completed its handshake, as tonic serves it.
 #[derive(Debug)]
 pub struct Connection {
-    io: Replay<TcpStream>,
-    info: TcpConnectInfo,
+    io: Io,
+    info: PeerInfo,
     /// Counts the connection as open until tonic drops it.
     _slot: Slot,
 }
 
-impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+/// What is known of a connection's client; every request on it carries a copy in its extensions.
+#[derive(Debug, Clone, Default)]
+pub struct PeerInfo {
+    /// The server's address of the connection.
+    pub local_addr: Option<std::net::SocketAddr>,
+    /// The client's address.
+    pub remote_addr: Option<std::net::SocketAddr>,
+    /// The client certificate the TLS handshake verified, if the client presented one.
+    pub certificate: Option<Arc<ClientCertificate>>,
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
+impl Connected for Connection {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
         self.info.clone()
+    }
+}
+
+/// A connection's byte stream: plaintext or TLS, with the handshake's bytes replayed first.
+#[derive(Debug)]
+enum Io {
+    Plain(Replay<TcpStream>),
+    Tls(Box<Replay<TlsStream<TcpStream>>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(io) => io.is_write_vectored(),
+            Io::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_flush(cx),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Io::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -319,12 +415,32 @@ pub enum HandshakeError {
     /// The preface was not followed by a SETTINGS frame.
     #[error("first frame of type {0:#04x}, not SETTINGS")]
     NotSettings(u8),
+    /// The TLS handshake failed (not TLS, no common protocol, a client certificate refused).
+    #[error("TLS handshake: {0}")]
+    Tls(io::Error),
 }
 
-/// The connection's handshake: for plaintext HTTP/2 (h2c), the client's preface and the header
-/// of the SETTINGS frame that must follow it. The caller bounds it in time. A TLS handshake
-/// belongs here, before the preface is read from the decrypted stream.
-pub async fn handshake(mut stream: TcpStream) -> Result<Replay<TcpStream>, HandshakeError> {
+/// The connection's handshake: the TLS handshake if `tls` is given, then the client's HTTP/2
+/// preface and the header of the SETTINGS frame that must follow it. The caller bounds it in time.
+async fn handshake(
+    stream: TcpStream,
+    tls: Option<&TlsAcceptor>,
+) -> Result<(Io, Option<Arc<ClientCertificate>>), HandshakeError> {
+    let Some(tls) = tls else {
+        return Ok((Io::Plain(preface(stream).await?), None));
+    };
+    let stream = tls.accept(stream).await.map_err(HandshakeError::Tls)?;
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| Arc::new(ClientCertificate::from_der(leaf.as_ref())));
+    Ok((Io::Tls(Box::new(preface(stream).await?)), certificate))
+}
+
+/// Reads the HTTP/2 preface and the SETTINGS frame header that must follow it.
+pub async fn preface<S: AsyncRead + Unpin>(mut stream: S) -> Result<Replay<S>, HandshakeError> {
     let mut head = [0; HANDSHAKE_BYTES];
     stream.read_exact(&mut head).await?;
     if head[..PREFACE.len()] != PREFACE[..] {
@@ -349,6 +465,7 @@ async fn accept_loop(
     limits: ConnectionLimits,
     registry: Arc<Registry>,
     handoff: mpsc::Sender<Connection>,
+    tls: Option<TlsAcceptor>,
 ) {
     let mut handshakes = JoinSet::new();
     let mut errors = AcceptErrors::default();
@@ -397,9 +514,10 @@ async fn accept_loop(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%remote, error = %e, "could not set TCP_NODELAY");
         }
-        let info = TcpConnectInfo {
+        let info = PeerInfo {
             local_addr: stream.local_addr().ok(),
             remote_addr: Some(remote),
+            certificate: None,
         };
         let (slot, evicted) = registry.register();
         handshakes.spawn(admit(
@@ -409,6 +527,7 @@ async fn accept_loop(
             evicted,
             limits.handshake_timeout,
             handoff.clone(),
+            tls.clone(),
         ));
     }
 }
@@ -416,16 +535,20 @@ async fn accept_loop(
 /// One connection's task: the handshake within `within`, then the handoff to the server.
 async fn admit(
     stream: TcpStream,
-    info: TcpConnectInfo,
+    mut info: PeerInfo,
     slot: Slot,
     evicted: oneshot::Receiver<()>,
     within: Duration,
     handoff: mpsc::Sender<Connection>,
+    tls: Option<TlsAcceptor>,
 ) {
     let remote = info.remote_addr.map(tracing::field::display);
     let io = tokio::select! {
-        done = tokio::time::timeout(within, handshake(stream)) => match done {
-            Ok(Ok(io)) => io,
+        done = tokio::time::timeout(within, handshake(stream, tls.as_ref())) => match done {
+            Ok(Ok((io, certificate))) => {
+                info.certificate = certificate;
+                io
+            }
             Ok(Err(e)) => {
                 tracing::debug!(remote, error = %e, "closed a connection: handshake failed");
                 return;

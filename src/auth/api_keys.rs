@@ -15,7 +15,7 @@
 //! one is removed. A presented secret is hashed and compared with every key's hash in constant
 //! time; the secret itself is never stored, logged or echoed.
 
-use std::{collections::BTreeSet, path::Path};
+use std::{collections::BTreeSet, path::Path, sync::Arc};
 
 use licensing_core::{Accounts, Credential, IdKind, Principal, Right};
 use serde::Deserialize;
@@ -37,7 +37,7 @@ pub struct ApiKeys {
 struct Key {
     id: String,
     hash: [u8; 32],
-    principal: Principal,
+    principal: Arc<Principal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,7 +111,7 @@ impl ApiKeys {
 
     /// The principal of `secret`, if it is one of the keys. Every key's hash is compared, in
     /// constant time, so the time taken tells nothing about which key came close.
-    pub fn authenticate(&self, secret: &str) -> Option<&Principal> {
+    pub fn authenticate(&self, secret: &str) -> Option<&Arc<Principal>> {
         let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         let mut found = None;
         for key in &self.keys {
@@ -150,12 +150,12 @@ impl Key {
         Ok(Key {
             id,
             hash,
-            principal: Principal {
+            principal: Arc::new(Principal {
                 subject: entry.subject,
                 credential: Credential::ApiKey,
                 accounts,
                 rights,
-            },
+            }),
         })
     }
 }

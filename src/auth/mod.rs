@@ -1,19 +1,30 @@
 //! Who is calling: one tower layer in front of every service authenticates each call and puts
 //! its [`Principal`] into the request, for the handlers to check against the [`rules`].
 //!
-//! Credentials come in `authorization: Bearer …`: an API key (`lk_…`, see [`api_keys`]). With no
-//! credential configured, authentication is off: every call is the `unauthenticated` principal
-//! with every right, and the service serves loopback only unless told `--insecure`. Health
-//! checks are always answered without credentials, since Kubernetes probes cannot present any.
-//! A refused credential is UNAUTHENTICATED with a reason that never repeats the secret.
+//! A caller presents one of:
+//! - `authorization: Bearer lk_…`, a static API key ([`api_keys`]);
+//! - `authorization: Bearer <JWT>`, a token signed by a key of the JWKS file ([`tokens`]);
+//! - over TLS, a client certificate the handshake verified, whose SAN URI is on the allow-list
+//!   ([`certificates`]); used when the call has no `authorization` header.
+//!
+//! Every credentials file is read again when it changes ([`watched`]). With no credential
+//! configured, authentication is off: every call is the `unauthenticated` principal with every
+//! right, and the service serves loopback only unless told `--insecure`. Health checks are always
+//! answered without credentials, since Kubernetes probes cannot present any. A refused credential
+//! is UNAUTHENTICATED with a reason that never repeats the secret. An authenticated principal over
+//! its call rate ([`rate`]) is RESOURCE_EXHAUSTED.
 
 pub mod api_keys;
+pub mod certificates;
+pub mod rate;
 pub mod rules;
+pub mod tokens;
+pub mod watched;
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, LazyLock},
     task::{Context, Poll},
 };
 
@@ -24,6 +35,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use api_keys::ApiKeys;
+pub use certificates::{ClientCertificate, ClientIdentities};
+pub use rate::CallRate;
+pub use tokens::{Jwks, TokenRules, Tokens};
+pub use watched::Watched;
+
+use crate::transport::PeerInfo;
 
 /// Paths always answered without credentials: Kubernetes probes present none.
 const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
@@ -31,6 +48,10 @@ const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
 /// otherwise. It describes the contract, which is public anyway, and lets `grpcurl` find the
 /// health service without a key.
 const REFLECTION_PATH: &str = "/grpc.reflection.";
+
+/// The principal of every call when authentication is off.
+static UNAUTHENTICATED: LazyLock<Arc<Principal>> =
+    LazyLock::new(|| Arc::new(Principal::unauthenticated()));
 
 /// How callers authenticate.
 #[derive(Debug, Clone, Default)]
@@ -42,17 +63,56 @@ pub enum Authentication {
     On(Arc<Credentials>),
 }
 
-/// The credentials the service accepts.
-#[derive(Debug, Clone, Default)]
+/// The credentials the service accepts; each kind is optional.
+#[derive(Debug, Default)]
 pub struct Credentials {
     /// Static API keys.
-    pub api_keys: ApiKeys,
+    pub api_keys: Option<Arc<Watched<ApiKeys>>>,
+    /// JWT bearer tokens.
+    pub tokens: Option<Tokens>,
+    /// The allow-list of client certificates' SAN URIs (with TLS and a client CA).
+    pub certificates: Option<Arc<Watched<ClientIdentities>>>,
+}
+
+impl Credentials {
+    /// Whether no kind of credential is configured.
+    pub fn is_empty(&self) -> bool {
+        self.api_keys.is_none() && self.tokens.is_none() && self.certificates.is_none()
+    }
+
+    /// Watches every credentials file for changes (see [`watched`]).
+    pub fn watch(&self) {
+        if let Some(keys) = &self.api_keys {
+            keys.watch();
+        }
+        if let Some(tokens) = &self.tokens {
+            tokens.jwks().watch();
+        }
+        if let Some(certificates) = &self.certificates {
+            certificates.watch();
+        }
+    }
+
+    /// What a caller may present, for the message to one who presented nothing.
+    fn accepted(&self) -> String {
+        let mut kinds = Vec::new();
+        if self.api_keys.is_some() {
+            kinds.push("\"authorization: Bearer <API key>\"");
+        }
+        if self.tokens.is_some() {
+            kinds.push("\"authorization: Bearer <JWT>\"");
+        }
+        if self.certificates.is_some() {
+            kinds.push("a client certificate");
+        }
+        kinds.join(" or ")
+    }
 }
 
 impl Authentication {
     /// Authentication with `credentials`, or off when there are none.
     pub fn with(credentials: Credentials) -> Authentication {
-        if credentials.api_keys.is_empty() {
+        if credentials.is_empty() {
             Authentication::Off
         } else {
             Authentication::On(Arc::new(credentials))
@@ -64,16 +124,41 @@ impl Authentication {
         matches!(self, Authentication::On(_))
     }
 
-    /// The principal of a call with these headers, or why it is refused.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Status> {
+    /// Starts watching the credentials files, if any.
+    pub fn watch(&self) {
+        if let Authentication::On(credentials) = self {
+            credentials.watch();
+        }
+    }
+
+    /// The principal of a call with these headers over a connection whose client presented
+    /// `certificate`, or why it is refused.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<Arc<Principal>, Status> {
         let credentials = match self {
-            Authentication::Off => return Ok(Principal::unauthenticated()),
+            Authentication::Off => return Ok(UNAUTHENTICATED.clone()),
             Authentication::On(credentials) => credentials,
         };
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(Status::unauthenticated(
-                "authentication required: send \"authorization: Bearer <API key>\"",
-            ));
+            return match (certificate, &credentials.certificates) {
+                (Some(certificate), Some(allowed)) => allowed
+                    .current()
+                    .principal(certificate)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Status::unauthenticated(format!(
+                            "the client certificate's SAN URIs {:?} are not on the allow-list",
+                            certificate.uris
+                        ))
+                    }),
+                _ => Err(Status::unauthenticated(format!(
+                    "authentication required: present {}",
+                    credentials.accepted()
+                ))),
+            };
         };
         let value = value.to_str().unwrap_or_default();
         let Some(credential) = value
@@ -81,19 +166,32 @@ impl Authentication {
             .or_else(|| value.strip_prefix("bearer "))
         else {
             return Err(Status::unauthenticated(
-                "the authorization header must be \"Bearer <API key>\"",
+                "the authorization header must be \"Bearer <credential>\"",
             ));
         };
         let credential = credential.trim();
         if credential.starts_with(api_keys::SECRET_PREFIX) {
-            return credentials
-                .api_keys
+            let Some(keys) = &credentials.api_keys else {
+                return Err(Status::unauthenticated(
+                    "API keys are not configured on this service",
+                ));
+            };
+            return keys
+                .current()
                 .authenticate(credential)
                 .cloned()
                 .ok_or_else(|| Status::unauthenticated("unknown or revoked API key"));
         }
+        if credential.bytes().filter(|b| *b == b'.').count() == 2 {
+            let Some(tokens) = &credentials.tokens else {
+                return Err(Status::unauthenticated(
+                    "tokens are not configured on this service",
+                ));
+            };
+            return tokens.verify(credential).map_err(Status::unauthenticated);
+        }
         Err(Status::unauthenticated(
-            "unknown kind of credential: an API key starts with \"lk_\"",
+            "unknown kind of credential: an API key starts with \"lk_\", a JWT has three parts",
         ))
     }
 }
@@ -128,15 +226,21 @@ impl std::fmt::Debug for Secret {
 pub struct AuthLayer {
     authentication: Authentication,
     private_reflection: bool,
+    rate: Option<CallRate>,
 }
 
 impl AuthLayer {
     /// Authenticates every call with `authentication`; reflection too when
-    /// `private_reflection`.
-    pub fn new(authentication: Authentication, private_reflection: bool) -> AuthLayer {
+    /// `private_reflection`. Authenticated principals are held to `rate`.
+    pub fn new(
+        authentication: Authentication,
+        private_reflection: bool,
+        rate: Option<CallRate>,
+    ) -> AuthLayer {
         AuthLayer {
             authentication,
             private_reflection,
+            rate,
         }
     }
 }
@@ -181,9 +285,23 @@ where
         let open = path.starts_with(HEALTH_PATH)
             || (!self.layer.private_reflection && path.starts_with(REFLECTION_PATH));
         if !open {
-            match self.layer.authentication.authenticate(request.headers()) {
+            let certificate = request
+                .extensions()
+                .get::<PeerInfo>()
+                .and_then(|peer| peer.certificate.as_deref());
+            let checked = self
+                .layer
+                .authentication
+                .authenticate(request.headers(), certificate)
+                .and_then(|principal| match &self.layer.rate {
+                    Some(rate) if self.layer.authentication.is_on() => {
+                        rate.check(&principal.subject).map(|()| principal)
+                    }
+                    _ => Ok(principal),
+                });
+            match checked {
                 Ok(principal) => {
-                    request.extensions_mut().insert(Arc::new(principal));
+                    request.extensions_mut().insert(principal);
                 }
                 Err(refused) => return Box::pin(async move { Ok(refused.into_http()) }),
             }
@@ -211,27 +329,36 @@ mod tests {
     fn off_means_every_right_and_on_means_a_valid_key() {
         let off = Authentication::Off;
         assert_eq!(
-            off.authenticate(&headers(None)).expect("off"),
+            *off.authenticate(&headers(None), None).expect("off"),
             Principal::unauthenticated()
         );
         let (secret, hash) = api_keys::new_secret().expect("random");
-        let keys = ApiKeys::parse(&format!(
+        let keys = format!(
             "[[key]]\nid = \"k\"\nsubject = \"ops\"\nsha256 = \"{hash}\"\naccounts = [\"*\"]\nrights = [\"admin\"]\n"
-        ))
-        .expect("valid");
-        let on = Authentication::with(Credentials { api_keys: keys });
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keys.toml");
+        std::fs::write(&path, keys).expect("write");
+        let keys = Watched::load(&path, "API keys", ApiKeys::parse).expect("valid");
+        let on = Authentication::with(Credentials {
+            api_keys: Some(keys),
+            ..Credentials::default()
+        });
         assert!(on.is_on());
         let principal = on
-            .authenticate(&headers(Some(&format!("Bearer {secret}"))))
+            .authenticate(&headers(Some(&format!("Bearer {secret}"))), None)
             .expect("valid key");
         assert_eq!(principal.actor(), "api-key:ops");
         for (header, reason) in [
             (None, "authentication required"),
             (Some("Basic abc"), "must be \"Bearer"),
             (Some("Bearer lk_0000"), "unknown or revoked API key"),
-            (Some("Bearer eyJ.x.y"), "unknown kind of credential"),
+            (Some("Bearer eyJ.x.y"), "tokens are not configured"),
+            (Some("Bearer what"), "unknown kind of credential"),
         ] {
-            let refused = on.authenticate(&headers(header)).expect_err("refused");
+            let refused = on
+                .authenticate(&headers(header), None)
+                .expect_err("refused");
             assert_eq!(refused.code(), tonic::Code::Unauthenticated);
             assert!(refused.message().contains(reason), "{refused:?}");
             assert!(

@@ -70,8 +70,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --listen {}", config.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
+    let health_listener = match config.health_listen {
+        None => None,
+        Some(health) => {
+            let listener = tokio::net::TcpListener::bind(health)
+                .await
+                .with_context(|| format!("binding --health-listen {health}"))?;
+            let bound = listener.local_addr().context("reading the bound address")?;
+            tracing::info!(address = %bound, "health checks listening (plaintext, no credentials)");
+            Some(listener)
+        }
+    };
     tracing::info!(
         %address,
+        tls = config.tls.is_some(),
         data_dir = %config.data_dir.display(),
         price_list = config.price_list.name(),
         price_list_version = config.price_list.version(),
@@ -85,6 +97,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         connections,
         authentication: config.authentication,
         private_reflection: config.private_reflection,
+        tls: config.tls,
+        health_listener,
+        call_rate: config.call_rate,
     };
     server::run(listener, options, shutdown).await?;
     Ok(())

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration}
 
 use clap::Parser;
 
-use super::upload::UploadOptions;
+use super::upload::{CredentialFile, UploadOptions};
 pub use crate::config::ConfigErrors;
 use crate::{config::LogFormat, ingest::MAX_EVENTS_PER_BATCH};
 
@@ -82,8 +82,24 @@ pub struct Args {
     shutdown_grace_seconds: String,
     /// File holding the API key to present to `licensing` (`lk_…`, as `licensing new-key` printed
     /// it), when `licensing` requires authentication. The key needs the ingest right.
+    /// Read again at every connection, so a rotated key is picked up without a restart.
     #[arg(long, value_name = "PATH", env = "LICENSING_COLLECTOR_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
+    /// File holding a JWT to present to `licensing` instead of an API key; read again at every
+    /// connection, since tokens expire and are renewed by whatever writes the file.
+    #[arg(long, value_name = "PATH", env = "LICENSING_COLLECTOR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificates (PEM) that sign `licensing`'s certificate, for an `https://` URL.
+    /// Default: the system's trusted roots.
+    #[arg(long, value_name = "PATH", env = "LICENSING_COLLECTOR_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to `licensing` (mutual TLS), with
+    /// `--client-key`.
+    #[arg(long, value_name = "PATH", env = "LICENSING_COLLECTOR_CLIENT_CERT")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "PATH", env = "LICENSING_COLLECTOR_CLIENT_KEY")]
+    client_key: Option<PathBuf>,
     /// Log filter, in `tracing` directive syntax (e.g. `info,licensing=debug`).
     #[arg(long, env = "LICENSING_COLLECTOR_LOG", default_value = "info")]
     log: String,
@@ -106,6 +122,10 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_COLLECTOR_BACKOFF_MAX_MS",
     "LICENSING_COLLECTOR_SHUTDOWN_GRACE_SECONDS",
     "LICENSING_COLLECTOR_API_KEY_FILE",
+    "LICENSING_COLLECTOR_TOKEN_FILE",
+    "LICENSING_COLLECTOR_CA_FILE",
+    "LICENSING_COLLECTOR_CLIENT_CERT",
+    "LICENSING_COLLECTOR_CLIENT_KEY",
     "LICENSING_COLLECTOR_LOG",
     "LICENSING_COLLECTOR_LOG_FORMAT",
 ];
@@ -249,16 +269,24 @@ impl Config {
             100..=600_000,
             " of milliseconds",
         );
-        let credential = args.api_key_file.as_ref().and_then(|path| {
-            read_api_key(path)
-                .map_err(|problem| {
-                    problems.push(format!(
-                        "--api-key-file / LICENSING_COLLECTOR_API_KEY_FILE {:?}: {problem}",
-                        path.display()
-                    ))
-                })
-                .ok()
-        });
+        let credential = match (&args.api_key_file, &args.token_file) {
+            (Some(_), Some(_)) => {
+                problems.push(
+                    "--api-key-file / LICENSING_COLLECTOR_API_KEY_FILE and --token-file / LICENSING_COLLECTOR_TOKEN_FILE: give one, not both"
+                        .to_owned(),
+                );
+                None
+            }
+            (Some(path), None) => Some(CredentialFile::ApiKey(path.clone())),
+            (None, Some(path)) => Some(CredentialFile::Token(path.clone())),
+            (None, None) => None,
+        };
+        if let Some(file) = &credential
+            && let Err(problem) = file.read()
+        {
+            problems.push(problem);
+        }
+        let tls = client_tls(&args, &mut problems);
         let grace_seconds = number(
             &mut problems,
             "shutdown-grace-seconds",
@@ -310,6 +338,7 @@ impl Config {
                     in_flight: in_flight as usize,
                     backoff_max: Duration::from_millis(backoff_max_ms),
                     credential,
+                    tls: tls.flatten(),
                 },
                 spool_dir: args.spool_dir,
                 follow,
@@ -329,15 +358,12 @@ impl Config {
 fn check_licensing(url: &str) -> Result<(), String> {
     let uri: tonic::transport::Uri = url.parse().map_err(|e| format!("{e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+        Some("http" | "https") => {}
+        _ => {
             return Err(
-                "https is not supported (this build has no TLS): use http:// to a local proxy or \
-                 mesh sidecar that adds TLS"
-                    .to_owned(),
+                "must be an http:// or https:// URL, e.g. https://licensing:50051".to_owned(),
             );
         }
-        _ => return Err("must be an http:// URL, e.g. http://licensing:50051".to_owned()),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err("must name a host".to_owned());
@@ -345,18 +371,74 @@ fn check_licensing(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The API key in `path`: one line, `lk_` and hex digits. Problems never quote the file's text.
-fn read_api_key(path: &std::path::Path) -> Result<crate::auth::Secret, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let key = text.trim();
-    if key.starts_with(crate::auth::api_keys::SECRET_PREFIX)
-        && key.len() > crate::auth::api_keys::SECRET_PREFIX.len()
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        Ok(crate::auth::Secret::new(key))
-    } else {
-        Err("does not hold an API key (one line: lk_ and hex digits, as licensing new-key prints it)".to_owned())
+/// TLS towards `licensing`: `Some(Some(_))` for an `https://` URL, `Some(None)` for `http://`,
+/// `None` when a TLS file is invalid (its problem is added).
+fn client_tls(
+    args: &Args,
+    problems: &mut Vec<String>,
+) -> Option<Option<tonic::transport::ClientTlsConfig>> {
+    let https = args.licensing.starts_with("https://");
+    let tls_files =
+        args.ca_file.is_some() || args.client_cert.is_some() || args.client_key.is_some();
+    if !https {
+        if tls_files {
+            problems.push(format!(
+                "--ca-file, --client-cert, --client-key: need an https:// --licensing URL, not {:?}",
+                args.licensing
+            ));
+            return None;
+        }
+        return Some(None);
     }
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("{flag} {:?}: cannot read it: {e}", path.display()))
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    match &args.ca_file {
+        Some(path) => match read("--ca-file / LICENSING_COLLECTOR_CA_FILE", path).and_then(|pem| {
+            crate::tls::certificates_pem(&pem)
+                .map(|_| pem)
+                .map_err(|e| {
+                    format!(
+                        "--ca-file / LICENSING_COLLECTOR_CA_FILE {:?}: {e}",
+                        path.display()
+                    )
+                })
+        }) {
+            Ok(pem) => tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            Err(problem) => {
+                problems.push(problem);
+                return None;
+            }
+        },
+        None => tls = tls.with_native_roots(),
+    }
+    match (&args.client_cert, &args.client_key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            match (
+                read("--client-cert / LICENSING_COLLECTOR_CLIENT_CERT", cert),
+                read("--client-key / LICENSING_COLLECTOR_CLIENT_KEY", key),
+            ) {
+                (Ok(cert), Ok(key)) => {
+                    tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+                }
+                (cert, key) => {
+                    problems.extend(cert.err());
+                    problems.extend(key.err());
+                    return None;
+                }
+            }
+        }
+        _ => {
+            problems.push(
+                "--client-cert / LICENSING_COLLECTOR_CLIENT_CERT and --client-key / LICENSING_COLLECTOR_CLIENT_KEY: give both or neither"
+                    .to_owned(),
+            );
+            return None;
+        }
+    }
+    Some(Some(tls))
 }
 
 /// The rules `licensing` applies to an event's source.
@@ -461,11 +543,47 @@ mod tests {
     }
 
     #[test]
-    fn https_is_refused_with_the_reason() {
-        let errors = parse(&["--stdin", "--licensing", "https://licensing:443"], &[])
-            .expect_err("https accepted")
-            .to_string();
-        assert!(errors.contains("no TLS"), "{errors}");
+    fn https_means_tls_and_tls_files_need_https() {
+        let config =
+            parse(&["--stdin", "--licensing", "https://licensing:443"], &[]).expect("https");
+        assert!(config.upload.tls.is_some(), "https is sent over TLS");
+        let config =
+            parse(&["--stdin", "--licensing", "http://licensing:50051"], &[]).expect("http");
+        assert!(config.upload.tls.is_none());
+        let errors = parse(
+            &[
+                "--stdin",
+                "--licensing",
+                "http://licensing:50051",
+                "--ca-file",
+                "/ca.pem",
+            ],
+            &[],
+        )
+        .expect_err("a CA file over http")
+        .to_string();
+        assert!(
+            errors.contains("need an https:// --licensing URL"),
+            "{errors}"
+        );
+        let errors = parse(
+            &[
+                "--stdin",
+                "--licensing",
+                "https://licensing:443",
+                "--ca-file",
+                "/nonexistent/ca.pem",
+            ],
+            &[],
+        )
+        .expect_err("a missing CA file")
+        .to_string();
+        assert!(
+            errors.contains(
+                "--ca-file / LICENSING_COLLECTOR_CA_FILE \"/nonexistent/ca.pem\": cannot read it"
+            ),
+            "{errors}"
+        );
     }
 
     #[test]

@@ -50,8 +50,64 @@ pub struct UploadOptions {
     pub in_flight: usize,
     /// The longest wait between reconnection attempts.
     pub backoff_max: Duration,
-    /// The API key presented to `licensing`, if it wants one.
-    pub credential: Option<crate::auth::Secret>,
+    /// Where the credential presented to `licensing` is read, if it wants one.
+    pub credential: Option<CredentialFile>,
+    /// TLS towards `licensing` (an `https://` URL): the server verified, maybe a client
+    /// certificate presented.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+/// A file holding the collector's credential, read at every connection.
+#[derive(Debug, Clone)]
+pub enum CredentialFile {
+    /// An API key (`lk_…`).
+    ApiKey(std::path::PathBuf),
+    /// A JWT.
+    Token(std::path::PathBuf),
+}
+
+impl CredentialFile {
+    /// The credential in the file, checked for its shape. Problems never quote the file's text.
+    pub fn read(&self) -> Result<crate::auth::Secret, String> {
+        let (flag, path) = match self {
+            CredentialFile::ApiKey(path) => {
+                ("--api-key-file / LICENSING_COLLECTOR_API_KEY_FILE", path)
+            }
+            CredentialFile::Token(path) => ("--token-file / LICENSING_COLLECTOR_TOKEN_FILE", path),
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{flag} {:?}: cannot read it: {e}", path.display()))?;
+        let secret = text.trim();
+        let valid = match self {
+            CredentialFile::ApiKey(_) => {
+                secret.starts_with(crate::auth::api_keys::SECRET_PREFIX)
+                    && secret.len() > crate::auth::api_keys::SECRET_PREFIX.len()
+                    && secret
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            }
+            CredentialFile::Token(_) => {
+                secret.bytes().filter(|b| *b == b'.').count() == 2
+                    && secret
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b))
+            }
+        };
+        if valid {
+            Ok(crate::auth::Secret::new(secret))
+        } else {
+            Err(match self {
+                CredentialFile::ApiKey(_) => format!(
+                    "{flag} {:?}: does not hold an API key (one line: lk_ and hex digits, as licensing new-key prints it)",
+                    path.display()
+                ),
+                CredentialFile::Token(_) => format!(
+                    "{flag} {:?}: does not hold a JWT (one line: three base64url parts joined by dots)",
+                    path.display()
+                ),
+            })
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -145,8 +201,19 @@ async fn connection(
         }
         Broken::Stream(text)
     };
-    let channel = Endpoint::from_shared(options.endpoint.clone())
-        .map_err(|e| broken("the URL", &e))?
+    let mut endpoint =
+        Endpoint::from_shared(options.endpoint.clone()).map_err(|e| broken("the URL", &e))?;
+    if let Some(tls) = &options.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| broken("TLS", &e))?;
+    }
+    // Read at every connection: a rotated key or a renewed token is used from the next one on.
+    let credential = match &options.credential {
+        Some(file) => Some(file.read().map_err(Broken::Stream)?),
+        None => None,
+    };
+    let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         // Pings find a dead peer even while idle, when no acknowledgement is awaited.
@@ -160,7 +227,7 @@ async fn connection(
     let mut client =
         IngestionServiceClient::new(channel).max_decoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
     let mut call = tonic::Request::new(ReceiverStream::new(outbound));
-    if let Some(credential) = &options.credential {
+    if let Some(credential) = &credential {
         call.metadata_mut()
             .insert("authorization", credential.bearer());
     }
@@ -383,6 +450,7 @@ mod tests {
                 in_flight: 4,
                 backoff_max: Duration::from_millis(200),
                 credential: None,
+                tls: None,
             },
             spool.clone(),
             metrics.clone(),

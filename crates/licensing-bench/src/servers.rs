@@ -77,6 +77,9 @@ pub(crate) async fn start_licensing(
         connections: connection_limits(),
         authentication: licensing::auth::Authentication::Off,
         private_reflection: false,
+        tls: None,
+        health_listener: None,
+        call_rate: None,
     };
     // `run` wraps the listener itself (with TCP_NODELAY), so it gets the bare listener.
     let address = listener.local_addr()?;
