@@ -272,6 +272,29 @@ impl Licensing {
             .expect("grpcurl printed JSON messages")
     }
 
+    /// [`Licensing::call_stream`] with grpcurl options before the request (`-H` headers).
+    pub fn call_stream_with(
+        &self,
+        options: &[&str],
+        method: &str,
+        request: &serde_json::Value,
+    ) -> Vec<serde_json::Value> {
+        let request = request.to_string();
+        let mut args = options.to_vec();
+        args.extend(["-d", &request, method]);
+        let output = self.grpcurl(&args);
+        assert!(
+            output.status.success(),
+            "{method} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::Deserializer::from_slice(&output.stdout)
+            .into_iter::<serde_json::Value>()
+            .collect::<Result<_, _>>()
+            .expect("grpcurl printed JSON messages")
+    }
+
     fn wait_for_logs(&self) -> Vec<String> {
         let started = Instant::now();
         loop {
