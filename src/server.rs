@@ -171,14 +171,20 @@ pub async fn run(
     }
     // Probes get their own plaintext port when the main one needs TLS or credentials; it serves
     // the same health states, and ends with the process.
-    let health_only = options.health_listener.map(|listener| {
-        let incoming = transport::incoming(listener, options.connections);
-        tokio::spawn(
-            server_builder()
-                .add_service(health_service.clone())
-                .serve_with_incoming(incoming),
-        )
-    });
+    // Reflection too, so that grpcurl finds the health service there.
+    let health_only = match options.health_listener {
+        None => None,
+        Some(listener) => {
+            let incoming = transport::incoming(listener, options.connections);
+            Some(tokio::spawn(
+                server_builder()
+                    .add_service(health_service.clone())
+                    .add_service(reflection().build_v1()?)
+                    .add_service(reflection().build_v1alpha()?)
+                    .serve_with_incoming(incoming),
+            ))
+        }
+    };
     if !options.authentication.is_on() {
         tracing::warn!(
             "authentication is off: every caller has every right on every account; configure --api-keys before serving anything but this machine"

@@ -26,6 +26,9 @@ pub struct Licensing {
     child: Child,
     /// The bound address, `127.0.0.1:PORT`.
     pub address: String,
+    /// Where health is checked in plaintext: the `--health-listen` address when one is
+    /// configured, the main address otherwise.
+    pub health_address: String,
     logs: Arc<Mutex<Vec<String>>>,
     /// The database folder.
     pub data_dir: PathBuf,
@@ -141,9 +144,18 @@ impl Licensing {
                 );
             }
         };
+        // Logged before the main address, so it is in the logs by now.
+        let health_address = logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .find(|line| line.contains("health checks listening"))
+            .and_then(|line| field(line, "address"))
+            .unwrap_or_else(|| address.clone());
         let server = Licensing {
             child,
             address,
+            health_address,
             logs,
             data_dir,
             _owned_data: None,
@@ -155,7 +167,7 @@ impl Licensing {
     fn wait_until_serving(&self) {
         let started = Instant::now();
         loop {
-            let output = self.grpcurl(&["-d", r#"{"service":""}"#, "grpc.health.v1.Health/Check"]);
+            let output = self.health();
             if output.status.success()
                 && String::from_utf8_lossy(&output.stdout).contains("SERVING")
             {
@@ -170,6 +182,22 @@ impl Licensing {
             // Polling with a deadline, not a fixed wait for readiness.
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Checks health with grpcurl, in plaintext, on [`Licensing::health_address`].
+    pub fn health(&self) -> Output {
+        Command::new(grpcurl_path())
+            .args([
+                "-plaintext",
+                "-max-time",
+                CALL_DEADLINE_SECONDS,
+                "-d",
+                r#"{"service":""}"#,
+            ])
+            .arg(&self.health_address)
+            .arg("grpc.health.v1.Health/Check")
+            .output()
+            .expect("run grpcurl")
     }
 
     /// Runs grpcurl against this server (plaintext) with the given arguments.
