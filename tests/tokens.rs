@@ -1,7 +1,8 @@
 //! End to end: JWT bearer tokens through the real binary. Tokens signed by a key of the JWKS file
 //! with the configured issuer and audience are accepted, with the accounts and rights their claims
 //! name; every known attack on tokens is refused UNAUTHENTICATED; a JWKS file changed on disk is
-//! in force without a restart; API keys are rotated and revoked the same way.
+//! in force without a restart; API keys are rotated and revoked the same way; a principal over
+//! its call rate is told when to retry.
 //!
 //! The signing keys are fixtures (`tests/fixtures/jwt`), made once with `openssl genpkey`.
 
@@ -490,4 +491,71 @@ async fn api_keys_are_rotated_and_revoked_without_a_restart() {
     for secret in [&old, &next, &wrong] {
         assert!(!logs.contains(secret.as_str()), "a secret is logged");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_over_its_call_rate_is_told_when_to_retry_and_others_are_served() {
+    use tonic_types::StatusExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let new_secret = || licensing::auth::api_keys::new_secret().expect("random").0;
+    let (busy, quiet) = (new_secret(), new_secret());
+    let keys = dir.path().join("keys.toml");
+    write_keys(
+        &keys,
+        &(key_entry("busy", "busy", &busy, "\"admin\"")
+            + &key_entry("quiet", "quiet", &quiet, "\"admin\"")),
+    );
+    // One call per second each: the second call in the same second is over the rate.
+    let server = Licensing::start_with_args(&[
+        "--api-keys",
+        &keys.display().to_string(),
+        "--calls-per-second",
+        "1",
+    ]);
+    let mut client = LicensingServiceClient::new(server.channel().await);
+    let call = |secret: &str| {
+        let mut request = tonic::Request::new(api::GetAccountRequest {
+            account_id: "acme".to_owned(),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {secret}")).expect("ASCII"),
+        );
+        request
+    };
+    let mut refused = None;
+    for _ in 0..50 {
+        match client.get_account(call(&busy)).await {
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                refused = Some(status);
+                break;
+            }
+            // The account does not exist: the call was let through and answered.
+            Err(status) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
+            Ok(_) => panic!("acme does not exist"),
+        }
+    }
+    let refused = refused.expect("50 calls in a row stayed within one call per second");
+    assert!(refused.message().contains("\"busy\""), "{refused:?}");
+    let retry = refused
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(1),
+        "{retry:?}"
+    );
+    // The other principal is not held back by the busy one.
+    let other = client
+        .get_account(call(&quiet))
+        .await
+        .expect_err("no account");
+    assert_eq!(other.code(), Code::NotFound, "{other:?}");
+    // After the wait it was told, the busy one is served again.
+    tokio::time::sleep(retry).await;
+    let again = client
+        .get_account(call(&busy))
+        .await
+        .expect_err("no account");
+    assert_eq!(again.code(), Code::NotFound, "{again:?}");
 }
