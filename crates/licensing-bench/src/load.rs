@@ -10,7 +10,12 @@ use anyhow::Context as _;
 use licensing::api::{self, licensing_service_client::LicensingServiceClient};
 use prost::Message as _;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
+
+use crate::credentials::Bearer;
 
 use crate::echo::proto::{EchoRequest, echo_service_client::EchoServiceClient};
 
@@ -55,9 +60,9 @@ pub(crate) enum Target {
         client: EchoServiceClient<Channel>,
         request: EchoRequest,
     },
-    /// The real `ResolveMember`.
+    /// The real `ResolveMember`, each call presenting the bearer if any.
     Resolve {
-        client: LicensingServiceClient<Channel>,
+        client: LicensingServiceClient<InterceptedService<Channel, Bearer>>,
         request: api::ResolveMemberRequest,
     },
 }
@@ -93,8 +98,9 @@ impl Target {
     pub(crate) async fn resolve(
         address: SocketAddr,
         member: &api::ResolveMemberRequest,
+        bearer: Bearer,
     ) -> anyhow::Result<Self> {
-        let client = LicensingServiceClient::new(connect(address).await?);
+        let client = LicensingServiceClient::with_interceptor(connect(address).await?, bearer);
         Ok(Target::Resolve {
             client,
             request: member.clone(),

@@ -24,6 +24,7 @@
 #![allow(clippy::print_stdout)]
 
 mod abuse;
+mod credentials;
 mod echo;
 mod in_process;
 mod ingestion;
@@ -52,6 +53,9 @@ const IN_PROCESS_TARGET_NS: f64 = 1000.0;
 const THROUGHPUT_RATIO_TARGET: f64 = 0.90;
 /// `ResolveMember`'s p99 latency must stay within this multiple of the echo baseline's.
 const P99_RATIO_TARGET: f64 = 1.15;
+/// Authenticated `ResolveMember` must keep at least this fraction of the unauthenticated one's
+/// throughput (at most a 5 % regression).
+const AUTH_RATIO_TARGET: f64 = 0.95;
 /// Worker threads of each runtime (servers, client).
 const WORKERS: usize = 2;
 
@@ -127,6 +131,18 @@ fn bench_resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
         "against an echo answering as many bytes as ResolveMember ({} B): throughput {throughput:.2}, p99 {p99:.2}",
         totals.response_bytes
     );
+    print_window("total", "res-key", &totals.resolve_key);
+    print_window("total", "res-jwt", &totals.resolve_jwt);
+    for (name, window) in [
+        ("API key", &totals.resolve_key),
+        ("JWT", &totals.resolve_jwt),
+    ] {
+        println!(
+            "authenticated with an {name} / unauthenticated: throughput {:.3}, p99 {:.3} (target: throughput >= {AUTH_RATIO_TARGET:.2})",
+            window.per_second() / totals.resolve.per_second(),
+            f64::from(window.percentile_us(99.0)) / f64::from(totals.resolve.percentile_us(99.0)),
+        );
+    }
     let worst = timings.iter().map(|t| t.ns_per_call).fold(0.0, f64::max);
     println!(
         "in-process resolve, slowest variant: {worst:.0} ns/call (target < {IN_PROCESS_TARGET_NS:.0} ns)"
@@ -136,6 +152,8 @@ fn bench_resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
         ("echo", &totals.echo),
         ("sized echo", &totals.sized_echo),
         ("resolve", &totals.resolve),
+        ("resolve with an API key", &totals.resolve_key),
+        ("resolve with a JWT", &totals.resolve_jwt),
     ]))
 }
 
@@ -159,6 +177,10 @@ struct Totals {
     sized_echo: Window,
     /// `ResolveMember`.
     resolve: Window,
+    /// `ResolveMember` on a server requiring credentials, presenting an API key.
+    resolve_key: Window,
+    /// The same, presenting a JWT.
+    resolve_jwt: Window,
     /// Encoded size of a `ResolveMember` answer.
     response_bytes: u32,
 }
@@ -171,19 +193,34 @@ fn bench_loopback(args: &ResolveArgs, prices: Arc<PriceList>) -> anyhow::Result<
     let database = tempfile::tempdir().context("creating the database directory")?;
     let store = servers::open_store(database.path().join("licensing"))?;
     let echo_server = server_runtime.block_on(servers::start_echo())?;
-    let licensing_server = server_runtime.block_on(servers::start_licensing(prices, store))?;
+    let licensing_server =
+        server_runtime.block_on(servers::start_licensing(prices.clone(), store))?;
+    let credentials = credentials::Setup::new(credentials::Auth::Jwt)?;
+    let secured_store = servers::open_store(database.path().join("licensing-secured"))?;
+    let secured_server = server_runtime.block_on(servers::start_licensing_with(
+        prices,
+        secured_store,
+        &credentials,
+    ))?;
     println!(
         "\nloopback gRPC: {} in flight on one connection per service, {} round(s) of {} s after {} s warm-up",
         args.in_flight, args.rounds, args.seconds, args.warm_up
     );
 
-    let totals = client_runtime.block_on(alternate_rounds(args, &echo_server, &licensing_server));
-    // Stop both servers whatever the rounds gave, then report the first failure.
+    let totals = client_runtime.block_on(alternate_rounds(
+        args,
+        &echo_server,
+        &licensing_server,
+        (&secured_server, &credentials),
+    ));
+    // Stop every server whatever the rounds gave, then report the first failure.
     let echo_stopped = server_runtime.block_on(echo_server.stop());
     let licensing_stopped = server_runtime.block_on(licensing_server.stop());
+    let secured_stopped = server_runtime.block_on(secured_server.stop());
     let totals = totals?;
     echo_stopped?;
     licensing_stopped?;
+    secured_stopped?;
     Ok(totals)
 }
 
@@ -193,16 +230,37 @@ async fn alternate_rounds(
     args: &ResolveArgs,
     echo_server: &RunningServer,
     licensing_server: &RunningServer,
+    (secured_server, credentials): (&RunningServer, &credentials::Setup),
 ) -> anyhow::Result<Totals> {
+    use credentials::Auth;
     let member = load::member_request();
-    let mut resolve = Target::resolve(licensing_server.address, &member).await?;
+    let mut resolve = Target::resolve(
+        licensing_server.address,
+        &member,
+        credentials.bearer(Auth::Off),
+    )
+    .await?;
     let response_bytes = resolve.resolve_response_bytes().await?;
+    let resolve_key = Target::resolve(
+        secured_server.address,
+        &member,
+        credentials.bearer(Auth::ApiKey),
+    )
+    .await?;
+    let resolve_jwt = Target::resolve(
+        secured_server.address,
+        &member,
+        credentials.bearer(Auth::Jwt),
+    )
+    .await?;
     let echo = Target::echo(echo_server.address, &member, 0).await?;
     let sized_echo = Target::echo(echo_server.address, &member, response_bytes).await?;
     let targets = [
         ("echo", &echo),
         ("echo-sz", &sized_echo),
         ("resolve", &resolve),
+        ("res-key", &resolve_key),
+        ("res-jwt", &resolve_jwt),
     ];
     let warm_up = Duration::from_secs(args.warm_up);
     let round = Duration::from_secs(args.seconds);
@@ -224,12 +282,14 @@ async fn alternate_rounds(
             total.merge(window);
         }
     }
-    let [echo, sized_echo, resolve] =
-        <[Window; 3]>::try_from(totals).map_err(|_| anyhow::anyhow!("one total per service"))?;
+    let [echo, sized_echo, resolve, resolve_key, resolve_jwt] =
+        <[Window; 5]>::try_from(totals).map_err(|_| anyhow::anyhow!("one total per service"))?;
     Ok(Totals {
         echo,
         sized_echo,
         resolve,
+        resolve_key,
+        resolve_jwt,
         response_bytes,
     })
 }

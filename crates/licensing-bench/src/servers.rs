@@ -13,6 +13,7 @@ use licensing_core::PriceList;
 use licensing_store::{Store, StoreConfig};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+use crate::credentials::Auth;
 use crate::echo::{Echo, proto::echo_service_server::EchoServiceServer};
 
 /// How long a server may take to stop once asked.
@@ -68,6 +69,15 @@ pub(crate) async fn start_licensing(
     prices: Arc<PriceList>,
     store: Store,
 ) -> anyhow::Result<RunningServer> {
+    start_licensing_with(prices, store, &crate::credentials::Setup::new(Auth::Off)?).await
+}
+
+/// [`start_licensing`], authenticating callers as `credentials` says.
+pub(crate) async fn start_licensing_with(
+    prices: Arc<PriceList>,
+    store: Store,
+    credentials: &crate::credentials::Setup,
+) -> anyhow::Result<RunningServer> {
     let listener = bind().await?;
     let options = ServeOptions {
         dedupe_retention_days: licensing::ingest::DEFAULT_DEDUPE_RETENTION_DAYS,
@@ -75,11 +85,11 @@ pub(crate) async fn start_licensing(
         store,
         shutdown_grace: Duration::from_secs(1),
         connections: connection_limits(),
-        authentication: licensing::auth::Authentication::Off,
+        authentication: credentials.authentication.clone(),
         private_reflection: false,
         tls: None,
         health_listener: None,
-        call_rate: None,
+        call_rate: credentials.call_rate.clone(),
     };
     // `run` wraps the listener itself (with TCP_NODELAY), so it gets the bare listener.
     let address = listener.local_addr()?;
