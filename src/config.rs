@@ -137,6 +137,11 @@ pub struct NewKey {
     /// Rights: `view`, `update`, `ingest`, `admin`, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub rights: Vec<String>,
+    /// Appends the key's entry to this keys file (created, readable by its owner only, when
+    /// missing) instead of printing it; the file must stay valid with it. A running service
+    /// reads the changed file within a second.
+    #[arg(long, value_name = "PATH")]
+    pub keys_file: Option<PathBuf>,
 }
 
 impl NewKey {
@@ -160,6 +165,40 @@ impl NewKey {
         );
         ApiKeys::parse(&entry)?;
         Ok((secret, entry))
+    }
+
+    /// Appends `entry` to the keys file at `path`, after checking that the file with it is valid
+    /// (a duplicate id, a third key of a subject, ... are refused and the file is left as it was).
+    pub fn append(&self, path: &std::path::Path, entry: &str) -> Result<(), String> {
+        use std::io::Write as _;
+        let named = |e: String| format!("--keys-file {:?}: {e}", path.display());
+        let before = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(named(format!("cannot read it: {e}"))),
+        };
+        let separator = if before.is_empty() || before.ends_with("\n\n") {
+            ""
+        } else if before.ends_with('\n') {
+            "\n"
+        } else {
+            "\n\n"
+        };
+        let addition = format!("{separator}{entry}");
+        ApiKeys::parse(&format!("{before}{addition}")).map_err(named)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(path)
+            .map_err(|e| named(format!("cannot open it: {e}")))?;
+        file.write_all(addition.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| named(format!("cannot write it: {e}")))
     }
 }
 

@@ -234,7 +234,14 @@ impl Runner {
     /// Runs a step; returns what went wrong, if anything.
     fn run(&mut self, step: &Step) -> Option<String> {
         let command = self.command(&step.command);
-        if step.command.contains("--bin licensing-collector") {
+        // The collector, and any command ending in `&`, run in the background, as in a second
+        // terminal.
+        let background = step.command.trim_end().strip_suffix('&');
+        if step.command.contains("--bin licensing-collector") || background.is_some() {
+            let command = match background {
+                Some(text) => self.command(text),
+                None => command,
+            };
             let child = Command::new("bash")
                 .args(["-c", &format!("exec {command}")])
                 .current_dir(&self.root)
@@ -242,7 +249,7 @@ impl Runner {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("start the collector");
+                .expect("start a background command");
             self.background.push(child);
             return None;
         }
@@ -306,6 +313,15 @@ fn the_readme_walk_throughs_run_verbatim_on_a_fresh_service() {
         replacements: vec![
             ("127.0.0.1:50051".into(), server.address.clone()),
             ("127.0.0.1:9464".into(), support::free_address()),
+            ("127.0.0.1:50052".into(), support::free_address()),
+            (
+                "./secured/".into(),
+                format!("{}/", scratch.path().join("secured").display()),
+            ),
+            (
+                "mkdir -p secured".into(),
+                format!("mkdir -p {}", scratch.path().join("secured").display()),
+            ),
             (
                 "./collector-spool".into(),
                 scratch.path().join("spool").display().to_string(),
@@ -313,6 +329,10 @@ fn the_readme_walk_throughs_run_verbatim_on_a_fresh_service() {
             (
                 "cargo run --release --locked --bin licensing-collector --".into(),
                 env!("CARGO_BIN_EXE_licensing-collector").into(),
+            ),
+            (
+                "cargo run --release --locked --bin licensing --".into(),
+                env!("CARGO_BIN_EXE_licensing").into(),
             ),
         ],
         path: format!(

@@ -38,15 +38,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// `licensing new-key`: the secret goes to standard output's first line, the file entry after.
+/// `licensing new-key`: the secret goes to standard output's first line; the file entry is
+/// appended to `--keys-file`, or printed after the secret.
 #[allow(clippy::print_stdout)]
 fn new_key(key: &NewKey) -> ExitCode {
-    match key.create() {
+    let created = key
+        .create()
+        .and_then(|(secret, entry)| match &key.keys_file {
+            Some(path) => key.append(path, &entry).map(|()| (secret, None)),
+            None => Ok((secret, Some(entry))),
+        });
+    match created {
         Ok((secret, entry)) => {
             println!("{secret}");
-            println!();
-            println!("# Add this to the --api-keys file; the secret above is shown only once.");
-            print!("{entry}");
+            if let Some(entry) = entry {
+                println!();
+                println!("# Add this to the --api-keys file; the secret above is shown only once.");
+                print!("{entry}");
+            }
             ExitCode::SUCCESS
         }
         Err(problem) => {

@@ -45,7 +45,15 @@ use licensing::api::{
 use licensing_store::{Store, StoreConfig};
 use tokio::{runtime::Runtime, sync::mpsc, task::JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
+
+use crate::credentials::{Auth, Bearer};
+
+/// The connection every call of the benchmark goes through, presenting the bearer if any.
+type Client = InterceptedService<Channel, Bearer>;
 
 use crate::servers::{self, RunningServer};
 
@@ -115,6 +123,10 @@ pub(crate) struct IngestArgs {
     /// Raw writer tasks. Default: as many as ours keeps batches in flight (streams x in flight).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     raw_writers: Option<u64>,
+    /// How the client authenticates: `off` (the server's loopback default), `api-key` or `jwt`
+    /// (the server then requires credentials and holds each principal to a call rate).
+    #[arg(long, value_enum, default_value = "off")]
+    auth: Auth,
     /// Bound of sled's page cache for both databases, in MiB (the binary's default is 256).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     cache_mb: u64,
@@ -258,18 +270,23 @@ pub(crate) fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
         .mode(sled::Mode::HighThroughput)
         .open()
         .context("opening the raw database")?;
-    let server = server_runtime.block_on(servers::start_licensing(prices, store))?;
+    let credentials = crate::credentials::Setup::new(args.auth)?;
+    let server =
+        server_runtime.block_on(servers::start_licensing_with(prices, store, &credentials))?;
+    println!("authentication: {:?}", args.auth);
 
-    let results = match client_runtime.block_on(bench(args, &server, &raw_db)) {
-        Ok(results) => results,
-        Err(error) => {
-            // After a stall sled may hold its locks for good (spacejam/sled#1308): stopping the
-            // server, dropping the runtimes or closing a database could wait forever. Leave now.
-            eprintln!("Error: {error:#}");
-            let _ = std::fs::remove_dir_all(folder.path());
-            std::process::exit(1);
-        }
-    };
+    let results =
+        match client_runtime.block_on(bench(args, &server, &raw_db, credentials.bearer(args.auth)))
+        {
+            Ok(results) => results,
+            Err(error) => {
+                // After a stall sled may hold its locks for good (spacejam/sled#1308): stopping the
+                // server, dropping the runtimes or closing a database could wait forever. Leave now.
+                eprintln!("Error: {error:#}");
+                let _ = std::fs::remove_dir_all(folder.path());
+                std::process::exit(1);
+            }
+        };
     server_runtime.block_on(server.stop())?;
     drop(server_runtime);
 
@@ -339,12 +356,14 @@ async fn bench(
     args: &IngestArgs,
     server: &RunningServer,
     raw_db: &sled::Db,
+    bearer: Bearer,
 ) -> anyhow::Result<Vec<SizeResult>> {
     let channel = Endpoint::from_shared(format!("http://{}", server.address))?
         .tcp_nodelay(true)
         .connect()
         .await
         .context("connecting to licensing")?;
+    let channel = InterceptedService::new(channel, bearer);
     let started = Instant::now();
     let members = setup(&channel, args.members).await?;
     println!(
@@ -424,7 +443,7 @@ async fn bench(
 }
 
 /// Creates the account and its members through the API; returns the member ids.
-async fn setup(channel: &Channel, members: u64) -> anyhow::Result<Vec<String>> {
+async fn setup(channel: &Client, members: u64) -> anyhow::Result<Vec<String>> {
     let mut client = LicensingServiceClient::new(channel.clone());
     client
         .create_account(api::CreateAccountRequest {
@@ -507,7 +526,7 @@ async fn setup(channel: &Channel, members: u64) -> anyhow::Result<Vec<String>> {
 
 /// Ours: `streams` Ingest streams of batches of `size`, `in_flight` per stream.
 struct Load<'a> {
-    channel: &'a Channel,
+    channel: &'a Client,
     events: &'a Arc<Events>,
     size: usize,
     streams: usize,
@@ -548,7 +567,7 @@ impl Load<'_> {
 /// One stream: keeps `in_flight` batches unanswered until `until`, then closes its side and reads
 /// the answers still due; checks every answer.
 async fn stream(
-    channel: Channel,
+    channel: Client,
     events: Arc<Events>,
     source: String,
     size: usize,
