@@ -559,3 +559,50 @@ async fn a_principal_over_its_call_rate_is_told_when_to_retry_and_others_are_ser
         .expect_err("no account");
     assert_eq!(again.code(), Code::NotFound, "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_presents_a_token_from_its_file() {
+    let a = SigningKey::load("key-a", Algorithm::EdDSA, "ed25519-a.pem");
+    let setup = start(&[&a]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut ingest = claims("collector");
+    ingest["rights"] = json!(["ingest"]);
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", a.sign(&ingest))).expect("token");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        "{\"event_id\":\"t1\",\"account_id\":\"acme\",\"member_id\":\"ghost\",\"occurred_at\":\"2026-05-31T11:00:00Z\",\"kind\":\"agent_login\"}\n",
+    )
+    .expect("events");
+    let mut collector = std::process::Command::new(env!("CARGO_BIN_EXE_licensing-collector"))
+        .args(["--licensing", &setup.server.endpoint(), "--spool-dir"])
+        .arg(dir.path().join("spool"))
+        .arg("--follow")
+        .arg(&events)
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["--backoff-max-ms", "500", "--log", "warn"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the collector");
+    let started = Instant::now();
+    loop {
+        let usage = setup.server.call_stream_with(
+            &["-H", &format!("authorization: Bearer {}", setup.operator)],
+            "licensing.v1.LicensingService/GetUsage",
+            &json!({ "accountId": "acme" }),
+        );
+        if format!("{usage:?}").contains("ghost") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the collector's event never arrived: {usage:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = collector.kill();
+    let _ = collector.wait();
+}
