@@ -570,9 +570,13 @@ async fn the_collector_presents_a_token_from_its_file() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{}\n", a.sign(&ingest))).expect("token");
     let events = dir.path().join("events.jsonl");
+    // A minute ago: the account (not a sandbox) was created just now, on the real clock.
+    let minute_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
     std::fs::write(
         &events,
-        "{\"event_id\":\"t1\",\"account_id\":\"acme\",\"member_id\":\"ghost\",\"occurred_at\":\"2026-05-31T11:00:00Z\",\"kind\":\"agent_login\"}\n",
+        format!(
+            "{{\"event_id\":\"t1\",\"account_id\":\"acme\",\"member_id\":\"ghost\",\"occurred_at\":\"{minute_ago}\",\"kind\":\"agent_login\"}}\n"
+        ),
     )
     .expect("events");
     let mut collector = std::process::Command::new(env!("CARGO_BIN_EXE_licensing-collector"))
