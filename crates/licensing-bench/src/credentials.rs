@@ -49,6 +49,8 @@ pub(crate) struct Setup {
     api_key: Bearer,
     /// What a call presents with a token.
     token: Bearer,
+    /// The tokens' signing key, for the in-process timings.
+    signing: Option<EncodingKey>,
     _files: Option<tempfile::TempDir>,
 }
 
@@ -86,6 +88,7 @@ impl Setup {
                 call_rate: None,
                 api_key: Bearer(None),
                 token: Bearer(None),
+                signing: None,
                 _files: None,
             });
         }
@@ -153,7 +156,80 @@ impl Setup {
             call_rate: NonZeroU32::new(CALLS_PER_SECOND).map(CallRate::new),
             api_key: bearer(&secret)?,
             token: bearer(&token)?,
+            signing: Some(key),
             _files: Some(files),
+        })
+    }
+}
+
+/// Nanoseconds per authentication in process, each kind timed over `calls` calls.
+#[derive(Debug)]
+pub(crate) struct AuthTimings {
+    /// An API key: hashed and compared with every key.
+    pub(crate) api_key_ns: f64,
+    /// A token seen before (remembered).
+    pub(crate) token_remembered_ns: f64,
+    /// A token never seen: its signature verified.
+    pub(crate) token_new_ns: f64,
+}
+
+impl Setup {
+    /// Times `Authentication::authenticate` with each credential, in process.
+    pub(crate) fn time(&self, calls: u32) -> anyhow::Result<AuthTimings> {
+        let Some(key) = &self.signing else {
+            anyhow::bail!("authentication is off");
+        };
+        let headers = |value: &MetadataValue<Ascii>| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_bytes(value.as_bytes())
+                    .unwrap_or(http::HeaderValue::from_static("")),
+            );
+            headers
+        };
+        let per_call = |headers: &[http::HeaderMap]| -> anyhow::Result<f64> {
+            let started = std::time::Instant::now();
+            for headers in headers {
+                std::hint::black_box(
+                    self.authentication
+                        .authenticate(headers, None)
+                        .map_err(|e| anyhow::anyhow!("refused: {e:?}"))?,
+                );
+            }
+            Ok(started.elapsed().as_nanos() as f64 / headers.len() as f64)
+        };
+        let repeat = |bearer: &Bearer| -> anyhow::Result<Vec<http::HeaderMap>> {
+            let value = bearer.0.as_ref().context("a bearer")?;
+            Ok((0..calls).map(|_| headers(value)).collect())
+        };
+        let api_key_ns = per_call(&repeat(&self.api_key)?)?;
+        let token_remembered_ns = per_call(&repeat(&self.token)?)?;
+        // Distinct tokens (their `jti` differs), each verified once: signed before the clock runs.
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("bench".to_owned());
+        let fresh = (0..calls.min(2_000))
+            .map(|n| {
+                let token = jsonwebtoken::encode(
+                    &header,
+                    &serde_json::json!({
+                        "iss": ISSUER, "aud": AUDIENCE, "sub": "bench", "jti": n,
+                        "iat": now, "nbf": now, "exp": now + 3600,
+                        "accounts": ["*"], "rights": ["admin"],
+                    }),
+                    key,
+                )?;
+                Ok(headers(&MetadataValue::try_from(format!(
+                    "Bearer {token}"
+                ))?))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let token_new_ns = per_call(&fresh)?;
+        Ok(AuthTimings {
+            api_key_ns,
+            token_remembered_ns,
+            token_new_ns,
         })
     }
 }
