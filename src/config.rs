@@ -669,6 +669,57 @@ mod tests {
     }
 
     #[test]
+    fn credentials_and_tls_flags_that_do_not_go_together_are_each_named() {
+        let errors = parse(
+            &[
+                "--jwks",
+                "/nonexistent/jwks.json",
+                "--tls-cert",
+                "/nonexistent/server.pem",
+                "--tls-client-ca",
+                "/nonexistent/ca.pem",
+                "--jwt-algorithms",
+                "EdDSA,HS256",
+                "--calls-per-second",
+                "lots",
+                "--health-listen",
+                "probe",
+            ],
+            &[],
+        )
+        .expect_err("invalid")
+        .to_string();
+        for named in [
+            "--jwt-algorithms / LICENSING_JWT_ALGORITHMS \"EdDSA,HS256\": \"HS256\" is not accepted",
+            "--jwks / LICENSING_JWKS and --jwt-issuer / LICENSING_JWT_ISSUER: give both or neither",
+            "--tls-cert / LICENSING_TLS_CERT and --tls-key / LICENSING_TLS_KEY: give both or neither",
+            "--tls-client-ca / LICENSING_TLS_CLIENT_CA and --client-certificates",
+            "--calls-per-second / LICENSING_CALLS_PER_SECOND \"lots\"",
+            "--health-listen / LICENSING_HEALTH_LISTEN \"probe\"",
+        ] {
+            assert!(errors.contains(named), "{named} not in:\n{errors}");
+        }
+        let errors = parse(
+            &[
+                "--jwks",
+                "/nonexistent/jwks.json",
+                "--jwt-issuer",
+                "https://id.example",
+            ],
+            &[],
+        )
+        .expect_err("missing file")
+        .to_string();
+        assert!(
+            errors.contains("--jwks / LICENSING_JWKS \"/nonexistent/jwks.json\": cannot read it"),
+            "{errors}"
+        );
+        let config = parse(&["--calls-per-second", "0"], &[]).expect("no limit");
+        assert!(config.call_rate.is_none());
+        assert!(parse(&[], &[]).expect("defaults").call_rate.is_some());
+    }
+
+    #[test]
     fn defaults_serve_on_loopback_with_data_in_the_current_folder() {
         let config = parse(&[], &[]).expect("defaults are valid");
         assert_eq!(config.listen, "127.0.0.1:50051".parse().expect("address"));

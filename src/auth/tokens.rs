@@ -338,3 +338,33 @@ impl Tokens {
         validation
     }
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jwks_keeps_public_keys_of_accepted_algorithms_only() {
+        let ed = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed"}"#;
+        let hmac = r#"{"kty":"oct","k":"c2VjcmV0","kid":"shared"}"#;
+        let no_kid =
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        let jwks = Jwks::parse(&format!(r#"{{"keys":[{ed}]}}"#), &[Algorithm::EdDSA])
+            .expect("an Ed25519 key");
+        assert_eq!(jwks.len(), 1);
+        let refused = Jwks::parse(&format!(r#"{{"keys":[{ed},{hmac}]}}"#), &[Algorithm::EdDSA])
+            .expect_err("a symmetric key");
+        assert!(refused.contains("\"shared\": a symmetric key"), "{refused}");
+        let refused = Jwks::parse(&format!(r#"{{"keys":[{no_kid}]}}"#), &[Algorithm::EdDSA])
+            .expect_err("no kid");
+        assert!(refused.contains("keys[0]: no kid"), "{refused}");
+        let refused = Jwks::parse(&format!(r#"{{"keys":[{ed}]}}"#), &[Algorithm::RS256])
+            .expect_err("no key of an accepted algorithm");
+        assert!(
+            refused.contains("no key of an accepted algorithm"),
+            "{refused}"
+        );
+        assert!(parse_algorithm("HS256").is_err());
+        assert!(parse_algorithm("none").is_err());
+        assert_eq!(parse_algorithm("ES256"), Ok(Algorithm::ES256));
+    }
+}
