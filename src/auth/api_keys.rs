@@ -135,18 +135,7 @@ impl Key {
         })?;
         let accounts =
             parse_accounts(&entry.accounts).map_err(|e| format!("{id:?} accounts: {e}"))?;
-        let rights = entry
-            .rights
-            .iter()
-            .map(|name| {
-                Right::parse(name).ok_or_else(|| {
-                    format!("{id:?} rights: unknown right {name:?} (view, update, ingest, admin)")
-                })
-            })
-            .collect::<Result<BTreeSet<Right>, String>>()?;
-        if rights.is_empty() {
-            return Err(format!("{id:?} rights: at least one right"));
-        }
+        let rights = parse_rights(&entry.rights).map_err(|e| format!("{id:?} rights: {e}"))?;
         Ok(Key {
             id,
             hash,
@@ -175,6 +164,21 @@ pub fn parse_accounts(names: &[String]) -> Result<Accounts, String> {
             .collect::<Result<BTreeSet<String>, String>>()
             .map(Accounts::Only),
     }
+}
+
+/// Right names (`view`, `update`, `ingest`, `admin`); at least one.
+pub fn parse_rights(names: &[String]) -> Result<BTreeSet<Right>, String> {
+    let rights = names
+        .iter()
+        .map(|name| {
+            Right::parse(name)
+                .ok_or_else(|| format!("unknown right {name:?} (view, update, ingest, admin)"))
+        })
+        .collect::<Result<BTreeSet<Right>, String>>()?;
+    if rights.is_empty() {
+        return Err("at least one right".to_owned());
+    }
+    Ok(rights)
 }
 
 fn parse_hash(hex: &str) -> Option<[u8; 32]> {

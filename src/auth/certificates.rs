@@ -13,15 +13,12 @@
 //! A verified certificate whose URIs are all absent from the list is refused: being signed by the
 //! CA is not enough to be a caller.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
-use licensing_core::{Credential, IdKind, Principal, Right};
+use licensing_core::{Credential, IdKind, Principal};
 use serde::Deserialize;
 
-use super::api_keys::parse_accounts;
+use super::api_keys::{parse_accounts, parse_rights};
 
 /// What the TLS handshake established about the client: its verified certificate's SAN URIs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,18 +120,7 @@ fn principal(entry: &Entry) -> Result<Principal, String> {
     licensing_core::ids::check(IdKind::Member, "subject", &entry.subject)
         .map_err(|e| format!("subject {}: {}", e.value, e.problem))?;
     let accounts = parse_accounts(&entry.accounts).map_err(|e| format!("accounts: {e}"))?;
-    let rights = entry
-        .rights
-        .iter()
-        .map(|name| {
-            Right::parse(name).ok_or_else(|| {
-                format!("rights: unknown right {name:?} (view, update, ingest, admin)")
-            })
-        })
-        .collect::<Result<BTreeSet<Right>, String>>()?;
-    if rights.is_empty() {
-        return Err("rights: at least one right".to_owned());
-    }
+    let rights = parse_rights(&entry.rights).map_err(|e| format!("rights: {e}"))?;
     Ok(Principal {
         subject: entry.subject.clone(),
         credential: Credential::Certificate,

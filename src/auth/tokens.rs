@@ -18,7 +18,7 @@
 //! force; a reloaded JWKS starts afresh, so a removed key stops working at once.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -27,11 +27,14 @@ use jsonwebtoken::{
     errors::ErrorKind,
     jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm},
 };
-use licensing_core::{Credential, Principal, Right};
+use licensing_core::{Credential, Principal};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use super::{api_keys::parse_accounts, watched::Watched};
+use super::{
+    api_keys::{parse_accounts, parse_rights},
+    watched::Watched,
+};
 
 /// Seconds of clock difference tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -290,20 +293,8 @@ impl Tokens {
             .claims;
         let accounts =
             parse_accounts(&claims.accounts).map_err(|e| format!("the token's accounts: {e}"))?;
-        let rights = claims
-            .rights
-            .iter()
-            .map(|name| {
-                Right::parse(name).ok_or_else(|| {
-                    format!(
-                        "the token's rights: unknown right {name:?} (view, update, ingest, admin)"
-                    )
-                })
-            })
-            .collect::<Result<BTreeSet<Right>, String>>()?;
-        if rights.is_empty() {
-            return Err("the token's rights: none".to_owned());
-        }
+        let rights =
+            parse_rights(&claims.rights).map_err(|e| format!("the token's rights: {e}"))?;
         if claims.sub.is_empty()
             || claims.sub.len() > MAX_SUBJECT_BYTES
             || !claims.sub.bytes().all(|b| b.is_ascii_graphic())

@@ -287,17 +287,7 @@ impl Licensing {
 
     /// Calls a server-streaming method and returns every response message.
     pub fn call_stream(&self, method: &str, request: &serde_json::Value) -> Vec<serde_json::Value> {
-        let output = self.grpcurl(&["-d", &request.to_string(), method]);
-        assert!(
-            output.status.success(),
-            "{method} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::Deserializer::from_slice(&output.stdout)
-            .into_iter::<serde_json::Value>()
-            .collect::<Result<_, _>>()
-            .expect("grpcurl printed JSON messages")
+        self.call_stream_with(&[], method, request)
     }
 
     /// [`Licensing::call_stream`] with grpcurl options before the request (`-H` headers).
