@@ -292,6 +292,20 @@ fn the_collector_presents_its_key_and_events_beyond_its_grant_are_refused() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the collector");
+    let stderr = collector.stderr.take().expect("piped stderr");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().expect("lock").push(line);
+            }
+        })
+    };
     // The own account's event arrives (as unlicensed usage of the unknown member)...
     let started = std::time::Instant::now();
     loop {
@@ -318,19 +332,26 @@ fn the_collector_presents_its_key_and_events_beyond_its_grant_are_refused() {
         &json!({ "accountId": FOREIGN }),
     );
     assert!(!foreign.contains("ghost"), "{foreign}");
-    let _ = collector.kill();
-    let mut logs = String::new();
-    if let Some(mut stderr) = collector.stderr.take() {
-        use std::io::Read as _;
-        let _ = stderr.read_to_string(&mut logs);
+    // ...and the collector says why the other was refused (its answer may still be on its way
+    // when the first event is visible).
+    let started = std::time::Instant::now();
+    let refused = |line: &str| {
+        line.contains("PERMISSION_DENIED")
+            || line.contains("PermissionDenied")
+            || line.contains("ingest right")
+    };
+    while !lines.lock().expect("lock").iter().any(|l| refused(l)) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no refusal logged: {:?}",
+            lines.lock().expect("lock")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let _ = collector.kill();
     let _ = collector.wait();
-    assert!(
-        logs.contains("PERMISSION_DENIED")
-            || logs.contains("PermissionDenied")
-            || logs.contains("ingest right"),
-        "{logs}"
-    );
+    let _ = reader.join();
+    let logs = lines.lock().expect("lock").join("\n");
     assert!(
         !logs.contains(&collector_key.secret),
         "the key reached the log"

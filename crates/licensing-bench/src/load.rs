@@ -166,9 +166,16 @@ pub(crate) struct Window {
     pub(crate) errors: u64,
     /// The first few distinct error messages.
     pub(crate) error_samples: Vec<String>,
+    /// CPU time the server's threads used during the window, when measured.
+    pub(crate) server_cpu: Duration,
 }
 
 impl Window {
+    /// Server CPU time per completed call, in microseconds.
+    pub(crate) fn server_cpu_us_per_call(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.calls().max(1) as f64
+    }
+
     /// Calls completed.
     pub(crate) fn calls(&self) -> usize {
         self.latencies_us.len()
@@ -204,6 +211,7 @@ impl Window {
         self.latencies_us.extend(other.latencies_us);
         self.latencies_us.sort_unstable();
         self.errors += other.errors;
+        self.server_cpu += other.server_cpu;
         self.keep_errors(other.error_samples);
     }
 
@@ -259,4 +267,40 @@ async fn call_until(mut target: Target, deadline: Instant) -> Window {
             tally.keep_errors(vec![message]);
         }
     }
+}
+
+/// CPU time (user and system) used so far by this process's threads named `name`, from
+/// `/proc/self/task/*/stat`; zero where there is no such file.
+pub(crate) fn thread_cpu(name: &str) -> Duration {
+    // Clock ticks per second of /proc's times: 100 on every Linux this runs on.
+    const TICKS_PER_SECOND: u64 = 100;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut ticks = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let named =
+            std::fs::read_to_string(path.join("comm")).is_ok_and(|comm| comm.trim_end() == name);
+        if !named {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // The fields after the command's closing parenthesis: state is the 3rd field of the
+        // line, utime and stime the 14th and 15th.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(11) + field(12);
+    }
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
 }

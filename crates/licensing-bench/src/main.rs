@@ -151,6 +151,16 @@ fn bench_resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             f64::from(window.percentile_us(99.0)) / f64::from(totals.resolve.percentile_us(99.0)),
         );
     }
+    for (name, window) in [
+        ("an API key", &totals.resolve_key),
+        ("a JWT", &totals.resolve_jwt),
+        ("the JWT's header alone", &totals.resolve_header),
+    ] {
+        println!(
+            "server CPU per call with {name} / unauthenticated: {:.3}",
+            window.server_cpu_us_per_call() / totals.resolve.server_cpu_us_per_call()
+        );
+    }
     println!(
         "the JWT's header alone (unauthenticated server) / unauthenticated: throughput {:.3}; authenticated with a JWT / the header alone: throughput {:.3}",
         totals.resolve_header.per_second() / totals.resolve.per_second(),
@@ -304,7 +314,9 @@ async fn alternate_rounds(
     for n in 1..=args.rounds {
         let label = format!("round {n}/{}", args.rounds);
         for ((service, target), total) in targets.iter().zip(&mut totals) {
-            let window = load::run_window(target, args.in_flight, round).await?;
+            let cpu_before = load::thread_cpu("server");
+            let mut window = load::run_window(target, args.in_flight, round).await?;
+            window.server_cpu = load::thread_cpu("server").saturating_sub(cpu_before);
             print_window(&label, service, &window);
             total.merge(window);
         }
@@ -339,10 +351,11 @@ fn runtime(name: &str) -> anyhow::Result<Runtime> {
 
 fn print_window(label: &str, service: &str, window: &Window) {
     println!(
-        "{label:<10} {service:<8} {:>8.0} req/s  p50 {:>6} µs  p99 {:>6} µs  ({} calls, {} errors)",
+        "{label:<10} {service:<8} {:>8.0} req/s  p50 {:>6} µs  p99 {:>6} µs  server CPU {:>5.1} µs/call  ({} calls, {} errors)",
         window.per_second(),
         window.percentile_us(50.0),
         window.percentile_us(99.0),
+        window.server_cpu_us_per_call(),
         window.calls(),
         window.errors,
     );
