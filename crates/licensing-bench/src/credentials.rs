@@ -171,6 +171,8 @@ pub(crate) struct AuthTimings {
     pub(crate) token_remembered_ns: f64,
     /// A token never seen: its signature verified.
     pub(crate) token_new_ns: f64,
+    /// The per-principal call-rate check.
+    pub(crate) call_rate_ns: f64,
 }
 
 impl Setup {
@@ -226,10 +228,18 @@ impl Setup {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let token_new_ns = per_call(&fresh)?;
+        let rate = self.call_rate.as_ref().context("a call rate")?;
+        let started = std::time::Instant::now();
+        for _ in 0..calls {
+            rate.check(std::hint::black_box("bench"))
+                .map_err(|e| anyhow::anyhow!("over the rate: {e:?}"))?;
+        }
+        let call_rate_ns = started.elapsed().as_nanos() as f64 / f64::from(calls);
         Ok(AuthTimings {
             api_key_ns,
             token_remembered_ns,
             token_new_ns,
+            call_rate_ns,
         })
     }
 }

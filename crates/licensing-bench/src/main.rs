@@ -95,6 +95,10 @@ struct ResolveArgs {
     /// In-process resolutions timed per settings variant.
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
+    /// Serve the authenticated server without its per-principal call rate check (a control for
+    /// what the check costs).
+    #[arg(long)]
+    no_call_rate: bool,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -111,10 +115,11 @@ fn bench_resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     let timings = bench_in_process(&prices, args.calls)?;
     let auth = credentials::Setup::new(credentials::Auth::Jwt)?.time(200_000)?;
     println!(
-        "in-process authentication: API key {:.0} ns/call, a token seen before {:.0} ns/call, a new token {:.1} µs/call",
+        "in-process authentication: API key {:.0} ns/call, a token seen before {:.0} ns/call, a new token {:.1} µs/call; the call-rate check {:.0} ns/call",
         auth.api_key_ns,
         auth.token_remembered_ns,
-        auth.token_new_ns / 1000.0
+        auth.token_new_ns / 1000.0,
+        auth.call_rate_ns,
     );
     let totals = bench_loopback(args, prices)?;
 
@@ -225,7 +230,11 @@ fn bench_loopback(args: &ResolveArgs, prices: Arc<PriceList>) -> anyhow::Result<
     let echo_server = server_runtime.block_on(servers::start_echo())?;
     let licensing_server =
         server_runtime.block_on(servers::start_licensing(prices.clone(), store))?;
-    let credentials = credentials::Setup::new(credentials::Auth::Jwt)?;
+    let mut credentials = credentials::Setup::new(credentials::Auth::Jwt)?;
+    if args.no_call_rate {
+        credentials.call_rate = None;
+        println!("the authenticated server checks no call rate");
+    }
     let secured_store = servers::open_store(database.path().join("licensing-secured"))?;
     let secured_server = server_runtime.block_on(servers::start_licensing_with(
         prices,
