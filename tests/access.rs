@@ -292,20 +292,7 @@ fn the_collector_presents_its_key_and_events_beyond_its_grant_are_refused() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the collector");
-    let stderr = collector.stderr.take().expect("piped stderr");
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                lines.lock().expect("lock").push(line);
-            }
-        })
-    };
+    let (lines, reader) = support::collect_lines(collector.stderr.take().expect("piped stderr"));
     // The own account's event arrives (as unlicensed usage of the unknown member)...
     let started = std::time::Instant::now();
     loop {

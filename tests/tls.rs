@@ -377,20 +377,7 @@ fn the_collector_uploads_over_tls_with_its_certificate_and_verifies_the_server()
         ],
         "spool-untrusting",
     );
-    let stderr = untrusting.stderr.take().expect("stderr");
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                lines.lock().expect("lock").push(line);
-            }
-        })
-    };
+    let (lines, reader) = support::collect_lines(untrusting.stderr.take().expect("stderr"));
     let started = Instant::now();
     while !lines
         .lock()

@@ -334,6 +334,23 @@ impl Drop for Licensing {
     }
 }
 
+/// The lines a child process writes to `stream`, collected as they come by a thread (which ends
+/// when the stream closes), so that a test can wait for a line with a deadline.
+pub fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<Vec<String>>>, thread::JoinHandle<()>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let lines = lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().expect("lock").push(line);
+            }
+        })
+    };
+    (lines, reader)
+}
+
 /// An RFC 3339 time as the wire's timestamp.
 pub fn timestamp(text: &str) -> prost_types::Timestamp {
     let at: jiff::Timestamp = text.parse().expect("timestamp");
