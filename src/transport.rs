@@ -231,6 +231,8 @@ pub struct PeerInfo {
     pub remote_addr: Option<std::net::SocketAddr>,
     /// The client certificate the TLS handshake verified, if the client presented one.
     pub certificate: Option<Arc<ClientCertificate>>,
+    /// The credential the connection last had accepted (see [`crate::auth::ConnectionMemo`]).
+    pub memo: Arc<crate::auth::ConnectionMemo>,
 }
 
 impl Connected for Connection {
@@ -518,6 +520,7 @@ async fn accept_loop(
             local_addr: stream.local_addr().ok(),
             remote_addr: Some(remote),
             certificate: None,
+            memo: Arc::default(),
         };
         let (slot, evicted) = registry.register();
         handshakes.spawn(admit(

@@ -138,6 +138,17 @@ impl Authentication {
         headers: &HeaderMap,
         certificate: Option<&ClientCertificate>,
     ) -> Result<Arc<Principal>, Status> {
+        self.authenticate_on(headers, certificate, None)
+    }
+
+    /// [`Authentication::authenticate`] on a connection that remembers the credential it last
+    /// accepted: clients send the same one on every call, which then costs a comparison.
+    pub fn authenticate_on(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&ClientCertificate>,
+        memo: Option<&ConnectionMemo>,
+    ) -> Result<Arc<Principal>, Status> {
         let credentials = match self {
             Authentication::Off => return Ok(UNAUTHENTICATED.clone()),
             Authentication::On(credentials) => credentials,
@@ -176,11 +187,24 @@ impl Authentication {
                     "API keys are not configured on this service",
                 ));
             };
-            return keys
-                .current()
+            let keys = keys.current();
+            let source = Arc::as_ptr(&keys).cast::<()>();
+            if let Some(principal) = memo.and_then(|memo| memo.recall(credential, source, 0)) {
+                return Ok(principal);
+            }
+            let principal = keys
                 .authenticate(credential)
                 .cloned()
-                .ok_or_else(|| Status::unauthenticated("unknown or revoked API key"));
+                .ok_or_else(|| Status::unauthenticated("unknown or revoked API key"))?;
+            if let Some(memo) = memo {
+                memo.keep(Memo {
+                    credential: credential.into(),
+                    principal: principal.clone(),
+                    source: Source::Keys(Arc::clone(&keys)),
+                    until: u64::MAX,
+                });
+            }
+            return Ok(principal);
         }
         if credential.bytes().filter(|b| *b == b'.').count() == 2 {
             let Some(tokens) = &credentials.tokens else {
@@ -188,11 +212,91 @@ impl Authentication {
                     "tokens are not configured on this service",
                 ));
             };
-            return tokens.verify(credential).map_err(Status::unauthenticated);
+            if let Some(memo) = memo {
+                let jwks = tokens.jwks_in_force();
+                let source = Arc::as_ptr(&jwks).cast::<()>();
+                let now = jsonwebtoken::get_current_timestamp();
+                if let Some(principal) = memo.recall(credential, source, now) {
+                    return Ok(principal);
+                }
+            }
+            let verified = tokens
+                .verify_until(credential)
+                .map_err(Status::unauthenticated)?;
+            let principal = verified.principal.clone();
+            if let Some(memo) = memo {
+                memo.keep(Memo {
+                    credential: credential.into(),
+                    principal: verified.principal,
+                    source: Source::Tokens(verified.jwks),
+                    until: verified.until,
+                });
+            }
+            return Ok(principal);
         }
         Err(Status::unauthenticated(
             "unknown kind of credential: an API key starts with \"lk_\", a JWT has three parts",
         ))
+    }
+}
+
+/// The credential one connection last had accepted. It is kept only while the key set that
+/// accepted it is the one in force (a reload of the keys or JWKS file forgets it) and, for a
+/// token, until its `exp` and the leeway. The comparison need not be constant-time: a
+/// connection is compared only with what it presented itself.
+#[derive(Default)]
+pub struct ConnectionMemo(std::sync::Mutex<Option<Memo>>);
+
+impl std::fmt::Debug for ConnectionMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionMemo").finish_non_exhaustive()
+    }
+}
+
+struct Memo {
+    credential: Box<str>,
+    principal: Arc<Principal>,
+    /// Held so that its address, compared with the set in force, cannot be reused.
+    source: Source,
+    until: u64,
+}
+
+enum Source {
+    Keys(Arc<ApiKeys>),
+    Tokens(Arc<Jwks>),
+}
+
+impl Source {
+    fn address(&self) -> *const () {
+        match self {
+            Source::Keys(keys) => Arc::as_ptr(keys).cast(),
+            Source::Tokens(jwks) => Arc::as_ptr(jwks).cast(),
+        }
+    }
+}
+
+impl ConnectionMemo {
+    /// The principal of `credential` if it is the one remembered, accepted by the key set at
+    /// `source` (the one in force), and still valid at `now`.
+    fn recall(&self, credential: &str, source: *const (), now: u64) -> Option<Arc<Principal>> {
+        let memo = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        memo.as_ref()
+            .filter(|memo| {
+                std::ptr::eq(memo.source.address(), source)
+                    && now <= memo.until
+                    && *memo.credential == *credential
+            })
+            .map(|memo| memo.principal.clone())
+    }
+
+    fn keep(&self, memo: Memo) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(memo);
     }
 }
 
@@ -285,14 +389,13 @@ where
         let open = path.starts_with(HEALTH_PATH)
             || (!self.layer.private_reflection && path.starts_with(REFLECTION_PATH));
         if !open {
-            let certificate = request
-                .extensions()
-                .get::<PeerInfo>()
-                .and_then(|peer| peer.certificate.as_deref());
+            let peer = request.extensions().get::<PeerInfo>();
+            let certificate = peer.and_then(|peer| peer.certificate.as_deref());
+            let memo = peer.map(|peer| &*peer.memo);
             let checked = self
                 .layer
                 .authentication
-                .authenticate(request.headers(), certificate)
+                .authenticate_on(request.headers(), certificate, memo)
                 .and_then(|principal| match &self.layer.rate {
                     Some(rate) if self.layer.authentication.is_on() => {
                         rate.check(&principal.subject).map(|()| principal)
@@ -366,5 +469,77 @@ mod tests {
                 "the secret is never echoed"
             );
         }
+    }
+
+    #[test]
+    fn a_connection_remembers_its_key_only_while_the_keys_file_is_unchanged() {
+        let (secret, hash) = api_keys::new_secret().expect("random");
+        let entry = |id: &str, hash: &str| {
+            format!(
+                "[[key]]\nid = \"{id}\"\nsubject = \"ops\"\nsha256 = \"{hash}\"\naccounts = [\"*\"]\nrights = [\"view\"]\n"
+            )
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keys.toml");
+        std::fs::write(&path, entry("k1", &hash)).expect("write");
+        let keys = Watched::load(&path, "API keys", ApiKeys::parse).expect("valid");
+        let on = Authentication::with(Credentials {
+            api_keys: Some(keys.clone()),
+            ..Credentials::default()
+        });
+        let memo = ConnectionMemo::default();
+        let bearer = headers(Some(&format!("Bearer {secret}")));
+        for _ in 0..2 {
+            let principal = on
+                .authenticate_on(&bearer, None, Some(&memo))
+                .expect("valid key");
+            assert_eq!(principal.actor(), "api-key:ops");
+        }
+        let other = headers(Some("Bearer lk_0000"));
+        assert!(on.authenticate_on(&other, None, Some(&memo)).is_err());
+        on.authenticate_on(&bearer, None, Some(&memo))
+            .expect("still valid after another credential was refused");
+        // Revoked: the key's entry is replaced by another key's.
+        let (_, other_hash) = api_keys::new_secret().expect("random");
+        std::fs::write(&path, entry("k2", &other_hash)).expect("write");
+        assert!(keys.reload());
+        let refused = on
+            .authenticate_on(&bearer, None, Some(&memo))
+            .expect_err("a revoked key is refused on a connection that used it");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_remembered_token_is_forgotten_at_its_expiry() {
+        let set = || {
+            let (_, hash) = api_keys::new_secret().expect("random");
+            Arc::new(
+                ApiKeys::parse(&format!(
+                    "[[key]]\nid = \"k\"\nsubject = \"ops\"\nsha256 = \"{hash}\"\naccounts = [\"*\"]\nrights = [\"view\"]\n"
+                ))
+                .expect("valid"),
+            )
+        };
+        let in_force = set();
+        let source = Arc::as_ptr(&in_force).cast::<()>();
+        let memo = ConnectionMemo::default();
+        memo.keep(Memo {
+            credential: "a.b.c".into(),
+            principal: Arc::new(Principal::unauthenticated()),
+            source: Source::Keys(in_force.clone()),
+            until: 1_000,
+        });
+        assert!(
+            memo.recall("a.b.c", source, 1_000).is_some(),
+            "valid to the second"
+        );
+        assert!(memo.recall("a.b.c", source, 1_001).is_none(), "expired");
+        assert!(memo.recall("a.b.d", source, 999).is_none(), "another token");
+        let reloaded = set();
+        let reloaded = Arc::as_ptr(&reloaded).cast::<()>();
+        assert!(
+            memo.recall("a.b.c", reloaded, 999).is_none(),
+            "another key set"
+        );
     }
 }

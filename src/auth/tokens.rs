@@ -170,6 +170,17 @@ struct Claims {
     rights: Vec<String>,
 }
 
+/// A verified token: its principal, the JWKS that verified it, and until when it holds.
+#[derive(Debug)]
+pub struct Verified {
+    /// Who presented it.
+    pub principal: Arc<Principal>,
+    /// The key set it was verified against: a reload makes it stale.
+    pub jwks: Arc<Jwks>,
+    /// The last second (Unix time) it may be accepted in: its `exp` and the leeway.
+    pub until: u64,
+}
+
 struct Remembered {
     jwks: Arc<Jwks>,
     principal: Arc<Principal>,
@@ -209,6 +220,12 @@ impl Tokens {
 
     /// The principal of `token`, or why it is refused (a message that never repeats the token).
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, String> {
+        self.verify_until(token).map(|verified| verified.principal)
+    }
+
+    /// The principal of `token` with the JWKS it was verified against and the last second
+    /// (leeway included) it may be accepted in; or why it is refused.
+    pub fn verify_until(&self, token: &str) -> Result<Verified, String> {
         let jwks = self.jwks.current().clone();
         let now = jsonwebtoken::get_current_timestamp();
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -221,11 +238,20 @@ impl Tokens {
                 && Arc::ptr_eq(&known.jwks, &jwks)
                 && now <= known.exp.saturating_add(LEEWAY_SECONDS)
             {
-                return Ok(known.principal.clone());
+                return Ok(Verified {
+                    principal: known.principal.clone(),
+                    jwks: jwks.clone(),
+                    until: known.exp.saturating_add(LEEWAY_SECONDS),
+                });
             }
         }
         let (principal, exp) = self.verify_now(token, &jwks)?;
         let principal = Arc::new(principal);
+        let verified = Verified {
+            principal: principal.clone(),
+            jwks: jwks.clone(),
+            until: exp.saturating_add(LEEWAY_SECONDS),
+        };
         let mut remembered = self
             .remembered
             .lock()
@@ -237,11 +263,16 @@ impl Tokens {
             fingerprint,
             Remembered {
                 jwks,
-                principal: principal.clone(),
+                principal,
                 exp,
             },
         );
-        Ok(principal)
+        Ok(verified)
+    }
+
+    /// The JWKS in force now.
+    pub fn jwks_in_force(&self) -> arc_swap::Guard<Arc<Jwks>> {
+        self.jwks.current()
     }
 
     fn verify_now(&self, token: &str, jwks: &Jwks) -> Result<(Principal, u64), String> {

@@ -169,10 +169,15 @@ pub(crate) struct AuthTimings {
     pub(crate) api_key_ns: f64,
     /// A token seen before (remembered).
     pub(crate) token_remembered_ns: f64,
+    /// A token the same connection presented before (its memo), and an API key likewise.
+    pub(crate) on_connection_ns: [f64; 2],
     /// A token never seen: its signature verified.
     pub(crate) token_new_ns: f64,
     /// The per-principal call-rate check.
     pub(crate) call_rate_ns: f64,
+    /// A remembered token and the call-rate check, on one thread and then on two at once
+    /// (as the server's two workers would): nanoseconds per call on each thread.
+    pub(crate) token_and_rate_ns: [f64; 2],
 }
 
 impl Setup {
@@ -205,6 +210,22 @@ impl Setup {
             let value = bearer.0.as_ref().context("a bearer")?;
             Ok((0..calls).map(|_| headers(value)).collect())
         };
+        let on_connection = |headers: &[http::HeaderMap]| -> anyhow::Result<f64> {
+            let memo = licensing::auth::ConnectionMemo::default();
+            let started = std::time::Instant::now();
+            for headers in headers {
+                std::hint::black_box(
+                    self.authentication
+                        .authenticate_on(headers, None, Some(&memo))
+                        .map_err(|e| anyhow::anyhow!("refused: {e:?}"))?,
+                );
+            }
+            Ok(started.elapsed().as_nanos() as f64 / headers.len() as f64)
+        };
+        let on_connection_ns = [
+            on_connection(&repeat(&self.token)?)?,
+            on_connection(&repeat(&self.api_key)?)?,
+        ];
         let api_key_ns = per_call(&repeat(&self.api_key)?)?;
         let token_remembered_ns = per_call(&repeat(&self.token)?)?;
         // Distinct tokens (their `jti` differs), each verified once: signed before the clock runs.
@@ -235,7 +256,31 @@ impl Setup {
                 .map_err(|e| anyhow::anyhow!("over the rate: {e:?}"))?;
         }
         let call_rate_ns = started.elapsed().as_nanos() as f64 / f64::from(calls);
+        let token_headers = repeat(&self.token)?;
+        let token_and_rate = || -> anyhow::Result<f64> {
+            let started = std::time::Instant::now();
+            for headers in &token_headers {
+                let principal = self
+                    .authentication
+                    .authenticate(headers, None)
+                    .map_err(|e| anyhow::anyhow!("refused: {e:?}"))?;
+                rate.check(&principal.subject)
+                    .map_err(|e| anyhow::anyhow!("over the rate: {e:?}"))?;
+            }
+            Ok(started.elapsed().as_nanos() as f64 / token_headers.len() as f64)
+        };
+        let alone = token_and_rate()?;
+        let together = std::thread::scope(|scope| {
+            let other = scope.spawn(token_and_rate);
+            let mine = token_and_rate();
+            let other = other
+                .join()
+                .map_err(|_| anyhow::anyhow!("the second thread panicked"))?;
+            anyhow::Ok((mine? + other?) / 2.0)
+        })?;
         Ok(AuthTimings {
+            on_connection_ns,
+            token_and_rate_ns: [alone, together],
             api_key_ns,
             token_remembered_ns,
             token_new_ns,
