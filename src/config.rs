@@ -87,6 +87,9 @@ pub struct Args {
     /// for Kubernetes probes, which can present neither a certificate nor a token.
     #[arg(long, env = "LICENSING_HEALTH_LISTEN")]
     health_listen: Option<String>,
+    /// Serve Prometheus metrics on `GET /metrics` here, in plaintext, e.g. 0.0.0.0:9464.
+    #[arg(long, value_name = "ADDRESS", env = "LICENSING_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Calls per second each authenticated principal may start (a burst of one second's worth);
     /// more are RESOURCE_EXHAUSTED with the time to wait. 0: no limit.
     #[arg(long, env = "LICENSING_CALLS_PER_SECOND", default_value = "2000")]
@@ -107,7 +110,7 @@ pub struct Args {
     #[arg(long, env = "LICENSING_HANDSHAKE_TIMEOUT_SECONDS", default_value = "5")]
     handshake_timeout_seconds: String,
     /// Log filter, in `tracing` directive syntax (e.g. `info,licensing=debug`).
-    #[arg(long, env = "LICENSING_LOG", default_value = "info")]
+    #[arg(long, env = "LICENSING_LOG", default_value = crate::telemetry::DEFAULT_LOG_FILTER)]
     log: String,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LICENSING_LOG_FORMAT", default_value = "text")]
@@ -220,6 +223,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LICENSING_TLS_CLIENT_CA",
     "LICENSING_CLIENT_CERTIFICATES",
     "LICENSING_HEALTH_LISTEN",
+    "LICENSING_METRICS_LISTEN",
     "LICENSING_CALLS_PER_SECOND",
     "LICENSING_INSECURE",
     "LICENSING_PRIVATE_REFLECTION",
@@ -262,6 +266,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// The plaintext health-only address, when configured.
     pub health_listen: Option<SocketAddr>,
+    /// The address of `GET /metrics`, when configured.
+    pub metrics_listen: Option<SocketAddr>,
     /// Each authenticated principal's call rate, unless unlimited.
     pub call_rate: Option<CallRate>,
     /// Whether reflection needs a credential.
@@ -414,6 +420,18 @@ impl Config {
                 }
             },
         };
+        let metrics_listen = match &args.metrics_listen {
+            None => Some(None),
+            Some(address) => match address.parse::<SocketAddr>() {
+                Ok(address) => Some(Some(address)),
+                Err(e) => {
+                    problems.push(format!(
+                        "--metrics-listen / LICENSING_METRICS_LISTEN {address:?}: {e} (expected host:port, e.g. 0.0.0.0:9464)"
+                    ));
+                    None
+                }
+            },
+        };
         let call_rate = match args.calls_per_second.parse::<u32>() {
             Ok(0) => Some(None),
             Ok(n) if n <= 10_000_000 => {
@@ -475,7 +493,7 @@ impl Config {
             shutdown_grace,
             dedupe_retention_days,
             authentication,
-            (tls, health_listen, call_rate),
+            (tls, health_listen, call_rate, metrics_listen),
             max_connections,
             handshake_timeout,
             log_format,
@@ -487,7 +505,7 @@ impl Config {
                 Some(shutdown_grace),
                 Some(dedupe_retention_days),
                 Some(authentication),
-                (Some(tls), Some(health_listen), Some(call_rate)),
+                (Some(tls), Some(health_listen), Some(call_rate), Some(metrics_listen)),
                 Some(max_connections),
                 Some(handshake_timeout),
                 Some(log_format),
@@ -501,6 +519,7 @@ impl Config {
                 authentication,
                 tls,
                 health_listen,
+                metrics_listen,
                 call_rate,
                 private_reflection: args.private_reflection,
                 max_connections,

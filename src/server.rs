@@ -20,9 +20,11 @@ use crate::{
     },
     auth::{AuthLayer, Authentication},
     decode_errors::DecodeErrorsLayer,
+    health::{self, Liveness},
     ingest::Ingestion,
     outbox::Streams,
     service::Licensing,
+    telemetry::{self, calls::CallsLayer},
     transport::{self, ConnectionLimits},
 };
 
@@ -65,6 +67,26 @@ pub struct ServeOptions {
     pub health_listener: Option<TcpListener>,
     /// Each authenticated principal's call rate, unless unlimited.
     pub call_rate: Option<crate::auth::CallRate>,
+    /// Telemetry: metrics recorded (and served) or not, spans exported or not.
+    pub telemetry: ServeTelemetry,
+}
+
+/// What the server reports besides its logs.
+#[derive(Debug, Default)]
+pub struct ServeTelemetry {
+    /// Record metrics in the installed Prometheus recorder, and serve them on the listener.
+    pub metrics: Option<Metrics>,
+    /// Spans are exported: read each call's incoming trace context.
+    pub traces: bool,
+}
+
+/// The Prometheus recorder in force and where to serve it.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The installed recorder's handle ([`crate::telemetry::metrics::install`]).
+    pub handle: metrics_exporter_prometheus::PrometheusHandle,
+    /// `GET /metrics` is served here, if anywhere.
+    pub listener: Option<TcpListener>,
 }
 
 /// Why serving stopped with an error.
@@ -85,15 +107,34 @@ pub enum ServeError {
 /// defaults leave them open. The benchmark serves its baseline with the same settings.
 /// Connections come from [`transport::incoming`], which sets `TCP_NODELAY` on each.
 pub fn server_builder() -> Server<Stack<DecodeErrorsLayer, Identity>> {
-    Server::builder()
+    configured(Server::builder()).layer(DecodeErrorsLayer)
+}
+
+/// [`server_builder`] with `calls` outermost, so that it sees each call's status as the client
+/// will (after [`DecodeErrorsLayer`] mapped it).
+pub fn observed_server_builder(
+    calls: CallsLayer,
+) -> Server<Stack<DecodeErrorsLayer, Stack<CallsLayer, Identity>>> {
+    configured(Server::builder().layer(calls)).layer(DecodeErrorsLayer)
+}
+
+fn configured<L>(server: Server<L>) -> Server<L> {
+    server
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
         .http2_max_pending_accept_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
-        .layer(DecodeErrorsLayer)
 }
+
+/// The encoded descriptor sets of every service served: the methods the metrics know.
+pub const SERVED: &[&[u8]] = &[
+    api::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
 
 /// Serves on `listener` until `shutdown` completes, then drains and flushes.
 ///
@@ -127,10 +168,12 @@ pub async fn run(
     ))
     .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+    let liveness = Arc::new(Liveness::default());
+    tokio::spawn(liveness.clone().report(health.clone(), health::STALL));
     let ingestion = IngestionServiceServer::new(Ingestion::start(
         options.store.clone(),
         options.prices.clone(),
-        health.clone(),
+        (health.clone(), liveness),
         streams_stop.clone(),
         options.dedupe_retention_days,
         streams.clone(),
@@ -140,6 +183,7 @@ pub async fn run(
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
 
     let stopping = Arc::new(Notify::new());
+    let stopped_serving = Arc::new(Notify::new());
     let signal = {
         let stopping = stopping.clone();
         let health = health.clone();
@@ -190,7 +234,29 @@ pub async fn run(
             "authentication is off: every caller has every right on every account; configure --api-keys before serving anything but this machine"
         );
     }
-    let serve = server_builder()
+    let calls = CallsLayer::new(
+        SERVED,
+        options.telemetry.metrics.is_some(),
+        options.telemetry.traces,
+    );
+    let metrics_server = options
+        .telemetry
+        .metrics
+        .and_then(|metrics| {
+            let listener = metrics.listener?;
+            Some((metrics.handle, listener))
+        })
+        .map(|(handle, listener)| {
+            let before = scrape_gauges(options.store.clone(), streams.clone());
+            let stopped = stopped_serving.clone();
+            tokio::spawn(async move {
+                let stop = async move { stopped.notified().await };
+                if let Err(e) = telemetry::metrics::serve(listener, handle, before, stop).await {
+                    tracing::error!(error = %e, "serving metrics failed");
+                }
+            })
+        });
+    let serve = observed_server_builder(calls)
         .layer(AuthLayer::new(
             options.authentication.clone(),
             options.private_reflection,
@@ -216,6 +282,11 @@ pub async fn run(
     if let Some(health_only) = health_only {
         health_only.abort();
     }
+    // Metrics stay up while calls drain, and go with the listener.
+    stopped_serving.notify_one();
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     options.store.flush().await?;
     tracing::info!(path = %options.store.path().display(), "database flushed; stopped");
     Ok(())
@@ -230,4 +301,19 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+}
+
+/// The gauges read at each scrape: the database's size on disk, whether storage failed, and
+/// the streams open.
+fn scrape_gauges(store: Store, streams: Streams) -> telemetry::metrics::BeforeScrape {
+    Arc::new(move || {
+        if let Ok(bytes) = store.size_on_disk() {
+            telemetry::metrics::set_gauge("licensing_database_bytes", bytes as f64);
+        }
+        telemetry::metrics::set_gauge(
+            "licensing_storage_failed",
+            if store.has_failed() { 1.0 } else { 0.0 },
+        );
+        telemetry::metrics::set_gauge("licensing_open_streams", streams.open() as f64);
+    })
 }

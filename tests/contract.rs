@@ -107,7 +107,12 @@ fn login(account: &str, id: &str) -> api::Event {
 }
 
 fn batch(batch_id: u64, events: Vec<api::Event>) -> Vec<u8> {
-    api::IngestRequest { batch_id, events }.encode_to_vec()
+    api::IngestRequest {
+        batch_id,
+        events,
+        traceparent: String::new(),
+    }
+    .encode_to_vec()
 }
 
 async fn setup(channel: &Channel) {

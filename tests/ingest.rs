@@ -40,6 +40,7 @@ async fn ingest(channel: &Channel, batches: Vec<Vec<api::Event>>) -> Vec<Vec<api
         .map(|(i, events)| api::IngestRequest {
             batch_id: i as u64 + 100,
             events,
+            traceparent: String::new(),
         })
         .collect();
     let mut client = IngestionServiceClient::new(channel.clone());

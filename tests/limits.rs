@@ -71,6 +71,7 @@ async fn ingest(channel: &Channel, events: Vec<api::Event>) -> Vec<api::EventOut
         .ingest(tokio_stream::iter(vec![api::IngestRequest {
             batch_id: 1,
             events,
+            traceparent: String::new(),
         }]))
         .await
         .expect("ingest")

@@ -153,6 +153,7 @@ async fn streams_that_are_never_read_do_not_stall_other_callers() {
             }),
             kind: Some(Kind::AgentLogin(api::AgentLogin {})),
         }],
+        traceparent: String::new(),
     };
     let acknowledged = tokio::time::timeout(CALL_DEADLINE, async {
         let mut answers = ingestion

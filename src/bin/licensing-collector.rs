@@ -28,11 +28,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log_filter, config.log_format);
+    let telemetry = telemetry::init(&config.log_filter, config.log_format, "licensing-collector");
     let runtime = match tokio::runtime::Runtime::new().context("starting the runtime") {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!("{e:#}");
+            telemetry.shutdown();
             return ExitCode::FAILURE;
         }
     };
@@ -42,12 +43,13 @@ fn main() -> ExitCode {
     });
     // Reading standard input blocks a thread that cannot be interrupted: do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

@@ -28,13 +28,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log_filter, config.log_format);
-    match serve(config) {
+    let telemetry = telemetry::init(&config.log_filter, config.log_format, "licensing");
+    let served = serve(config, telemetry.traces_on());
+    if let Err(e) = &served {
+        tracing::error!("{e:#}");
+    }
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
@@ -66,7 +68,7 @@ fn new_key(key: &NewKey) -> ExitCode {
 }
 
 #[tokio::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, traces: bool) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     // Before the database opens its files: the raised open-files limit is what the cap fits in.
     let connections = ConnectionLimits::fit(config.max_connections, config.handshake_timeout);
@@ -79,6 +81,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --listen {}", config.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
+    let metrics = match config.metrics_listen {
+        None => None,
+        Some(address) => {
+            let handle = telemetry::metrics::install_once().map_err(anyhow::Error::msg)?;
+            telemetry::metrics::describe_server();
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding --metrics-listen {address}"))?;
+            let bound = listener.local_addr().context("reading the bound address")?;
+            tracing::info!(address = %bound, "metrics listening (GET /metrics, plaintext)");
+            Some(server::Metrics {
+                handle,
+                listener: Some(listener),
+            })
+        }
+    };
     let health_listener = match config.health_listen {
         None => None,
         Some(health) => {
@@ -109,6 +127,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tls: config.tls,
         health_listener,
         call_rate: config.call_rate,
+        telemetry: server::ServeTelemetry { metrics, traces },
     };
     server::run(listener, options, shutdown).await?;
     Ok(())

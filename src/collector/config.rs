@@ -101,7 +101,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH", env = "LICENSING_COLLECTOR_CLIENT_KEY")]
     client_key: Option<PathBuf>,
     /// Log filter, in `tracing` directive syntax (e.g. `info,licensing=debug`).
-    #[arg(long, env = "LICENSING_COLLECTOR_LOG", default_value = "info")]
+    #[arg(long, env = "LICENSING_COLLECTOR_LOG", default_value = crate::telemetry::DEFAULT_LOG_FILTER)]
     log: String,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LICENSING_COLLECTOR_LOG_FORMAT", default_value = "text")]

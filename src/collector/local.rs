@@ -215,6 +215,7 @@ mod tests {
             .accept(api::IngestRequest {
                 batch_id: 7,
                 events: vec![event("a", 1_778_400_000), no_id, bad_time],
+                traceparent: String::new(),
             })
             .await
             .expect("answered");
@@ -242,6 +243,7 @@ mod tests {
             .accept(api::IngestRequest {
                 batch_id: 8,
                 events: vec![event("b", 1_778_400_000); MAX_EVENTS_PER_BATCH + 1],
+                traceparent: String::new(),
             })
             .await
             .expect_err("too many events");

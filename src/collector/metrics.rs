@@ -1,26 +1,16 @@
-//! The collector's counters, served as Prometheus text on `GET /metrics` by a minimal HTTP/1.1
-//! responder: scraping needs one request and one response per connection, not an HTTP stack.
+//! The collector's metrics, served as Prometheus text on `GET /metrics` (see
+//! [`crate::telemetry::metrics`]). Its tasks count into the atomics here; each scrape copies
+//! them, with the spool's depth and lag, into the recorder. Reconnects (by cause) and bytes read
+//! (by source) are counted into the recorder where they happen.
 
-use std::{
-    fmt::Write as _,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 
 use super::spool::Spool;
-
-/// How long a scraper may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most of a request read: its request line is all that matters.
-const REQUEST_BYTES: usize = 8 << 10;
 
 /// Counters, shared by the collector's tasks.
 #[derive(Debug, Default)]
@@ -43,145 +33,123 @@ pub struct Metrics {
     pub reconnects: AtomicU64,
 }
 
+/// Counts a reconnection caused by `cause` (a short, fixed word: the label's values are few).
+pub fn reconnect(metrics: &Metrics, cause: &'static str) {
+    Metrics::add(&metrics.reconnects, 1);
+    metrics::counter!("licensing_collector_reconnects_total", "cause" => cause).increment(1);
+}
+
+/// Counts `bytes` read from `source` (a followed file's path, or `stdin`).
+pub fn read_bytes(source: &str, bytes: u64) {
+    metrics::counter!("licensing_collector_read_bytes_total", "source" => source.to_owned())
+        .increment(bytes);
+}
+
 impl Metrics {
     /// Adds `n` to `counter`.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition, with the spool's depth and lag read now.
-    pub fn render(&self, spool: &Spool) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
-            let _ = writeln!(out, "# HELP licensing_collector_{name} {help}");
-            let _ = writeln!(out, "# TYPE licensing_collector_{name} {kind}");
-            let _ = writeln!(out, "licensing_collector_{name} {value}");
-        };
+    /// Sets the exported metrics from the counters, and the spool's depth and lag read now
+    /// (both O(1): a counter and the oldest record).
+    pub fn publish(&self, spool: &Spool) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        metric(
-            "spool_depth",
-            "gauge",
-            "Events in the spool, not yet acknowledged by licensing.",
-            &spool.depth(),
-        );
+        metrics::gauge!("licensing_collector_spool_depth").set(spool.depth() as f64);
         // A spool that cannot be read has no lag to show; the failure shows in the logs.
         let lag = spool.lag().map_or(0.0, |lag| lag.as_secs_f64());
-        metric(
-            "lag_seconds",
-            "gauge",
-            "How long the oldest event in the spool has been in it (0 when the spool is empty).",
-            &lag,
-        );
-        for (name, help, counter) in [
+        metrics::gauge!("licensing_collector_lag_seconds").set(lag);
+        for (name, counter) in [
+            ("licensing_collector_events_spooled_total", &self.spooled),
+            ("licensing_collector_events_sent_total", &self.sent),
+            ("licensing_collector_events_applied_total", &self.applied),
             (
-                "events_spooled_total",
-                "Events written to the spool.",
-                &self.spooled,
-            ),
-            (
-                "events_sent_total",
-                "Events sent to licensing, resends included.",
-                &self.sent,
-            ),
-            (
-                "events_applied_total",
-                "Events licensing applied.",
-                &self.applied,
-            ),
-            (
-                "events_duplicate_total",
-                "Events licensing had applied before (resends).",
+                "licensing_collector_events_duplicate_total",
                 &self.duplicate,
             ),
+            ("licensing_collector_events_refused_total", &self.refused),
             (
-                "events_refused_total",
-                "Events licensing refused (logged with the reason).",
-                &self.refused,
-            ),
-            (
-                "events_refused_locally_total",
-                "Events pushed to the local endpoint and refused there as malformed.",
+                "licensing_collector_events_refused_locally_total",
                 &self.refused_locally,
             ),
-            (
-                "malformed_lines_total",
-                "Input lines that were not valid events (logged with their position).",
-                &self.malformed,
-            ),
-            (
-                "reconnects_total",
-                "Attempts to connect to licensing again after a failed or broken connection.",
-                &self.reconnects,
-            ),
+            ("licensing_collector_malformed_lines_total", &self.malformed),
         ] {
-            metric(name, "counter", help, &load(counter));
+            metrics::counter!(name).absolute(load(counter));
         }
-        out
     }
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, spool: Spool) {
-    loop {
-        let mut socket = match listener.accept().await {
-            Ok((socket, _)) => socket,
-            Err(e) => {
-                // Out of file descriptors, typically: wait rather than spin.
-                tracing::warn!(error = %e, "accepting a metrics connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (metrics, spool) = (metrics.clone(), spool.clone());
-        tokio::spawn(async move {
-            let Ok(head) = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut socket)).await
-            else {
-                return;
-            };
-            let response = respond(&head, || metrics.render(&spool));
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
-    }
+/// Says what each metric is, for the `# HELP` lines. Call once, after the recorder is installed.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "licensing_collector_spool_depth",
+        "Events in the spool, not yet acknowledged by licensing."
+    );
+    describe_gauge!(
+        "licensing_collector_lag_seconds",
+        "Age of the oldest event not yet acknowledged by licensing (0 when the spool is empty): grows during an outage."
+    );
+    describe_counter!(
+        "licensing_collector_events_spooled_total",
+        "Events written to the spool."
+    );
+    describe_counter!(
+        "licensing_collector_events_sent_total",
+        "Events sent to licensing, resends included."
+    );
+    describe_counter!(
+        "licensing_collector_events_applied_total",
+        "Events licensing applied."
+    );
+    describe_counter!(
+        "licensing_collector_events_duplicate_total",
+        "Events licensing had applied before (resends)."
+    );
+    describe_counter!(
+        "licensing_collector_events_refused_total",
+        "Events licensing refused (logged with the reason)."
+    );
+    describe_counter!(
+        "licensing_collector_events_refused_locally_total",
+        "Events pushed to the local endpoint and refused there as malformed."
+    );
+    describe_counter!(
+        "licensing_collector_malformed_lines_total",
+        "Input lines that were not valid events (logged with their position)."
+    );
+    describe_counter!(
+        "licensing_collector_reconnects_total",
+        "Connections to licensing made again after one failed or broke, by cause."
+    );
+    describe_counter!(
+        "licensing_collector_read_bytes_total",
+        "Bytes read from each followed file (by path) and from standard input."
+    );
 }
 
-/// Reads until the end of the request head (or what fits).
-async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
-    let mut head = Vec::with_capacity(1024);
-    let mut buffer = [0u8; 1024];
-    while head.len() < REQUEST_BYTES && !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match socket.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buffer[..n]),
+/// Serves `GET /metrics` on `listener` with the process's recorder until `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    spool: Spool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let handle = match crate::telemetry::metrics::install_once() {
+        Ok(handle) => handle,
+        Err(problem) => {
+            tracing::error!("metrics are not served: {problem}");
+            return;
         }
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-/// The response to a request whose head is `head`.
-fn respond(head: &str, body: impl FnOnce() -> String) -> String {
-    let mut request_line = head.lines().next().unwrap_or_default().split(' ');
-    let (method, target) = (request_line.next(), request_line.next());
-    let path = target.map(|t| t.split('?').next().unwrap_or_default());
-    let (status, body, content_type) = match (method, path) {
-        (Some("GET"), Some("/metrics")) => {
-            ("200 OK", body(), "text/plain; version=0.0.4; charset=utf-8")
-        }
-        (Some("GET"), _) => (
-            "404 Not Found",
-            "only /metrics is served\n".to_owned(),
-            "text/plain",
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "only GET is served\n".to_owned(),
-            "text/plain",
-        ),
     };
-    format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    describe();
+    let before: crate::telemetry::metrics::BeforeScrape = Arc::new(move || metrics.publish(&spool));
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    if let Err(e) = crate::telemetry::metrics::serve(listener, handle, before, stopped).await {
+        tracing::error!(error = %e, "serving metrics failed");
+    }
 }
 
 #[cfg(test)]
@@ -189,15 +157,17 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_exposition_names_every_metric_and_answers_only_get_metrics() {
+    async fn a_scrape_names_every_metric_and_only_get_metrics_is_served() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::open(dir.path()).expect("spool");
         let metrics = Arc::new(Metrics::default());
         Metrics::add(&metrics.malformed, 2);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let server = tokio::spawn(serve(listener, metrics, spool));
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(serve(listener, metrics, spool, stop));
         let get = |request: &'static str| async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
             let mut socket = tokio::net::TcpStream::connect(address)
                 .await
                 .expect("connect");
@@ -209,7 +179,7 @@ mod tests {
                 .expect("response");
             response
         };
-        let response = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let response = get("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
         for name in [
             "spool_depth 0",
@@ -221,28 +191,23 @@ mod tests {
             "events_refused_total 0",
             "events_refused_locally_total 0",
             "malformed_lines_total 2",
-            "reconnects_total 0",
         ] {
             assert!(
                 response.contains(&format!("\nlicensing_collector_{name}\n")),
                 "{name} missing:\n{response}"
             );
         }
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert!(
-            response.contains(&format!("content-length: {}\r\n", body.len())),
-            "{response}"
-        );
-        assert!(
-            get("GET /other HTTP/1.1\r\n\r\n")
+            get("GET /other HTTP/1.1\r\nConnection: close\r\n\r\n")
                 .await
                 .starts_with("HTTP/1.1 404")
         );
         assert!(
-            get("POST /metrics HTTP/1.1\r\n\r\n")
+            get("POST /metrics HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .await
                 .starts_with("HTTP/1.1 405")
         );
-        server.abort();
+        stop_tx.send(true).expect("stop");
+        server.await.expect("the server stops when told");
     }
 }

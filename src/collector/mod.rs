@@ -130,8 +130,14 @@ pub async fn run(config: Config, mut signals: mpsc::Receiver<()>) -> Result<(), 
                 stop.clone(),
             ))
         });
-    let metrics_server = metrics_listener
-        .map(|listener| tokio::spawn(metrics::serve(listener, metrics.clone(), spool.clone())));
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            spool.clone(),
+            stop.clone(),
+        ))
+    });
     tracing::info!(
         spool_dir = %config.spool_dir.display(),
         follow = ?config.follow,
@@ -198,7 +204,8 @@ pub async fn run(config: Config, mut signals: mpsc::Receiver<()>) -> Result<(), 
         }
     }
     if let Some(server) = metrics_server {
-        server.abort();
+        // It stops with the others (`stop` is true by now); a scrape in progress may finish.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server).await;
     }
     spool.flush().await?;
     tracing::info!(spooled = spool.depth(), path = %spool.path().display(), "spool flushed; stopped");

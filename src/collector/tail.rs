@@ -265,6 +265,7 @@ impl Follow {
                 }
             };
             if read > 0 {
+                super::metrics::read_bytes(&key, read as u64);
                 let consumed = followed.lines.offset;
                 let pieces = followed.lines.feed(&buffer[..read]);
                 if followed.lines.offset != consumed {
@@ -371,7 +372,10 @@ impl Stdin {
                     tracing::info!(lines = lines.line, "standard input ended");
                     return Ok(());
                 }
-                Ok(read) => lines.feed(&buffer[..read]),
+                Ok(read) => {
+                    super::metrics::read_bytes("stdin", read as u64);
+                    lines.feed(&buffer[..read])
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading standard input failed; it is not read any more");
                     return Ok(());

@@ -130,6 +130,8 @@ impl From<SpoolError> for Broken {
 struct InFlight {
     sequences: Vec<u64>,
     sent_at: Instant,
+    /// Ends when the batch is acknowledged (or the connection breaks).
+    span: tracing::Span,
 }
 
 /// Uploads until `stop` turns true and nothing sent waits for its acknowledgement (the caller
@@ -148,16 +150,24 @@ pub async fn upload(
     // While licensing stays down, the same failure is logged at warn once a minute, not at
     // every attempt.
     let mut warned: Option<(String, Instant)> = None;
+    // Failed attempts in a row, and since when: said once the next connection is up.
+    let mut failures = 0u32;
+    let mut outage_since: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             // Draining is the open connection's job; what is not acknowledged stays in the
             // spool for the next start.
             return Ok(());
         }
-        match connection(&options, &spool, &metrics, &mut backoff, &mut stop).await {
+        let outage = outage_since.take().map(|since| (failures, since.elapsed()));
+        failures = 0;
+        match connection(&options, &spool, &metrics, &mut backoff, &mut stop, outage).await {
             Ok(()) => return Ok(()),
             Err(Broken::Spool(e)) => return Err(e),
             Err(Broken::Stream(problem)) => {
+                let cause = cause(&problem);
+                failures += 1;
+                outage_since.get_or_insert_with(Instant::now);
                 let delay = backoff.next_delay();
                 let repeated = warned.as_ref().is_some_and(|(said, at)| {
                     *said == problem && at.elapsed() < REPEATED_WARNING_INTERVAL
@@ -168,7 +178,7 @@ pub async fn upload(
                     tracing::warn!(licensing = %options.endpoint, %problem, spooled = spool.depth(), retry_in = ?delay, "upload interrupted");
                     warned = Some((problem, Instant::now()));
                 }
-                Metrics::add(&metrics.reconnects, 1);
+                super::metrics::reconnect(&metrics, cause);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     _ = stop.wait_for(|stop| *stop) => return Ok(()),
@@ -178,6 +188,71 @@ pub async fn upload(
     }
 }
 
+/// How often a collector catching up a backlog says how far it got.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// A spool at least this deep when a connection opens is a backlog worth reporting on.
+const BACKLOG: u64 = 10_000;
+
+/// The progress of a backlog's upload, logged every [`PROGRESS_INTERVAL`] until it is caught up.
+#[derive(Debug)]
+struct Progress {
+    /// Whether a backlog is being caught up.
+    active: bool,
+    since: Instant,
+    acknowledged: u64,
+}
+
+impl Progress {
+    fn new(spooled: u64) -> Progress {
+        Progress {
+            active: spooled >= BACKLOG,
+            since: Instant::now(),
+            acknowledged: 0,
+        }
+    }
+
+    fn acknowledged(&mut self, events: u64, spooled: u64) {
+        if !self.active {
+            return;
+        }
+        self.acknowledged += events;
+        if spooled == 0 {
+            tracing::info!(
+                acknowledged = self.acknowledged,
+                "backlog caught up: the spool is empty"
+            );
+            self.active = false;
+        } else if self.since.elapsed() >= PROGRESS_INTERVAL {
+            let rate = self.acknowledged as f64 / self.since.elapsed().as_secs_f64();
+            tracing::info!(
+                acknowledged = self.acknowledged,
+                spooled,
+                events_per_second = rate.round(),
+                "catching up the backlog"
+            );
+            self.since = Instant::now();
+            self.acknowledged = 0;
+        }
+    }
+}
+
+/// The cause of a broken connection, as the reconnect counter labels it.
+fn cause(problem: &str) -> &'static str {
+    const CAUSES: &[(&str, &str)] = &[
+        ("connecting", "connect"),
+        ("opening Ingest", "refused"),
+        ("licensing answered", "stream_error"),
+        ("licensing ended the stream", "stream_ended"),
+        ("no acknowledgement", "ack_timeout"),
+        ("the URL", "configuration"),
+        ("TLS", "configuration"),
+    ];
+    CAUSES
+        .iter()
+        .find(|(prefix, _)| problem.starts_with(prefix))
+        .map_or("other", |(_, cause)| cause)
+}
+
 /// One connection: Ok once stopped with nothing in flight.
 async fn connection(
     options: &UploadOptions,
@@ -185,6 +260,7 @@ async fn connection(
     metrics: &Metrics,
     backoff: &mut Backoff,
     stop: &mut watch::Receiver<bool>,
+    outage: Option<(u32, Duration)>,
 ) -> Result<(), Broken> {
     let broken = |what: &str, e: &dyn std::error::Error| {
         // tonic's transport errors say "transport error" and keep the cause in their sources.
@@ -236,7 +312,18 @@ async fn connection(
         .await
         .map_err(|e| broken("opening Ingest", &e))?
         .into_inner();
-    tracing::info!(licensing = %options.endpoint, spooled = spool.depth(), "uploading");
+    match outage {
+        Some((attempts, lasted)) => tracing::info!(
+            licensing = %options.endpoint,
+            spooled = spool.depth(),
+            failed_attempts = attempts,
+            outage_seconds = lasted.as_secs(),
+            "reconnected to licensing: uploading again"
+        ),
+        None => tracing::info!(licensing = %options.endpoint, spooled = spool.depth(), "uploading"),
+    }
+    // A backlog being caught up reports its progress now and then.
+    let mut progress = Progress::new(spool.depth());
     let mut in_flight: BTreeMap<u64, InFlight> = BTreeMap::new();
     // Every connection starts from the spool's head: what was not acknowledged is sent again.
     let mut last_sent: Option<u64> = None;
@@ -256,9 +343,20 @@ async fn connection(
             };
             let (sequences, events): (Vec<u64>, Vec<api::Event>) = read.into_iter().unzip();
             let count = events.len() as u64;
+            // Each batch is a trace of its own, continued by licensing's span for it.
+            let span = tracing::info_span!(
+                target: crate::telemetry::calls::SPAN_TARGET,
+                parent: None,
+                "upload batch",
+                otel.kind = "client",
+                batch_id = next_batch,
+                events = count,
+                refused = tracing::field::Empty,
+            );
             let request = api::IngestRequest {
                 batch_id: next_batch,
                 events,
+                traceparent: crate::telemetry::traceparent_of(&span),
             };
             if requests.send(request).await.is_err() {
                 requests_closed = true;
@@ -270,6 +368,7 @@ async fn connection(
                 InFlight {
                     sequences,
                     sent_at: Instant::now(),
+                    span,
                 },
             );
             next_batch += 1;
@@ -294,10 +393,13 @@ async fn connection(
                         answer.outcomes.len()
                     )));
                 }
-                count(metrics, answer.batch_id, &answer.outcomes);
+                let refused = count(metrics, answer.batch_id, &answer.outcomes);
+                batch.span.record("refused", refused);
                 // A refusal is final too: sending the event again would get the same answer.
+                let acknowledged = batch.sequences.len() as u64;
                 spool.remove(batch.sequences).await?;
                 backoff.reset();
+                progress.acknowledged(acknowledged, spool.depth());
             }
             () = spool.appended(), if !stopping && !requests_closed && in_flight.len() < options.in_flight => {}
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
@@ -309,12 +411,15 @@ async fn connection(
 }
 
 /// Counts the outcomes of an acknowledged batch; refusals are logged with their reason.
-fn count(metrics: &Metrics, batch_id: u64, outcomes: &[api::EventOutcome]) {
+/// Returns how many were refused.
+fn count(metrics: &Metrics, batch_id: u64, outcomes: &[api::EventOutcome]) -> u64 {
+    let mut refusals = 0;
     for outcome in outcomes {
         match api::Outcome::try_from(outcome.outcome) {
             Ok(api::Outcome::Applied) => Metrics::add(&metrics.applied, 1),
             Ok(api::Outcome::Duplicate) => Metrics::add(&metrics.duplicate, 1),
             refused => {
+                refusals += 1;
                 Metrics::add(&metrics.refused, 1);
                 let reason = api::RefusalReason::try_from(outcome.refusal)
                     .map_or("UNKNOWN", |r| r.as_str_name());
@@ -329,6 +434,7 @@ fn count(metrics: &Metrics, batch_id: u64, outcomes: &[api::EventOutcome]) {
             }
         }
     }
+    refusals
 }
 
 #[cfg(test)]

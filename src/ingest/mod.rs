@@ -22,6 +22,8 @@ use licensing_store::{Batch, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::server::HealthReporter;
+use tracing::{Instrument as _, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{
     api::{self, ingestion_service_server::IngestionService},
@@ -56,11 +58,12 @@ pub struct Ingestion {
 impl Ingestion {
     /// Starts the writer and the dedupe sweep on the current runtime. The writer stops when every
     /// handle is dropped, the sweep when `shutdown` turns true. Dedupe records are kept
-    /// `dedupe_retention_days` after their month closed.
+    /// `dedupe_retention_days` after their month closed. The writer reports a storage failure to
+    /// `health` and its progress to `liveness`.
     pub fn start(
         store: Store,
         prices: Arc<PriceList>,
-        health: HealthReporter,
+        (health, liveness): (HealthReporter, Arc<crate::health::Liveness>),
         shutdown: watch::Receiver<bool>,
         dedupe_retention_days: u32,
         streams: Streams,
@@ -71,7 +74,7 @@ impl Ingestion {
             store: store.clone(),
             prices,
         };
-        tokio::spawn(writer::write(jobs, target, health));
+        tokio::spawn(writer::write(jobs, target, health, liveness));
         tokio::spawn(sweep::sweep_dedupe(
             store,
             dedupe_retention_days,
@@ -129,7 +132,11 @@ impl IngestionService for Ingestion {
             .map_err(status)?;
         let writer = self.writer.clone();
         let stopping = crate::service::stopping(self.shutdown.clone());
-        tokio::spawn(serve_stream(inbound, outbox, writer, caller, stopping));
+        // The call's span: the parent of batches that bring no trace context of their own.
+        let call = tracing::Span::current();
+        tokio::spawn(serve_stream(
+            inbound, outbox, writer, caller, stopping, call,
+        ));
         Ok(Response::new(answers))
     }
 }
@@ -142,6 +149,7 @@ async fn serve_stream(
     writer: mpsc::Sender<Job>,
     caller: Arc<Principal>,
     stopping: impl Future<Output = ()>,
+    call: tracing::Span,
 ) {
     tokio::pin!(stopping);
     let mut pending = FuturesOrdered::new();
@@ -156,7 +164,7 @@ async fn serve_stream(
                         Err(refused) => ending = Some(Some(refused)),
                         Ok(()) => {
                             in_flight.insert(request.batch_id);
-                            match submit(&writer, &caller, request).await {
+                            match submit(&writer, &caller, request, &call).await {
                                 Ok(answer) => pending.push_back(answer),
                                 Err(refused) => ending = Some(Some(refused)),
                             }
@@ -226,8 +234,10 @@ async fn submit(
     writer: &mpsc::Sender<Job>,
     caller: &Principal,
     request: api::IngestRequest,
+    call: &tracing::Span,
 ) -> Result<impl Future<Output = (u64, Result<api::IngestResponse, Status>)> + use<>, Status> {
     let batch_id = request.batch_id;
+    let span = batch_span(batch_id, request.events.len(), &request.traceparent, call);
     let ids: Vec<String> = request.events.iter().map(|e| e.event_id.clone()).collect();
     let right = rules::needs("IngestionService/Ingest", Use::Write);
     // Each event on its own account: one outside the caller's grant is refused, never dropped.
@@ -249,7 +259,11 @@ async fn submit(
         .collect();
     let (reply, answer) = oneshot::channel();
     writer
-        .send(Job { batch, reply })
+        .send(Job {
+            batch,
+            reply,
+            span: span.clone(),
+        })
         .await
         .map_err(|_| status(ApiError::Unavailable("the service is stopping".into())))?;
     Ok(async move {
@@ -278,5 +292,31 @@ async fn submit(
                 .collect(),
         };
         (batch_id, Ok(answer))
-    })
+    }
+    .instrument(span))
+}
+
+/// The span of one batch, from its queueing to its answer: a child of the batch's own trace
+/// context when it brings one (the collector's upload), else of the `Ingest` call.
+fn batch_span(batch_id: u64, events: usize, traceparent: &str, call: &tracing::Span) -> Span {
+    let span = tracing::info_span!(
+        target: crate::telemetry::calls::SPAN_TARGET,
+        "ingest batch",
+        otel.kind = "server",
+        batch_id,
+        events,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    let parent = crate::telemetry::context_of_traceparent(traceparent);
+    match parent {
+        Some(parent) => {
+            let _ = span.set_parent(parent);
+        }
+        None => {
+            let _ = span.set_parent(call.context());
+        }
+    }
+    span
 }

@@ -7,13 +7,14 @@
 //! culprit's batch is refused and every other tenant's batch in the group is applied. A panic
 //! while committing is caught on the blocking pool: it fails its batch, never the writer.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Instant};
 
-use licensing_core::{Outcome, PriceList, Timestamp};
+use licensing_core::{Outcome, PriceList, Refusal, Timestamp};
 use licensing_store::{Batch, OpError, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 use tonic_health::server::HealthReporter;
+use tracing::Instrument as _;
 
 use crate::{
     error::{ApiError, status},
@@ -27,6 +28,8 @@ const MAX_BATCHES_PER_GROUP: usize = 256;
 pub(super) struct Job {
     pub(super) batch: Batch,
     pub(super) reply: oneshot::Sender<Result<Vec<Outcome>, Status>>,
+    /// The batch's span: the group commit that commits it links to it.
+    pub(super) span: tracing::Span,
 }
 
 impl std::fmt::Debug for Job {
@@ -72,6 +75,7 @@ pub(super) async fn write(
     mut jobs: mpsc::Receiver<Job>,
     target: impl Commit,
     health: HealthReporter,
+    liveness: Arc<crate::health::Liveness>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut group = vec![first];
@@ -81,16 +85,100 @@ pub(super) async fn write(
                 Err(_) => break,
             }
         }
+        let events: usize = group.iter().map(|job| job.batch.len()).sum();
+        let span = group_span(&group, events);
         let (batches, replies): (Vec<Batch>, Vec<_>) =
             group.into_iter().map(|j| (j.batch, j.reply)).unzip();
-        let answers = commit_group(&target, batches.into()).await;
+        let started = Instant::now();
+        liveness.busy();
+        metrics::histogram!("licensing_group_commit_batches").record(batches.len() as f64);
+        metrics::histogram!("licensing_group_commit_events").record(events as f64);
+        let answers = commit_group(&target, batches.into()).instrument(span).await;
+        metrics::histogram!("licensing_group_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        liveness.idle();
         if target.has_failed() {
             report_storage_failure(&health);
         }
+        count_outcomes(&answers);
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A stream that went away simply does not hear its answer; it will resend.
             let _ = reply.send(answer);
         }
+    }
+}
+
+/// The span of one group commit, linked to the span of every batch it commits (a group serves
+/// many traces, so it is the child of none).
+fn group_span(group: &[Job], events: usize) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::info_span!(
+        target: crate::telemetry::calls::SPAN_TARGET,
+        parent: None,
+        "group commit",
+        batches = group.len(),
+        events,
+    );
+    if !span.is_disabled() {
+        for job in group {
+            let context = job.span.context();
+            let linked = context.span().span_context().clone();
+            if linked.is_valid() {
+                span.add_link(linked);
+            }
+        }
+    }
+    span
+}
+
+/// Counts each event's outcome (`licensing_events_total{outcome, reason}`), and the events of
+/// batches that failed whole.
+fn count_outcomes(answers: &[Result<Vec<Outcome>, Status>]) {
+    let mut applied = 0u64;
+    let mut duplicate = 0u64;
+    for answer in answers {
+        match answer {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    match outcome {
+                        Outcome::Applied => applied += 1,
+                        Outcome::Duplicate => duplicate += 1,
+                        Outcome::Refused(refusal) => {
+                            metrics::counter!(
+                                "licensing_events_total",
+                                "outcome" => "refused",
+                                "reason" => refusal_reason(refusal),
+                            )
+                            .increment(1);
+                        }
+                    }
+                }
+            }
+            Err(_) => metrics::counter!("licensing_failed_batches_total").increment(1),
+        }
+    }
+    if applied > 0 {
+        metrics::counter!("licensing_events_total", "outcome" => "applied", "reason" => "")
+            .increment(applied);
+    }
+    if duplicate > 0 {
+        metrics::counter!("licensing_events_total", "outcome" => "duplicate", "reason" => "")
+            .increment(duplicate);
+        metrics::counter!("licensing_dedupe_hits_total").increment(duplicate);
+    }
+}
+
+/// A refusal's reason as the metrics label it: the proto enum's name, without its prefix.
+fn refusal_reason(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Invalid { .. } => "INVALID",
+        Refusal::UnknownAccount(_) => "UNKNOWN_ACCOUNT",
+        Refusal::MonthClosed { .. } => "MONTH_CLOSED",
+        Refusal::TooFarInFuture { .. } => "TOO_FAR_IN_FUTURE",
+        Refusal::ConflictingDuplicate { .. } => "CONFLICTING_DUPLICATE",
+        Refusal::MeterLimit { .. } => "METER_LIMIT",
+        Refusal::PermissionDenied { .. } => "PERMISSION_DENIED",
     }
 }
 
@@ -125,9 +213,16 @@ async fn commit_group(
             answers
         }
     };
-    if answers.iter().any(Result::is_ok)
-        && let Err(e) = target.flush().await
-    {
+    let flush_started = Instant::now();
+    let flushed = if answers.iter().any(Result::is_ok) {
+        let flushed = target.flush().await;
+        metrics::histogram!("licensing_flush_seconds")
+            .record(flush_started.elapsed().as_secs_f64());
+        flushed
+    } else {
+        Ok(())
+    };
+    if let Err(e) = flushed {
         let failure = status(OpError::Store(e).into());
         for answer in &mut answers {
             if answer.is_ok() {
@@ -248,12 +343,14 @@ mod tests {
                 .send(Job {
                     batch: batch(account, member, &format!("e{i}")),
                     reply,
+                    span: tracing::Span::none(),
                 })
                 .await
                 .expect("queued");
             answers.push(answer);
         }
-        let writer = tokio::spawn(write(jobs, stand.clone(), health));
+        let liveness = Arc::new(crate::health::Liveness::default());
+        let writer = tokio::spawn(write(jobs, stand.clone(), health, liveness));
         let mut codes = Vec::new();
         for answer in answers {
             codes.push(match answer.await.expect("answered") {
@@ -294,6 +391,7 @@ mod tests {
             .send(Job {
                 batch: batch("bystander", "ann", "e9"),
                 reply,
+                span: tracing::Span::none(),
             })
             .await
             .expect("queued");

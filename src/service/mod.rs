@@ -28,6 +28,7 @@ use crate::{
     auth::rules::{self, Use},
     error::{ApiError, status},
     outbox::{ResponseStream, Streams},
+    telemetry::calls::CallNote,
 };
 
 /// Store operations of the handlers running at once on the blocking pool; more wait for a slot.
@@ -80,6 +81,8 @@ pub struct Licensing {
     usage_streams: Arc<AtomicUsize>,
     /// See [`BLOCKING_CALLS`].
     blocking_calls: Arc<Semaphore>,
+    /// `licensing_blocking_waiting`: operations waiting for a slot of `blocking_calls`.
+    waiting: metrics::Gauge,
     /// See [`FOLLOW_READS`].
     follow_reads: Arc<Semaphore>,
     /// See [`STREAM_READS`].
@@ -133,6 +136,7 @@ impl Licensing {
             streams,
             usage_streams: Arc::new(AtomicUsize::new(0)),
             blocking_calls: Arc::new(Semaphore::new(BLOCKING_CALLS)),
+            waiting: metrics::gauge!("licensing_blocking_waiting"),
             follow_reads: Arc::new(Semaphore::new(FOLLOW_READS)),
             stream_reads: Arc::new(Semaphore::new(STREAM_READS)),
             change_reads: Arc::default(),
@@ -142,28 +146,36 @@ impl Licensing {
     }
 
     /// The caller of `request`, as the authentication layer found it, and its message.
-    fn caller<T>(&self, request: Request<T>) -> Result<(Arc<Principal>, T), ApiError> {
+    fn caller<T>(&self, request: Request<T>) -> Result<(Caller, T), ApiError> {
         let principal = request.extensions().get::<Arc<Principal>>().cloned();
+        let note = request.extensions().get::<Arc<CallNote>>().cloned();
         let message = request.into_inner();
-        match principal {
-            Some(principal) => Ok((principal, message)),
-            None if !self.authenticated => Ok((Arc::new(Principal::unauthenticated()), message)),
-            None => Err(ApiError::Internal(
-                "a call reached its handler without a principal".into(),
-            )),
-        }
+        let principal = match principal {
+            Some(principal) => principal,
+            None if !self.authenticated => Arc::new(Principal::unauthenticated()),
+            None => {
+                return Err(ApiError::Internal(
+                    "a call reached its handler without a principal".into(),
+                ));
+            }
+        };
+        Ok((Caller { principal, note }, message))
     }
 
     /// Refuses the call unless `caller` holds the right `method` needs for `used` on
     /// `account_id`; checked before anything of the account is read, so the refusal is the same
     /// whether the account exists or not.
     fn authorize(
-        caller: &Principal,
+        caller: &Caller,
         method: &str,
         used: Use,
         account_id: &str,
     ) -> Result<(), ApiError> {
+        if let Some(note) = &caller.note {
+            note.account(account_id);
+        }
         caller
+            .principal
             .check(rules::needs(method, used), account_id)
             .map_err(|denied| ApiError::PermissionDenied(denied.to_string()))
     }
@@ -185,7 +197,11 @@ impl Licensing {
     ) -> Result<T, ApiError> {
         let store = self.store.clone();
         // The semaphore is never closed, so the permit always comes.
-        let _slot = self.blocking_calls.acquire().await;
+        let _slot = {
+            // Counted while waiting, and no longer once the slot came or the call went.
+            let _waiting = Waiting::new(&self.waiting);
+            self.blocking_calls.acquire().await
+        };
         let result = tokio::task::spawn_blocking(move || op(&store))
             .await
             .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?;
@@ -253,6 +269,37 @@ pub(crate) fn report_storage_failure(health: &HealthReporter) {
 /// Completes once `shutdown` turns true (or its sender is gone).
 pub(crate) async fn stopping(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+/// One operation counted in a gauge while it lives.
+struct Waiting<'a>(&'a metrics::Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a metrics::Gauge) -> Waiting<'a> {
+        gauge.increment(1.0);
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Who is calling, and the note the call's telemetry reads (the account the call is about).
+#[derive(Debug)]
+pub(crate) struct Caller {
+    principal: Arc<Principal>,
+    note: Option<Arc<CallNote>>,
+}
+
+impl std::ops::Deref for Caller {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.principal
+    }
 }
 
 #[tonic::async_trait]

@@ -80,6 +80,22 @@ impl Licensing {
         server
     }
 
+    /// Starts the binary on `127.0.0.1:0` with these environment variables and `args` added,
+    /// with its own data folder, and waits until SERVING.
+    pub fn start_with_env_args(environment: &[(&str, &str)], args: &[&str]) -> Licensing {
+        let data = tempfile::tempdir().expect("temporary data folder");
+        let command = Command::new(env!("CARGO_BIN_EXE_licensing"));
+        let mut server = Licensing::launch(
+            command,
+            data.path().join("db"),
+            "127.0.0.1:0",
+            args,
+            environment,
+        );
+        server._owned_data = Some(data);
+        server
+    }
+
     /// Starts the binary on `127.0.0.1:0` with `args` added, its open-files limit (soft and hard)
     /// set to `open_files` by the shell's `ulimit`, and waits until SERVING.
     pub fn start_limited(open_files: u32, args: &[&str]) -> Licensing {
@@ -102,8 +118,10 @@ impl Licensing {
         args: &[&str],
         environment: &[(&str, &str)],
     ) -> Licensing {
+        // The test's own configuration never leaks in: the process gets what the test says.
         for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LICENSING_") {
+            let text = name.to_string_lossy();
+            if text.starts_with("LICENSING_") || text.starts_with("OTEL_") {
                 command.env_remove(name);
             }
         }

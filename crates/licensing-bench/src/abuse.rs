@@ -787,6 +787,7 @@ async fn ingest_once(
             occurred_at: Some(now),
             kind: Some(api::event::Kind::AgentLogin(api::AgentLogin {})),
         }],
+        traceparent: String::new(),
     };
     let started = Instant::now();
     let acknowledged = timeout(INGEST_DEADLINE, async {

@@ -597,6 +597,7 @@ async fn stream(
                         .send(api::IngestRequest {
                             batch_id: next_id,
                             events: batch,
+                            traceparent: String::new(),
                         })
                         .await
                         .context("the Ingest request stream closed")?;

@@ -90,6 +90,7 @@ pub(crate) async fn start_licensing_with(
         tls: None,
         health_listener: None,
         call_rate: credentials.call_rate.clone(),
+        telemetry: licensing::server::ServeTelemetry::default(),
     };
     // `run` wraps the listener itself (with TCP_NODELAY), so it gets the bare listener.
     let address = listener.local_addr()?;

@@ -159,6 +159,17 @@ impl Store {
         })
     }
 
+    /// The database's files' size on disk, in bytes (their metadata: no scan of records).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        // Reading file metadata is not a write: a failure here does not stop writes.
+        self.db
+            .size_on_disk()
+            .map_err(|source| StoreError::Storage {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     /// Whether a storage error has stopped writes.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
