@@ -58,6 +58,13 @@ pub(crate) struct Setup {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
 
+impl Bearer {
+    /// No credential.
+    pub(crate) fn none() -> Bearer {
+        Bearer(None)
+    }
+}
+
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
@@ -73,7 +80,7 @@ impl Setup {
     /// What a client presents to be authenticated by `auth`.
     pub(crate) fn bearer(&self, auth: Auth) -> Bearer {
         match auth {
-            Auth::Off => Bearer(None),
+            Auth::Off => Bearer::none(),
             Auth::ApiKey => self.api_key.clone(),
             Auth::Jwt => self.token.clone(),
         }

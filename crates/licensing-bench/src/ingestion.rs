@@ -53,7 +53,7 @@ use tonic::{
 use crate::credentials::{Auth, Bearer};
 
 /// The connection every call of the benchmark goes through, presenting the bearer if any.
-type Client = InterceptedService<Channel, Bearer>;
+pub(crate) type Client = InterceptedService<Channel, Bearer>;
 
 use crate::servers::{self, RunningServer};
 
@@ -134,7 +134,7 @@ pub(crate) struct IngestArgs {
 
 /// What a window measured.
 #[derive(Debug, Default)]
-struct Window {
+pub(crate) struct Window {
     /// Events acknowledged APPLIED (ours) or written and flushed (raw).
     events: u64,
     /// Wall time from the first batch sent to the last answered.
@@ -148,12 +148,17 @@ struct Window {
 }
 
 impl Window {
-    fn per_second(&self) -> f64 {
+    /// Events not applied and answers that broke the contract.
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    pub(crate) fn per_second(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// Nearest-rank percentile of the batch latencies (sorted by [`Window::finish`]).
-    fn percentile(&self, p: f64) -> Duration {
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
         let n = self.latencies_us.len();
         if n == 0 {
             return Duration::ZERO;
@@ -187,7 +192,7 @@ impl Window {
     }
 
     /// Adds a later window: rounds follow each other, so their wall times add up.
-    fn merge(&mut self, other: Window) {
+    pub(crate) fn merge(&mut self, other: Window) {
         self.elapsed += other.elapsed;
         self.absorb(other);
         self.finish();
@@ -198,7 +203,7 @@ impl Window {
     }
 
     /// This window reduced to its errors: warm-up batches count as failures, not measurements.
-    fn errors_only(self) -> Window {
+    pub(crate) fn errors_only(self) -> Window {
         Window {
             errors: self.errors,
             error_samples: self.error_samples,
@@ -209,7 +214,7 @@ impl Window {
 
 /// Unique events of the benchmark's members, shared by every stream and raw writer of the run.
 #[derive(Debug)]
-struct Events {
+pub(crate) struct Events {
     next: AtomicU64,
     members: Vec<String>,
     /// No event is older than this: the start of the month the run began in (UTC).
@@ -217,6 +222,20 @@ struct Events {
 }
 
 impl Events {
+    /// Events of `members`, none older than the start of this month (UTC).
+    pub(crate) fn new(members: Vec<String>) -> anyhow::Result<Events> {
+        let month_start = jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .first_of_month()?
+            .start_of_day()?
+            .timestamp();
+        Ok(Events {
+            next: AtomicU64::new(0),
+            members,
+            month_start,
+        })
+    }
+
     /// The next `n` events, from `source`. A member's events cycle through agent_login,
     /// queue_login, queue_logout, agent_logout.
     fn batch(&self, source: &str, n: usize) -> Vec<api::Event> {
@@ -443,7 +462,7 @@ async fn bench(
 }
 
 /// Creates the account and its members through the API; returns the member ids.
-async fn setup(channel: &Client, members: u64) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn setup(channel: &Client, members: u64) -> anyhow::Result<Vec<String>> {
     let mut client = LicensingServiceClient::new(channel.clone());
     client
         .create_account(api::CreateAccountRequest {
@@ -525,16 +544,16 @@ async fn setup(channel: &Client, members: u64) -> anyhow::Result<Vec<String>> {
 }
 
 /// Ours: `streams` Ingest streams of batches of `size`, `in_flight` per stream.
-struct Load<'a> {
-    channel: &'a Client,
-    events: &'a Arc<Events>,
-    size: usize,
-    streams: usize,
-    in_flight: usize,
+pub(crate) struct Load<'a> {
+    pub(crate) channel: &'a Client,
+    pub(crate) events: &'a Arc<Events>,
+    pub(crate) size: usize,
+    pub(crate) streams: usize,
+    pub(crate) in_flight: usize,
 }
 
 impl Load<'_> {
-    async fn window(&self, length: Duration) -> anyhow::Result<Window> {
+    pub(crate) async fn window(&self, length: Duration) -> anyhow::Result<Window> {
         let started = Instant::now();
         let until = started + length;
         let mut streams = JoinSet::new();
@@ -857,7 +876,7 @@ fn record_sizes(service: &Path, raw: &sled::Db) {
     }
 }
 
-fn print(label: &str, what: &str, window: &Window) {
+pub(crate) fn print(label: &str, what: &str, window: &Window) {
     println!(
         "{label:<10} {what:<4} {:>8.0} events/s  ack p50 {:>6.1} ms  p99 {:>6.1} ms  ({} events, {} batches, {} errors)",
         window.per_second(),

@@ -33,6 +33,7 @@ mod load;
 mod servers;
 mod stages;
 mod startup;
+mod telemetry;
 mod usage;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
@@ -77,6 +78,8 @@ enum Command {
     Ingest(ingestion::IngestArgs),
     /// The binary under misbehaving clients: silent connections, stalled streams.
     Abuse(abuse::AbuseArgs),
+    /// The real binary with every kind of telemetry on, next to it with them off.
+    Telemetry(telemetry::TelemetryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +111,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Usage(args) => usage::run(&args),
         Command::Ingest(args) => ingestion::run(&args),
         Command::Abuse(args) => abuse::run(&args),
+        Command::Telemetry(args) => telemetry::run(&args),
     }
 }
 

@@ -1,0 +1,364 @@
+//! `telemetry`: the cost of telemetry, on the real binary. Two `licensing` processes from the same
+//! build: one as the README runs it (default log filter, no metrics, no traces), one with every
+//! kind of telemetry on (`--metrics-listen`, scraped every second, and every call's span exported
+//! over OTLP to a receiver in this process, sampled at 100 %). The same loads run against each in
+//! alternating rounds (each round starts with the other process): `ResolveMember` previews, and
+//! `Ingest` batches of 100 events; it prints each load's throughput with telemetry on over off.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{ExitCode, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    process::{Child, Command},
+    runtime::Runtime,
+};
+use tonic::transport::Endpoint;
+
+use crate::{
+    credentials::Bearer,
+    ingestion::{self, Events, Load},
+    load::{self, Target},
+    startup,
+};
+
+/// Telemetry on may cost at most this much of the throughput with it off.
+const RATIO_TARGET: f64 = 0.95;
+/// How often the process with metrics on is scraped (Prometheus' default is 15 s: this is more).
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Args)]
+pub(crate) struct TelemetryArgs {
+    /// Measured rounds; each runs every load against both processes.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Length of each load's window in a round, in seconds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: u64,
+    /// Unmeasured warm-up of each load on each process, in seconds.
+    #[arg(long, default_value_t = 1)]
+    warm_up: u64,
+    /// `ResolveMember` calls in flight at once, on one connection.
+    #[arg(long, default_value_t = 64)]
+    in_flight: u32,
+    /// Members of the account the events are about.
+    #[arg(long, default_value_t = 200)]
+    members: u64,
+    /// `Ingest` streams, each keeping this many batches of 100 in flight.
+    #[arg(long, default_value_t = 2)]
+    streams: usize,
+    /// Batches of 100 events in flight per stream.
+    #[arg(long, default_value_t = 8)]
+    batches_in_flight: usize,
+    /// The `licensing` binary (default: the one built next to this one).
+    #[arg(long)]
+    licensing_binary: Option<PathBuf>,
+}
+
+/// Counts the spans it is sent, and keeps nothing.
+#[derive(Debug, Default)]
+struct Sink {
+    spans: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.spans.fetch_add(spans as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// A `licensing` process on a free port with its own database.
+struct Process {
+    child: Child,
+    address: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl Process {
+    async fn start(
+        binary: &Path,
+        args: &[&str],
+        environment: &[(&str, String)],
+    ) -> anyhow::Result<Process> {
+        let data = tempfile::tempdir().context("creating the database folder")?;
+        let mut command = Command::new(binary);
+        // The benchmark's environment must not change what is measured.
+        for (name, _) in std::env::vars_os() {
+            let text = name.to_string_lossy();
+            if text.starts_with("LICENSING_") || text.starts_with("OTEL_") {
+                command.env_remove(&name);
+            }
+        }
+        command
+            .envs(environment.iter().map(|(k, v)| (*k, v.as_str())))
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data.path().join("db"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut log = Vec::new();
+        let address = tokio::time::timeout(
+            Duration::from_secs(60),
+            startup::listening_address(&mut lines, &mut log),
+        )
+        .await
+        .context("no listening line in time")??;
+        // Read the rest, so that the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Process {
+            child,
+            address,
+            _data: data,
+        })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// One `GET /metrics`; its size in bytes.
+async fn scrape(address: &str) -> anyhow::Result<usize> {
+    let mut socket = tokio::net::TcpStream::connect(address).await?;
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await?;
+    anyhow::ensure!(response.starts_with(b"HTTP/1.1 200"), "scrape refused");
+    Ok(response.len())
+}
+
+fn runtime(name: &str, workers: usize) -> anyhow::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .context("starting a runtime")
+}
+
+pub(crate) fn run(args: &TelemetryArgs) -> anyhow::Result<ExitCode> {
+    let binary = startup::locate(args.licensing_binary.as_deref())?;
+    let sink_runtime = runtime("sink", 1)?;
+    let client = runtime("client", 2)?;
+    let spans = Arc::new(AtomicU64::new(0));
+    let sink_listener = sink_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let sink_address = sink_listener.local_addr()?;
+    sink_runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Sink {
+                spans: spans.clone(),
+            }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                sink_listener,
+            )),
+    );
+    let metrics_address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.to_string()
+    };
+    let result = client.block_on(async {
+        let off = Process::start(&binary, &[], &[]).await?;
+        let on = Process::start(
+            &binary,
+            &["--metrics-listen", &metrics_address],
+            &[
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://{sink_address}"),
+                ),
+                ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
+            ],
+        )
+        .await?;
+        let measured = measure(args, &off, &on, &metrics_address, &spans).await;
+        off.stop().await;
+        on.stop().await;
+        measured
+    });
+    sink_runtime.shutdown_background();
+    result
+}
+
+/// The loads of one process.
+struct Loads {
+    resolve: Target,
+    channel: ingestion::Client,
+    events: Arc<Events>,
+}
+
+impl Loads {
+    async fn new(process: &Process, members: u64) -> anyhow::Result<Loads> {
+        let resolve =
+            Target::resolve(process.address, &load::member_request(), Bearer::none()).await?;
+        let channel = Endpoint::from_shared(format!("http://{}", process.address))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .context("connecting to licensing")?;
+        let channel = tonic::service::interceptor::InterceptedService::new(channel, Bearer::none());
+        let members = ingestion::setup(&channel, members).await?;
+        Ok(Loads {
+            resolve,
+            channel,
+            events: Arc::new(Events::new(members)?),
+        })
+    }
+
+    fn ingest(&self, args: &TelemetryArgs) -> Load<'_> {
+        Load {
+            channel: &self.channel,
+            events: &self.events,
+            size: 100,
+            streams: args.streams,
+            in_flight: args.batches_in_flight,
+        }
+    }
+}
+
+async fn measure(
+    args: &TelemetryArgs,
+    off: &Process,
+    on: &Process,
+    metrics_address: &str,
+    spans: &AtomicU64,
+) -> anyhow::Result<ExitCode> {
+    let loads = [
+        Loads::new(off, args.members).await?,
+        Loads::new(on, args.members).await?,
+    ];
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let scraper = {
+        let (address, scrapes) = (metrics_address.to_owned(), scrapes.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SCRAPE_INTERVAL);
+            loop {
+                ticks.tick().await;
+                if scrape(&address).await.is_ok() {
+                    scrapes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    println!(
+        "telemetry off / on: two licensing processes of {}; on: metrics scraped every {} s, every call's span exported over OTLP (always_on)",
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.display().to_string()))
+            .unwrap_or_default(),
+        SCRAPE_INTERVAL.as_secs()
+    );
+    println!(
+        "{} round(s) of {} s per load and process, after {} s warm-up; ResolveMember {} in flight; Ingest {} stream(s) x {} batches of 100",
+        args.rounds,
+        args.seconds,
+        args.warm_up,
+        args.in_flight,
+        args.streams,
+        args.batches_in_flight
+    );
+    let warm_up = Duration::from_secs(args.warm_up);
+    let round = Duration::from_secs(args.seconds);
+    let mut resolve: Vec<load::Window> = Vec::new();
+    let mut ingest: Vec<ingestion::Window> = Vec::new();
+    for loads in &loads {
+        resolve.push(
+            load::run_window(&loads.resolve, args.in_flight, warm_up)
+                .await?
+                .errors_only(),
+        );
+        ingest.push(loads.ingest(args).window(warm_up).await?.errors_only());
+    }
+    let names = ["off", "on"];
+    for n in 1..=args.rounds {
+        let label = format!("round {n}/{}", args.rounds);
+        // Each round starts with the other process.
+        let order = if n % 2 == 1 { [0, 1] } else { [1, 0] };
+        for index in order {
+            let window = load::run_window(&loads[index].resolve, args.in_flight, round).await?;
+            println!(
+                "{label} resolve {:<3} {:>8.0} calls/s  p99 {:>6} µs",
+                names[index],
+                window.per_second(),
+                window.percentile_us(99.0)
+            );
+            resolve[index].merge(window);
+        }
+        for index in order {
+            let window = loads[index].ingest(args).window(round).await?;
+            ingestion::print(&label, &format!("ingest {}", names[index]), &window);
+            ingest[index].merge(window);
+        }
+    }
+    scraper.abort();
+    let resolve_ratio = resolve[1].per_second() / resolve[0].per_second();
+    let ingest_ratio = ingest[1].per_second() / ingest[0].per_second();
+    println!();
+    for index in 0..2 {
+        println!(
+            "total resolve {:<3} {:>8.0} calls/s  p99 {:>6} µs   ingest {:<3} {:>8.0} events/s  p99 {:>6.1} ms",
+            names[index],
+            resolve[index].per_second(),
+            resolve[index].percentile_us(99.0),
+            names[index],
+            ingest[index].per_second(),
+            ingest[index].percentile(99.0).as_secs_f64() * 1e3,
+        );
+    }
+    println!(
+        "spans received by the OTLP receiver: {}; scrapes of /metrics: {}",
+        spans.load(Ordering::Relaxed),
+        scrapes.load(Ordering::Relaxed)
+    );
+    println!(
+        "telemetry on / off: ResolveMember throughput {resolve_ratio:.3}, Ingest throughput {ingest_ratio:.3} (target >= {RATIO_TARGET:.2})"
+    );
+    let clean = resolve.iter().all(|w| w.errors == 0) && ingest.iter().all(|w| w.errors() == 0);
+    anyhow::ensure!(clean, "calls failed during the run (see the rounds above)");
+    anyhow::ensure!(
+        spans.load(Ordering::Relaxed) > 0,
+        "no span reached the receiver: telemetry was not on"
+    );
+    Ok(
+        if resolve_ratio >= RATIO_TARGET && ingest_ratio >= RATIO_TARGET {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
