@@ -239,6 +239,9 @@ pub async fn run(
         options.telemetry.metrics.is_some(),
         options.telemetry.traces,
     );
+    if options.telemetry.metrics.is_some() {
+        tokio::spawn(refresh_seat_gauges(options.store.clone()));
+    }
     let metrics_server = options
         .telemetry
         .metrics
@@ -316,4 +319,32 @@ fn scrape_gauges(store: Store, streams: Streams) -> telemetry::metrics::BeforeSc
         );
         telemetry::metrics::set_gauge("licensing_open_streams", streams.open() as f64);
     })
+}
+
+/// How often the seat gauges are summed again.
+const SEAT_GAUGES_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Sets `licensing_seats{product, state}` (bought, in use: summed over the accounts that are not
+/// sandboxes) and `licensing_accounts` every [`SEAT_GAUGES_INTERVAL`], on the blocking pool:
+/// one pass over the accounts, never over members, and never on a scrape's path.
+async fn refresh_seat_gauges(store: Store) {
+    let mut ticks = tokio::time::interval(SEAT_GAUGES_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let summing = store.clone();
+        match tokio::task::spawn_blocking(move || summing.seat_totals()).await {
+            Ok(Ok((bought, in_use, accounts))) => {
+                for product in licensing_core::Product::ALL {
+                    for (state, seats) in [("bought", &bought), ("in_use", &in_use)] {
+                        metrics::gauge!("licensing_seats", "product" => product.name(), "state" => state)
+                            .set(f64::from(seats.get(product)));
+                    }
+                }
+                metrics::gauge!("licensing_accounts").set(accounts as f64);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "summing the seats for the metrics failed"),
+            Err(e) => tracing::warn!(error = %e, "summing the seats for the metrics failed"),
+        }
+    }
 }

@@ -468,6 +468,17 @@ fn both_metrics_endpoints_parse_and_their_counters_move_with_the_calls() {
     assert!(sample(&after, "licensing_flush_seconds_count", &[]).is_some_and(|n| n >= 1.0));
     assert!(sample(&after, "licensing_database_bytes", &[]).is_some_and(|b| b > 0.0));
     assert_eq!(sample(&after, "licensing_storage_failed", &[]), Some(0.0));
+    // Summed every 30 s from the accounts: there from the first pass on.
+    assert!(
+        sample(
+            &after,
+            "licensing_seats",
+            &[("product", "STANDARD_SEAT"), ("state", "bought")]
+        )
+        .is_some(),
+        "seats per product"
+    );
+    assert!(sample(&after, "licensing_accounts", &[]).is_some());
     assert!(
         !after
             .iter()
@@ -487,4 +498,39 @@ fn liveness_and_readiness_are_separate_health_services() {
         );
         assert_eq!(answer["status"], "SERVING", "{service:?}: {answer}");
     }
+}
+
+#[test]
+fn a_trace_backend_that_never_answers_does_not_hold_the_shutdown() {
+    // Accepts connections (the kernel does) and never answers: every export would wait for its
+    // timeout, here a minute.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", blackhole.local_addr().expect("address"));
+    let server = Licensing::start_with_env_args(
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        &[],
+    );
+    for _ in 0..20 {
+        server.call_err(
+            &format!("{SERVICE}/GetAccount"),
+            &json!({ "accountId": "nobody" }),
+        );
+    }
+    let stopping = Instant::now();
+    let (clean, logs) = server.terminate();
+    let took = stopping.elapsed();
+    assert!(clean, "exited with an error:\n{}", logs.join("\n"));
+    assert!(
+        took < Duration::from_secs(30),
+        "the shutdown waited {took:?} for a trace backend that never answers"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains("last spans")),
+        "the shutdown says the last spans were not exported:\n{}",
+        logs.join("\n")
+    );
 }

@@ -199,7 +199,7 @@ impl Licensing {
         // The semaphore is never closed, so the permit always comes.
         let _slot = {
             // Counted while waiting, and no longer once the slot came or the call went.
-            let _waiting = Waiting::new(&self.waiting);
+            let _waiting = crate::telemetry::metrics::Held::new(self.waiting.clone());
             self.blocking_calls.acquire().await
         };
         let result = tokio::task::spawn_blocking(move || op(&store))
@@ -269,22 +269,6 @@ pub(crate) fn report_storage_failure(health: &HealthReporter) {
 /// Completes once `shutdown` turns true (or its sender is gone).
 pub(crate) async fn stopping(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopping| *stopping).await;
-}
-
-/// One operation counted in a gauge while it lives.
-struct Waiting<'a>(&'a metrics::Gauge);
-
-impl<'a> Waiting<'a> {
-    fn new(gauge: &'a metrics::Gauge) -> Waiting<'a> {
-        gauge.increment(1.0);
-        Waiting(gauge)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
 }
 
 /// Who is calling, and the note the call's telemetry reads (the account the call is about).

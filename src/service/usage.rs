@@ -5,7 +5,7 @@
 //! its own stream only, a client that stops reading holds no thread and is cut off after the
 //! outbox's stall timeout, and a client that leaves ends its stream at the next send.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use licensing_core::{
     Account, BillingMonth, MeterCaps, PriceList, Tier, Timestamp, meter_billing, resolve,
@@ -23,6 +23,8 @@ use crate::{
     outbox::{Outbox, ResponseStream},
 };
 
+/// How often a long snapshot logs its progress.
+const SNAPSHOT_PROGRESS: std::time::Duration = std::time::Duration::from_secs(10);
 /// Member rows per `GetUsage` message.
 const ROWS_PER_MESSAGE: usize = 1024;
 /// Audit entries per `ReadAuditTrail` message.
@@ -212,7 +214,10 @@ impl Licensing {
             return false;
         }
         let (account, month) = (Arc::new(account), Arc::<str>::from(month));
+        let account_id = view.account_id.clone();
         let mut after: Option<String> = None;
+        // A snapshot that takes long says how far it got, every SNAPSHOT_PROGRESS.
+        let (started, mut reported, mut sent) = (Instant::now(), Instant::now(), 0usize);
         loop {
             let (account, month, view, prices) = (
                 account.clone(),
@@ -233,6 +238,7 @@ impl Licensing {
                     return false;
                 }
             };
+            sent += page.rows.len();
             if !page.rows.is_empty()
                 && outbox
                     .send(usage(Part::Members(api::MemberUsageRows {
@@ -243,9 +249,28 @@ impl Licensing {
             {
                 return false;
             }
+            if reported.elapsed() >= SNAPSHOT_PROGRESS {
+                reported = Instant::now();
+                tracing::info!(
+                    account = %account_id,
+                    members_sent = sent,
+                    seconds = started.elapsed().as_secs(),
+                    "GetUsage snapshot in progress"
+                );
+            }
             match page.next {
                 Some(next) => after = Some(next),
-                None => return true,
+                None => {
+                    if started.elapsed() >= SNAPSHOT_PROGRESS {
+                        tracing::info!(
+                            account = %account_id,
+                            members_sent = sent,
+                            seconds = started.elapsed().as_secs(),
+                            "GetUsage snapshot sent"
+                        );
+                    }
+                    return true;
+                }
             }
         }
     }
@@ -279,6 +304,9 @@ impl Licensing {
                 return;
             }
             if let Some(changes) = changes {
+                let _following = crate::telemetry::metrics::Held::new(metrics::gauge!(
+                    "licensing_follow_streams"
+                ));
                 this.follow(&view, &mut outbox, changes).await;
             }
         });

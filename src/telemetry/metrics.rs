@@ -89,6 +89,24 @@ pub async fn serve(
     served
 }
 
+/// One unit of a gauge, held while this lives (a stream open, an operation waiting).
+#[derive(Debug)]
+pub struct Held(metrics::Gauge);
+
+impl Held {
+    /// Adds one to `gauge` until dropped.
+    pub fn new(gauge: metrics::Gauge) -> Held {
+        gauge.increment(1.0);
+        Held(gauge)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// A gauge that follows a count kept elsewhere: set from it before each scrape.
 pub fn set_gauge(name: &'static str, value: f64) {
     metrics::gauge!(name).set(value);
@@ -145,6 +163,10 @@ pub fn describe_server() {
         "Streams open now (GetUsage snapshots and follows, audit trails, Ingest)."
     );
     describe_gauge!(
+        "licensing_follow_streams",
+        "GetUsage streams following changes now (after their snapshot)."
+    );
+    describe_gauge!(
         "licensing_blocking_waiting",
         "Store operations waiting for a slot on the blocking pool."
     );
@@ -152,6 +174,14 @@ pub fn describe_server() {
         "licensing_database_bytes",
         Unit::Bytes,
         "Size of the database's files on disk."
+    );
+    describe_gauge!(
+        "licensing_seats",
+        "Seats over every account but sandboxes, by product and state (bought, in_use); summed every 30 s."
+    );
+    describe_gauge!(
+        "licensing_accounts",
+        "Accounts, sandboxes left out; counted every 30 s."
     );
     describe_gauge!(
         "licensing_storage_failed",

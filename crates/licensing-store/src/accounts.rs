@@ -235,6 +235,33 @@ impl Store {
     }
 
     /// The account `id`.
+    /// Seats bought and seats in use, summed over every account (sandboxes left out), and the
+    /// accounts counted: one pass over the accounts (no member is read). For the metrics, off the
+    /// request path.
+    pub fn seat_totals(&self) -> Result<(Seats, Seats, u64), StoreError> {
+        let (mut bought, mut in_use, mut accounts) = ([0u64; 6], [0u64; 6], 0u64);
+        for item in self.accounts.iter() {
+            let (key, bytes) = item.map_err(|source| StoreError::Storage {
+                path: self.path.clone(),
+                source,
+            })?;
+            let id = String::from_utf8_lossy(&key);
+            let account = decode::<AccountRecord>("account", &bytes)
+                .and_then(|r| r.decode(&id))
+                .map_err(StoreError::Corrupt)?;
+            if account.sandbox {
+                continue;
+            }
+            accounts += 1;
+            for product in Product::ALL {
+                bought[product.index()] += u64::from(account.inventory.seats.get(product));
+                in_use[product.index()] += u64::from(account.inventory.in_use.get(product));
+            }
+        }
+        let clamp = |counts: [u64; 6]| Seats(counts.map(|n| u32::try_from(n).unwrap_or(u32::MAX)));
+        Ok((clamp(bought), clamp(in_use), accounts))
+    }
+
     pub fn account(&self, id: &str) -> Result<Account, OpError> {
         let bytes = self
             .accounts
