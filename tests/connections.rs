@@ -24,12 +24,16 @@ const CAP: usize = 192;
 /// How long anything expected may take on a busy machine before a test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// `count` connections that will never send a byte, each with the moment it was made.
+/// `count` connections that will never send a byte, each with the moment just before it was made.
 fn silent(server: &Licensing, count: usize) -> Vec<(TcpStream, Instant)> {
     (0..count)
         .map(|_| {
+            // Taken before connecting: the server's timer starts when it accepts, which is after
+            // this (a stamp taken after `connect` returns can be later than the accept on a
+            // busy machine, and make the timeout look early).
+            let before = Instant::now();
             let stream = TcpStream::connect(&server.address).expect("connect a silent client");
-            (stream, Instant::now())
+            (stream, before)
         })
         .collect()
 }
