@@ -104,6 +104,8 @@ pub fn init(filter: &str, format: LogFormat, service: &'static str) -> Telemetry
         tracing_opentelemetry::layer()
             .with_tracer(traces.provider.tracer(service))
             .with_threads(false)
+            // Busy and idle time would be measured at every poll of a call's future: not worth it.
+            .with_tracked_inactivity(false)
             .with_location(false)
             // Our spans only, not the transport's debug spans.
             .with_filter(

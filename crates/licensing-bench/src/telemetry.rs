@@ -1,7 +1,7 @@
 //! `telemetry`: the cost of telemetry, on the real binary. Two `licensing` processes from the same
 //! build: one as the README runs it (default log filter, no metrics, no traces), one with every
-//! kind of telemetry on (`--metrics-listen`, scraped every second, and every call's span exported
-//! over OTLP to a receiver in this process, sampled at 100 %). The same loads run against each in
+//! kind of telemetry on (`--metrics-listen`, scraped every second, and spans exported over OTLP to
+//! a receiver in this process: every call's by default, `--sampler` to sample). The same loads run against each in
 //! alternating rounds (each round starts with the other process): `ResolveMember` previews, and
 //! `Ingest` batches of 100 events; it prints each load's throughput with telemetry on over off.
 
@@ -64,6 +64,14 @@ pub(crate) struct TelemetryArgs {
     /// Batches of 100 events in flight per stream.
     #[arg(long, default_value_t = 8)]
     batches_in_flight: usize,
+    /// `OTEL_TRACES_SAMPLER` of the process with telemetry on: `always_on` exports every call's
+    /// span (the most telemetry costs); `traceidratio` with `--sampler-arg` a share of them;
+    /// `none`: no traces at all, metrics only.
+    #[arg(long, default_value = "always_on")]
+    sampler: String,
+    /// `OTEL_TRACES_SAMPLER_ARG`, e.g. 0.1 for one call in ten.
+    #[arg(long)]
+    sampler_arg: Option<String>,
     /// The `licensing` binary (default: the one built next to this one).
     #[arg(long)]
     licensing_binary: Option<PathBuf>,
@@ -194,16 +202,25 @@ pub(crate) fn run(args: &TelemetryArgs) -> anyhow::Result<ExitCode> {
     };
     let result = client.block_on(async {
         let off = Process::start(&binary, &[], &[]).await?;
-        let on = Process::start(
-            &binary,
-            &["--metrics-listen", &metrics_address],
-            &[
+        // `--sampler none`: metrics only, no traces at all.
+        let mut environment = if args.sampler == "none" {
+            Vec::new()
+        } else {
+            vec![
                 (
                     "OTEL_EXPORTER_OTLP_ENDPOINT",
                     format!("http://{sink_address}"),
                 ),
-                ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
-            ],
+                ("OTEL_TRACES_SAMPLER", args.sampler.clone()),
+            ]
+        };
+        if let Some(ratio) = &args.sampler_arg {
+            environment.push(("OTEL_TRACES_SAMPLER_ARG", ratio.clone()));
+        }
+        let on = Process::start(
+            &binary,
+            &["--metrics-listen", &metrics_address],
+            &environment,
         )
         .await?;
         let measured = measure(args, &off, &on, &metrics_address, &spans).await;
@@ -276,12 +293,17 @@ async fn measure(
         })
     };
     println!(
-        "telemetry off / on: two licensing processes of {}; on: metrics scraped every {} s, every call's span exported over OTLP (always_on)",
+        "telemetry off / on: two licensing processes of {}; on: metrics scraped every {} s, spans exported over OTLP (sampler {}{})",
         std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(|d| d.display().to_string()))
             .unwrap_or_default(),
-        SCRAPE_INTERVAL.as_secs()
+        SCRAPE_INTERVAL.as_secs(),
+        args.sampler,
+        args.sampler_arg
+            .as_deref()
+            .map(|ratio| format!(" {ratio}"))
+            .unwrap_or_default(),
     );
     println!(
         "{} round(s) of {} s per load and process, after {} s warm-up; ResolveMember {} in flight; Ingest {} stream(s) x {} batches of 100",
@@ -350,9 +372,10 @@ async fn measure(
     );
     let clean = resolve.iter().all(|w| w.errors == 0) && ingest.iter().all(|w| w.errors() == 0);
     anyhow::ensure!(clean, "calls failed during the run (see the rounds above)");
+    let sampled = !matches!(args.sampler.as_str(), "none" | "always_off");
     anyhow::ensure!(
-        spans.load(Ordering::Relaxed) > 0,
-        "no span reached the receiver: telemetry was not on"
+        !sampled || spans.load(Ordering::Relaxed) > 0,
+        "no span reached the receiver: traces were not on"
     );
     Ok(
         if resolve_ratio >= RATIO_TARGET && ingest_ratio >= RATIO_TARGET {
