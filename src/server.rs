@@ -76,8 +76,8 @@ pub struct ServeOptions {
 pub struct ServeTelemetry {
     /// Record metrics in the installed Prometheus recorder, and serve them on the listener.
     pub metrics: Option<Metrics>,
-    /// Spans are exported: read each call's incoming trace context.
-    pub traces: bool,
+    /// The tracer of each call's span, when spans are exported.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 /// The Prometheus recorder in force and where to serve it.
@@ -237,7 +237,7 @@ pub async fn run(
     let calls = CallsLayer::new(
         SERVED,
         options.telemetry.metrics.is_some(),
-        options.telemetry.traces,
+        options.telemetry.tracer.clone(),
     );
     if options.telemetry.metrics.is_some() {
         tokio::spawn(refresh_seat_gauges(options.store.clone()));

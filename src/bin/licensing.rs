@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         }
     };
     let telemetry = telemetry::init(&config.log_filter, config.log_format, "licensing");
-    let served = serve(config, telemetry.traces_on());
+    let served = serve(config, telemetry.tracer());
     if let Err(e) = &served {
         tracing::error!("{e:#}");
     }
@@ -68,7 +68,10 @@ fn new_key(key: &NewKey) -> ExitCode {
 }
 
 #[tokio::main]
-async fn serve(config: Config, traces: bool) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     // Before the database opens its files: the raised open-files limit is what the cap fits in.
     let connections = ConnectionLimits::fit(config.max_connections, config.handshake_timeout);
@@ -127,7 +130,7 @@ async fn serve(config: Config, traces: bool) -> anyhow::Result<()> {
         tls: config.tls,
         health_listener,
         call_rate: config.call_rate,
-        telemetry: server::ServeTelemetry { metrics, traces },
+        telemetry: server::ServeTelemetry { metrics, tracer },
     };
     server::run(listener, options, shutdown).await?;
     Ok(())

@@ -345,7 +345,7 @@ async fn connection(
             let count = events.len() as u64;
             // Each batch is a trace of its own, continued by licensing's span for it.
             let span = tracing::info_span!(
-                target: crate::telemetry::calls::SPAN_TARGET,
+                target: crate::telemetry::calls::TRACE_TARGET,
                 parent: None,
                 "upload batch",
                 otel.kind = "client",

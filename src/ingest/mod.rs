@@ -125,6 +125,11 @@ impl IngestionService for Ingestion {
                 )));
             }
         };
+        // The call's trace context: the parent of batches that bring none of their own.
+        let call = request
+            .extensions()
+            .get::<Arc<crate::telemetry::calls::CallNote>>()
+            .and_then(|note| note.trace_context().cloned());
         let inbound = request.into_inner();
         let (outbox, answers) = self
             .streams
@@ -132,8 +137,6 @@ impl IngestionService for Ingestion {
             .map_err(status)?;
         let writer = self.writer.clone();
         let stopping = crate::service::stopping(self.shutdown.clone());
-        // The call's span: the parent of batches that bring no trace context of their own.
-        let call = tracing::Span::current();
         tokio::spawn(serve_stream(
             inbound, outbox, writer, caller, stopping, call,
         ));
@@ -149,7 +152,7 @@ async fn serve_stream(
     writer: mpsc::Sender<Job>,
     caller: Arc<Principal>,
     stopping: impl Future<Output = ()>,
-    call: tracing::Span,
+    call: Option<opentelemetry::Context>,
 ) {
     tokio::pin!(stopping);
     let mut pending = FuturesOrdered::new();
@@ -234,7 +237,7 @@ async fn submit(
     writer: &mpsc::Sender<Job>,
     caller: &Principal,
     request: api::IngestRequest,
-    call: &tracing::Span,
+    call: &Option<opentelemetry::Context>,
 ) -> Result<impl Future<Output = (u64, Result<api::IngestResponse, Status>)> + use<>, Status> {
     let batch_id = request.batch_id;
     let span = batch_span(batch_id, request.events.len(), &request.traceparent, call);
@@ -298,9 +301,14 @@ async fn submit(
 
 /// The span of one batch, from its queueing to its answer: a child of the batch's own trace
 /// context when it brings one (the collector's upload), else of the `Ingest` call.
-fn batch_span(batch_id: u64, events: usize, traceparent: &str, call: &tracing::Span) -> Span {
+fn batch_span(
+    batch_id: u64,
+    events: usize,
+    traceparent: &str,
+    call: &Option<opentelemetry::Context>,
+) -> Span {
     let span = tracing::info_span!(
-        target: crate::telemetry::calls::SPAN_TARGET,
+        target: crate::telemetry::calls::TRACE_TARGET,
         "ingest batch",
         otel.kind = "server",
         batch_id,
@@ -309,14 +317,9 @@ fn batch_span(batch_id: u64, events: usize, traceparent: &str, call: &tracing::S
     if span.is_disabled() {
         return span;
     }
-    let parent = crate::telemetry::context_of_traceparent(traceparent);
-    match parent {
-        Some(parent) => {
-            let _ = span.set_parent(parent);
-        }
-        None => {
-            let _ = span.set_parent(call.context());
-        }
+    let parent = crate::telemetry::context_of_traceparent(traceparent).or_else(|| call.clone());
+    if let Some(parent) = parent {
+        let _ = span.set_parent(parent);
     }
     span
 }

@@ -114,7 +114,7 @@ fn group_span(group: &[Job], events: usize) -> tracing::Span {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let span = tracing::info_span!(
-        target: crate::telemetry::calls::SPAN_TARGET,
+        target: crate::telemetry::calls::TRACE_TARGET,
         parent: None,
         "group commit",
         batches = group.len(),

@@ -29,16 +29,28 @@ use tracing::{Instrument as _, field::Empty};
 
 /// The target of the line logged per call.
 pub const TARGET: &str = "licensing::call";
-/// The target of the span around each call (in the log, the context of what a handler logs).
+/// The target of the `tracing` span around each call: in the log, the context of what a handler
+/// logs. It is not exported: the call's exported span is made with the OpenTelemetry API directly
+/// (see [`CallsLayer`]).
 pub const SPAN_TARGET: &str = "licensing::rpc";
+/// The target of the `tracing` spans that are exported (an Ingest batch, a group commit, a
+/// collector upload).
+pub const TRACE_TARGET: &str = "licensing::trace";
 
-/// What a handler learns about its call that the layer reports: the account it is about.
+/// What a handler learns about its call that the layer reports (the account it is about), and
+/// the call's trace context, for the spans of work done for it.
 #[derive(Debug, Default)]
 pub struct CallNote {
     account: OnceLock<Box<str>>,
+    context: OnceLock<opentelemetry::Context>,
 }
 
 impl CallNote {
+    /// The trace context of the call's exported span, when spans are exported.
+    pub fn trace_context(&self) -> Option<&opentelemetry::Context> {
+        self.context.get()
+    }
+
     /// Records the account the call is about (the first one named wins), on the call's span too.
     pub fn account(&self, account_id: &str) {
         if self.account.set(account_id.into()).is_ok() {
@@ -50,9 +62,11 @@ impl CallNote {
 /// A method's labels and its metric handles, made once.
 #[derive(Debug)]
 struct Method {
-    path: Box<str>,
-    service: Box<str>,
-    method: Box<str>,
+    // Made once per method served and kept for the process's life: a span's name and
+    // attributes can then borrow them instead of copying them for every call.
+    path: &'static str,
+    service: &'static str,
+    method: &'static str,
     kind: &'static str,
     recorded: bool,
     started: Counter,
@@ -75,10 +89,11 @@ impl Method {
         } else {
             (Counter::noop(), Histogram::noop())
         };
+        let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
         Method {
-            path: format!("/{service}/{method}").into(),
-            service: service.into(),
-            method: method.into(),
+            path: leak(format!("/{service}/{method}")),
+            service: leak(service.to_owned()),
+            method: leak(method.to_owned()),
             kind,
             recorded,
             started,
@@ -96,8 +111,8 @@ impl Method {
             metrics::counter!(
                 "grpc_server_handled_total",
                 "grpc_type" => self.kind,
-                "grpc_service" => self.service.to_string(),
-                "grpc_method" => self.method.to_string(),
+                "grpc_service" => self.service,
+                "grpc_method" => self.method,
                 "grpc_code" => code_name(code),
             )
         })
@@ -113,16 +128,20 @@ pub struct CallsLayer {
 
 #[derive(Debug)]
 struct Shared {
-    methods: HashMap<Box<str>, Arc<Method>>,
+    methods: HashMap<&'static str, Arc<Method>>,
     unknown: Arc<Method>,
-    traces: bool,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl CallsLayer {
     /// The layer for the methods of the encoded descriptor sets `served`; `metrics` says
-    /// whether to record in the installed recorder, `traces` whether spans are exported (and so
-    /// whether an incoming trace context is worth reading).
-    pub fn new(served: &[&[u8]], metrics: bool, traces: bool) -> CallsLayer {
+    /// whether to record in the installed recorder; `tracer`, when spans are exported, makes
+    /// each call's span.
+    pub fn new(
+        served: &[&[u8]],
+        metrics: bool,
+        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    ) -> CallsLayer {
         let mut methods = HashMap::new();
         for set in served {
             // The sets are compiled in; one that does not decode describes nothing.
@@ -143,7 +162,7 @@ impl CallsLayer {
                             (true, true) => "bidi_stream",
                         };
                         let method = Arc::new(Method::new(&name, method.name(), kind, metrics));
-                        methods.insert(method.path.clone(), method);
+                        methods.insert(method.path, method);
                     }
                 }
             }
@@ -152,7 +171,7 @@ impl CallsLayer {
             shared: Arc::new(Shared {
                 methods,
                 unknown: Arc::new(Method::new("unknown", "unknown", "unknown", metrics)),
-                traces,
+                tracer,
             }),
         }
     }
@@ -207,24 +226,34 @@ where
         let span = tracing::info_span!(
             target: SPAN_TARGET,
             "rpc",
-            otel.name = &*method.path,
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = &*method.service,
-            rpc.method = &*method.method,
-            rpc.grpc.status_code = Empty,
+            method = method.path,
             account = Empty,
         );
-        if self.shared.traces && !span.is_disabled() {
-            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-            let _ = span.set_parent(super::extract_context(request.headers()));
-        }
+        // The exported span, with the OpenTelemetry RPC attributes, a child of the caller's
+        // trace context.
+        let exported = self.shared.tracer.as_ref().map(|tracer| {
+            use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+            let parent = super::extract_context(request.headers());
+            let exported = tracer
+                .span_builder(method.path)
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    opentelemetry::KeyValue::new("rpc.system", "grpc"),
+                    opentelemetry::KeyValue::new("rpc.service", method.service),
+                    opentelemetry::KeyValue::new("rpc.method", method.method),
+                ])
+                .start_with_context(tracer, &parent);
+            let context = opentelemetry::Context::new().with_remote_span_context(
+                opentelemetry::trace::Span::span_context(&exported).clone(),
+            );
+            let _ = note.context.set(context);
+            exported
+        });
         let incoming_trace = super::traceparent_trace_id(request.headers()).map(Box::<str>::from);
         let mut end = End {
             method,
             note,
-            span: span.clone(),
+            exported,
             started,
             incoming_trace,
             done: false,
@@ -260,7 +289,7 @@ fn status_in(headers: &http::HeaderMap) -> Option<Status> {
 struct End {
     method: Arc<Method>,
     note: Arc<CallNote>,
-    span: tracing::Span,
+    exported: Option<opentelemetry_sdk::trace::Span>,
     started: Instant,
     incoming_trace: Option<Box<str>>,
     done: bool,
@@ -280,16 +309,28 @@ impl End {
             Code::Internal | Code::Unknown | Code::DataLoss | Code::Unimplemented
         ) || (code == Code::Unavailable
             && status.message().contains("error id"));
-        self.span.record("rpc.grpc.status_code", code as i32);
-        if server_fault {
-            self.span.record("otel.status_code", "ERROR");
-        }
         let trace_id = self.trace_id();
         let account = self.note.account.get().map(|a| &**a).unwrap_or("");
+        if let Some(exported) = &mut self.exported {
+            use opentelemetry::trace::Span as _;
+            exported.set_attribute(opentelemetry::KeyValue::new(
+                "rpc.grpc.status_code",
+                i64::from(code as i32),
+            ));
+            if !account.is_empty() {
+                exported.set_attribute(opentelemetry::KeyValue::new("account", account.to_owned()));
+            }
+            if server_fault {
+                exported.set_status(opentelemetry::trace::Status::error(
+                    status.message().to_owned(),
+                ));
+            }
+            exported.end();
+        }
         let error_id = error_id_in(status.message());
         // Microseconds are enough, and print short.
         let latency_ms = (seconds * 1e6).round() / 1e3;
-        let method = &*self.method.path;
+        let method = self.method.path;
         let code = code_name(code);
         if server_fault {
             tracing::warn!(
@@ -318,13 +359,12 @@ impl End {
 
     /// The call's trace id: its span's when spans are exported, else the caller's.
     fn trace_id(&self) -> String {
-        use opentelemetry::trace::TraceContextExt as _;
-        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-        let context = self.span.context();
-        let span = context.span();
-        let ids = span.span_context();
-        if ids.is_valid() {
-            return ids.trace_id().to_string();
+        use opentelemetry::trace::Span as _;
+        if let Some(exported) = &self.exported {
+            let ids = exported.span_context();
+            if ids.is_valid() {
+                return ids.trace_id().to_string();
+            }
         }
         self.incoming_trace.as_deref().unwrap_or("").to_owned()
     }
@@ -432,7 +472,7 @@ mod tests {
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
             ],
             false,
-            false,
+            None,
         );
         let kind = |path: &str| layer.shared.methods.get(path).map(|m| m.kind);
         assert_eq!(

@@ -62,6 +62,7 @@ pub struct Telemetry {
 #[derive(Debug)]
 struct Traces {
     provider: SdkTracerProvider,
+    service: &'static str,
     /// Drives the exporter's connection; owned here so that it outlives the provider.
     runtime: tokio::runtime::Runtime,
     endpoint: String,
@@ -107,10 +108,17 @@ pub fn init(filter: &str, format: LogFormat, service: &'static str) -> Telemetry
             // Busy and idle time would be measured at every poll of a call's future: not worth it.
             .with_tracked_inactivity(false)
             .with_location(false)
+            .with_target(false)
+            .with_level(false)
+            // Trace context is passed explicitly (`set_parent`, `context`): no need to make each
+            // span the current OpenTelemetry context at every poll.
+            .with_context_activation(false)
             // Our spans only, not the transport's debug spans.
             .with_filter(
                 tracing_subscriber::filter::Targets::new()
                     .with_target("licensing", LevelFilter::INFO)
+                    // The calls' own spans are made with the OpenTelemetry API (`calls`).
+                    .with_target(calls::SPAN_TARGET, LevelFilter::OFF)
                     .with_default(LevelFilter::OFF),
             )
     });
@@ -165,6 +173,7 @@ fn start_traces(service: &'static str, endpoint: String) -> Result<Traces, Strin
         .build();
     Ok(Traces {
         provider,
+        service,
         runtime,
         endpoint,
     })
@@ -174,6 +183,13 @@ impl Telemetry {
     /// Whether spans are exported.
     pub fn traces_on(&self) -> bool {
         self.traces.is_some()
+    }
+
+    /// The tracer of the calls' spans, when spans are exported.
+    pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::SdkTracer> {
+        self.traces
+            .as_ref()
+            .map(|traces| traces.provider.tracer(traces.service))
     }
 
     /// Exports the spans still queued, waiting [`SHUTDOWN_TIMEOUT`] at most. Call it outside any
