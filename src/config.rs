@@ -408,30 +408,18 @@ impl Config {
                     .to_owned(),
             );
         }
-        let health_listen = match &args.health_listen {
-            None => Some(None),
-            Some(address) => match address.parse::<SocketAddr>() {
-                Ok(address) => Some(Some(address)),
-                Err(e) => {
-                    problems.push(format!(
-                        "--health-listen / LICENSING_HEALTH_LISTEN {address:?}: {e} (expected host:port, e.g. 0.0.0.0:8081)"
-                    ));
-                    None
-                }
-            },
-        };
-        let metrics_listen = match &args.metrics_listen {
-            None => Some(None),
-            Some(address) => match address.parse::<SocketAddr>() {
-                Ok(address) => Some(Some(address)),
-                Err(e) => {
-                    problems.push(format!(
-                        "--metrics-listen / LICENSING_METRICS_LISTEN {address:?}: {e} (expected host:port, e.g. 0.0.0.0:9464)"
-                    ));
-                    None
-                }
-            },
-        };
+        let health_listen = optional_address(
+            "--health-listen / LICENSING_HEALTH_LISTEN",
+            args.health_listen.as_deref(),
+            "0.0.0.0:8081",
+            &mut problems,
+        );
+        let metrics_listen = optional_address(
+            "--metrics-listen / LICENSING_METRICS_LISTEN",
+            args.metrics_listen.as_deref(),
+            "0.0.0.0:9464",
+            &mut problems,
+        );
         let call_rate = match args.calls_per_second.parse::<u32>() {
             Ok(0) => Some(None),
             Ok(n) if n <= 10_000_000 => {
@@ -528,6 +516,27 @@ impl Config {
                 log_format,
             }),
             _ => Err(ConfigErrors(problems)),
+        }
+    }
+}
+
+/// An optional `host:port` flag: `Some(None)` when not given, `None` when invalid (the problem,
+/// naming `flag` and the value, is added).
+fn optional_address(
+    flag: &str,
+    value: Option<&str>,
+    example: &str,
+    problems: &mut Vec<String>,
+) -> Option<Option<SocketAddr>> {
+    match value.map(str::parse::<SocketAddr>) {
+        None => Some(None),
+        Some(Ok(address)) => Some(Some(address)),
+        Some(Err(e)) => {
+            problems.push(format!(
+                "{flag} {:?}: {e} (expected host:port, e.g. {example})",
+                value.unwrap_or_default()
+            ));
+            None
         }
     }
 }
@@ -766,6 +775,10 @@ mod tests {
                 "0",
                 "--handshake-timeout-seconds",
                 "5s",
+                "--metrics-listen",
+                "nine",
+                "--health-listen",
+                "8081",
             ],
             &["LICENSING_LISTNE"],
         )
@@ -777,6 +790,8 @@ mod tests {
             "--log-format / LICENSING_LOG_FORMAT \"xml\"",
             "--max-connections / LICENSING_MAX_CONNECTIONS \"0\"",
             "--handshake-timeout-seconds / LICENSING_HANDSHAKE_TIMEOUT_SECONDS \"5s\"",
+            "--metrics-listen / LICENSING_METRICS_LISTEN \"nine\"",
+            "--health-listen / LICENSING_HEALTH_LISTEN \"8081\"",
             "unknown environment variable LICENSING_LISTNE",
         ] {
             assert!(
