@@ -129,7 +129,7 @@ impl IngestionService for Ingestion {
         let call = request
             .extensions()
             .get::<Arc<crate::telemetry::calls::CallNote>>()
-            .and_then(|note| note.trace_context().cloned());
+            .and_then(|note| note.trace_context());
         let inbound = request.into_inner();
         let (outbox, answers) = self
             .streams

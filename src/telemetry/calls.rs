@@ -41,14 +41,17 @@ pub const TRACE_TARGET: &str = "licensing::trace";
 /// the call's trace context, for the spans of work done for it.
 #[derive(Debug, Default)]
 pub struct CallNote {
-    account: OnceLock<Box<str>>,
-    context: OnceLock<opentelemetry::Context>,
+    account: OnceLock<Arc<str>>,
+    span: OnceLock<opentelemetry::trace::SpanContext>,
 }
 
 impl CallNote {
-    /// The trace context of the call's exported span, when spans are exported.
-    pub fn trace_context(&self) -> Option<&opentelemetry::Context> {
-        self.context.get()
+    /// The trace context of the call's exported span, when spans are exported: the parent of the
+    /// spans of work done for the call.
+    pub fn trace_context(&self) -> Option<opentelemetry::Context> {
+        use opentelemetry::trace::TraceContextExt as _;
+        let span = self.span.get()?.clone();
+        Some(opentelemetry::Context::new().with_remote_span_context(span))
     }
 
     /// Records the account the call is about (the first one named wins), on the call's span too.
@@ -232,7 +235,7 @@ where
         // The exported span, with the OpenTelemetry RPC attributes, a child of the caller's
         // trace context.
         let exported = self.shared.tracer.as_ref().map(|tracer| {
-            use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+            use opentelemetry::trace::{SpanKind, Tracer as _};
             let parent = super::extract_context(request.headers());
             let exported = tracer
                 .span_builder(method.path)
@@ -243,10 +246,9 @@ where
                     opentelemetry::KeyValue::new("rpc.method", method.method),
                 ])
                 .start_with_context(tracer, &parent);
-            let context = opentelemetry::Context::new().with_remote_span_context(
-                opentelemetry::trace::Span::span_context(&exported).clone(),
-            );
-            let _ = note.context.set(context);
+            let _ = note
+                .span
+                .set(opentelemetry::trace::Span::span_context(&exported).clone());
             exported
         });
         let incoming_trace = super::traceparent_trace_id(request.headers()).map(Box::<str>::from);
@@ -310,15 +312,16 @@ impl End {
         ) || (code == Code::Unavailable
             && status.message().contains("error id"));
         let trace_id = self.trace_id();
-        let account = self.note.account.get().map(|a| &**a).unwrap_or("");
+        let account_id = self.note.account.get();
+        let account = account_id.map(|a| &**a).unwrap_or("");
         if let Some(exported) = &mut self.exported {
             use opentelemetry::trace::Span as _;
             exported.set_attribute(opentelemetry::KeyValue::new(
                 "rpc.grpc.status_code",
                 i64::from(code as i32),
             ));
-            if !account.is_empty() {
-                exported.set_attribute(opentelemetry::KeyValue::new("account", account.to_owned()));
+            if let Some(account_id) = account_id {
+                exported.set_attribute(opentelemetry::KeyValue::new("account", account_id.clone()));
             }
             if server_fault {
                 exported.set_status(opentelemetry::trace::Status::error(

@@ -148,6 +148,11 @@ pub(crate) struct Window {
 }
 
 impl Window {
+    /// Events acknowledged APPLIED.
+    pub(crate) fn events(&self) -> u64 {
+        self.events
+    }
+
     /// Events not applied and answers that broke the contract.
     pub(crate) fn errors(&self) -> u64 {
         self.errors

@@ -222,6 +222,30 @@ impl Process {
         })
     }
 
+    /// CPU time the process used so far (all its threads), from `/proc/<pid>/stat`.
+    fn cpu(&self) -> Duration {
+        // Clock ticks per second of /proc's times: 100 on every Linux this runs on.
+        const TICKS_PER_SECOND: u64 = 100;
+        let Some(pid) = self.child.id() else {
+            return Duration::ZERO;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return Duration::ZERO;
+        };
+        // After the command's closing parenthesis: utime and stime are the 14th and 15th fields.
+        let ticks = stat.rsplit_once(')').map_or(0, |(_, rest)| {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let field = |n: usize| {
+                fields
+                    .get(n)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            field(11) + field(12)
+        });
+        Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+    }
+
     async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
@@ -393,12 +417,18 @@ async fn measure(
         ingest.push(loads.ingest(args).window(warm_up).await?.errors_only());
     }
     let names = ["off", "on"];
+    let processes = [off, on];
+    // CPU time of each process during its measured windows, per load.
+    let mut resolve_cpu = [Duration::ZERO; 2];
+    let mut ingest_cpu = [Duration::ZERO; 2];
     for n in 1..=args.rounds {
         let label = format!("round {n}/{}", args.rounds);
         // Each round starts with the other process.
         let order = if n % 2 == 1 { [0, 1] } else { [1, 0] };
         for index in order {
+            let before = processes[index].cpu();
             let window = load::run_window(&loads[index].resolve, args.in_flight, round).await?;
+            resolve_cpu[index] += processes[index].cpu().saturating_sub(before);
             println!(
                 "{label} resolve {:<3} {:>8.0} calls/s  p99 {:>6} µs",
                 names[index],
@@ -408,7 +438,9 @@ async fn measure(
             resolve[index].merge(window);
         }
         for index in order {
+            let before = processes[index].cpu();
             let window = loads[index].ingest(args).window(round).await?;
+            ingest_cpu[index] += processes[index].cpu().saturating_sub(before);
             ingestion::print(&label, &format!("ingest {}", names[index]), &window);
             ingest[index].merge(window);
         }
@@ -434,8 +466,17 @@ async fn measure(
         sink.bytes.load(Ordering::Relaxed) as f64 / 1e6,
         scrapes.load(Ordering::Relaxed)
     );
+    let per = |cpu: Duration, count: f64| cpu.as_secs_f64() * 1e6 / count.max(1.0);
+    let resolve_us = [0, 1].map(|i| per(resolve_cpu[i], resolve[i].calls() as f64));
+    let ingest_us = [0, 1].map(|i| per(ingest_cpu[i], ingest[i].events() as f64));
     println!(
-        "telemetry on / off: ResolveMember throughput {resolve_ratio:.3}, Ingest throughput {ingest_ratio:.3} (target >= {RATIO_TARGET:.2})"
+        "licensing's CPU: ResolveMember off {:.1} µs/call, on {:.1} µs/call; Ingest off {:.2} µs/event, on {:.2} µs/event",
+        resolve_us[0], resolve_us[1], ingest_us[0], ingest_us[1]
+    );
+    println!(
+        "telemetry on / off: ResolveMember throughput {resolve_ratio:.3}, CPU per call {:.3}; Ingest throughput {ingest_ratio:.3}, CPU per event {:.3} (target: throughput >= {RATIO_TARGET:.2})",
+        resolve_us[1] / resolve_us[0],
+        ingest_us[1] / ingest_us[0],
     );
     let clean = resolve.iter().all(|w| w.errors == 0) && ingest.iter().all(|w| w.errors() == 0);
     anyhow::ensure!(clean, "calls failed during the run (see the rounds above)");
