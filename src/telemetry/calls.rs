@@ -311,7 +311,6 @@ impl End {
             Code::Internal | Code::Unknown | Code::DataLoss | Code::Unimplemented
         ) || (code == Code::Unavailable
             && status.message().contains("error id"));
-        let trace_id = self.trace_id();
         let account_id = self.note.account.get();
         let account = account_id.map(|a| &**a).unwrap_or("");
         if let Some(exported) = &mut self.exported {
@@ -330,7 +329,8 @@ impl End {
             }
             exported.end();
         }
-        let error_id = error_id_in(status.message());
+        // The fields below are only evaluated when the line is logged (the macros check first):
+        // formatting the trace id is not paid for by calls whose line is filtered out.
         // Microseconds are enough, and print short.
         let latency_ms = (seconds * 1e6).round() / 1e3;
         let method = self.method.path;
@@ -342,8 +342,8 @@ impl End {
                 account,
                 code,
                 latency_ms,
-                trace_id,
-                error_id,
+                trace_id = self.trace_id(),
+                error_id = error_id_in(status.message()),
                 message = status.message(),
                 "call failed"
             );
@@ -354,7 +354,7 @@ impl End {
                 account,
                 code,
                 latency_ms,
-                trace_id,
+                trace_id = self.trace_id(),
                 "call"
             );
         }

@@ -68,6 +68,9 @@ pub(crate) struct TelemetryArgs {
     /// `OTEL_TRACES_SAMPLER_ARG`, e.g. 0.1 for one call in ten.
     #[arg(long)]
     sampler_arg: Option<String>,
+    /// Run only the `ResolveMember` load (for profiling one load at a time).
+    #[arg(long)]
+    resolve_only: bool,
     /// The `licensing` binary (default: the one built next to this one).
     #[arg(long)]
     licensing_binary: Option<PathBuf>,
@@ -414,7 +417,11 @@ async fn measure(
                 .await?
                 .errors_only(),
         );
-        ingest.push(loads.ingest(args).window(warm_up).await?.errors_only());
+        ingest.push(if args.resolve_only {
+            ingestion::Window::default()
+        } else {
+            loads.ingest(args).window(warm_up).await?.errors_only()
+        });
     }
     let names = ["off", "on"];
     let processes = [off, on];
@@ -438,6 +445,9 @@ async fn measure(
             resolve[index].merge(window);
         }
         for index in order {
+            if args.resolve_only {
+                break;
+            }
             let before = processes[index].cpu();
             let window = loads[index].ingest(args).window(round).await?;
             ingest_cpu[index] += processes[index].cpu().saturating_sub(before);
