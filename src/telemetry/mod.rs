@@ -23,7 +23,7 @@ pub mod metrics;
 use std::{io::IsTerminal as _, time::Duration};
 
 use opentelemetry::{
-    propagation::{Extractor, Injector, TextMapPropagator as _},
+    propagation::{Extractor, TextMapPropagator as _},
     trace::TracerProvider as _,
 };
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
@@ -42,16 +42,6 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// turns on a line for every call; `licensing::rpc=info` prefixes what handlers log with their
 /// call (method, account).
 pub const DEFAULT_LOG_FILTER: &str = "info,licensing::call=warn,licensing::rpc=warn";
-
-/// The environment variables of the OpenTelemetry SDK and exporter that this service honours.
-pub const OTEL_VARIABLES: &[&str] = &[
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_SDK_DISABLED",
-    "OTEL_TRACES_EXPORTER",
-];
 
 /// Telemetry in force; [`Telemetry::shutdown`] exports the spans still queued.
 #[derive(Debug)]
@@ -180,11 +170,6 @@ fn start_traces(service: &'static str, endpoint: String) -> Result<Traces, Strin
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn traces_on(&self) -> bool {
-        self.traces.is_some()
-    }
-
     /// The tracer of the calls' spans, when spans are exported.
     pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::SdkTracer> {
         self.traces
@@ -225,13 +210,6 @@ impl Telemetry {
 /// The trace context of incoming `headers` (W3C `traceparent` / `tracestate`).
 pub fn extract_context(headers: &http::HeaderMap) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&Headers(headers))
-}
-
-/// Writes the trace context of the current span into `metadata`, for the next process.
-pub fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let context = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&context, &mut Metadata(metadata));
 }
 
 /// The trace context a `traceparent` value names, if it is well-formed.
@@ -277,19 +255,6 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-struct Metadata<'a>(&'a mut tonic::metadata::MetadataMap);
-
-impl Injector for Metadata<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            tonic::metadata::MetadataValue::try_from(value),
-        ) {
-            self.0.insert(key, value);
-        }
     }
 }
 
