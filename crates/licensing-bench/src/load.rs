@@ -272,8 +272,6 @@ async fn call_until(mut target: Target, deadline: Instant) -> Window {
 /// CPU time (user and system) used so far by this process's threads named `name`, from
 /// `/proc/self/task/*/stat`; zero where there is no such file.
 pub(crate) fn thread_cpu(name: &str) -> Duration {
-    // Clock ticks per second of /proc's times: 100 on every Linux this runs on.
-    const TICKS_PER_SECOND: u64 = 100;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
@@ -285,22 +283,29 @@ pub(crate) fn thread_cpu(name: &str) -> Duration {
         if !named {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        // The fields after the command's closing parenthesis: state is the 3rd field of the
-        // line, utime and stime the 14th and 15th.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |n: usize| {
-            fields
-                .get(n)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        ticks += field(11) + field(12);
+        if let Ok(stat) = std::fs::read_to_string(path.join("stat")) {
+            ticks += cpu_ticks(&stat);
+        }
     }
     Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+}
+
+/// Clock ticks per second of /proc's times: 100 on every Linux this runs on.
+pub(crate) const TICKS_PER_SECOND: u64 = 100;
+
+/// User and system CPU time, in clock ticks, of a `/proc/.../stat` line.
+pub(crate) fn cpu_ticks(stat: &str) -> u64 {
+    // The fields after the command's closing parenthesis: state is the 3rd field of the line,
+    // utime and stime the 14th and 15th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
 }

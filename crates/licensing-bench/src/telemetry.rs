@@ -227,26 +227,12 @@ impl Process {
 
     /// CPU time the process used so far (all its threads), from `/proc/<pid>/stat`.
     fn cpu(&self) -> Duration {
-        // Clock ticks per second of /proc's times: 100 on every Linux this runs on.
-        const TICKS_PER_SECOND: u64 = 100;
-        let Some(pid) = self.child.id() else {
-            return Duration::ZERO;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return Duration::ZERO;
-        };
-        // After the command's closing parenthesis: utime and stime are the 14th and 15th fields.
-        let ticks = stat.rsplit_once(')').map_or(0, |(_, rest)| {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let field = |n: usize| {
-                fields
-                    .get(n)
-                    .and_then(|f| f.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            field(11) + field(12)
-        });
-        Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+        let ticks = self
+            .child
+            .id()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .map_or(0, |stat| load::cpu_ticks(&stat));
+        Duration::from_millis(ticks * 1000 / load::TICKS_PER_SECOND)
     }
 
     async fn stop(mut self) {
