@@ -97,6 +97,13 @@ pub async fn run(config: Config, mut signals: mpsc::Receiver<()>) -> Result<(), 
         Some(address) => Some(bind("--metrics-listen", address).await?),
         None => None,
     };
+    if metrics_listener.is_some() {
+        // Before any source or upload starts: what they count before the recorder is installed
+        // would be lost.
+        if let Err(problem) = crate::telemetry::metrics::install_once() {
+            tracing::error!("metrics are not recorded: {problem}");
+        }
+    }
     let local_address = local_listener.as_ref().and_then(|l| l.local_addr().ok());
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
