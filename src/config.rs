@@ -123,6 +123,26 @@ pub enum Command {
     /// Creates an API key: prints its secret (once: it is stored nowhere) and the entry for the
     /// `--api-keys` file, which holds only its hash.
     NewKey(NewKey),
+    /// Asks a health endpoint (plaintext gRPC, no credentials: the `--health-listen` port, or
+    /// the main one without TLS) for a service's status; exits 0 when it is SERVING and 1
+    /// otherwise, printing what it found. For container health checks and `helm test`, where
+    /// there is no shell and no other tool.
+    Healthcheck(Healthcheck),
+}
+
+/// The health check to make.
+#[derive(Debug, clap::Args)]
+pub struct Healthcheck {
+    /// Where the health service is, `HOST:PORT` (a name is looked up).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub address: String,
+    /// The service to ask about: `` for the process as a whole (readiness), `liveness`, or an
+    /// API service such as `licensing.v1.LicensingService`.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Seconds the whole check may take, connection included (1 to 300).
+    #[arg(long, default_value = "5")]
+    pub timeout_seconds: u64,
 }
 
 /// The key to create.

@@ -101,6 +101,56 @@ fn change(alive: bool, busy_for: Option<Duration>, stall: Duration) -> Option<bo
     (stuck == alive).then_some(!stuck)
 }
 
+/// What a health check found, or why it could not ask.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// The service answered SERVING.
+    Serving,
+    /// The service answered another status (its name, e.g. `NOT_SERVING`, `SERVICE_UNKNOWN`).
+    Not(String),
+}
+
+/// Asks the plaintext health service at `address` (`HOST:PORT`) for `service`'s status, the
+/// whole exchange within `timeout`. `Err` says what went wrong: a bad address, no connection,
+/// no answer in time, or a call refused.
+pub async fn check(address: &str, service: &str, timeout: Duration) -> Result<Checked, String> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| format!("--address {address:?}: not HOST:PORT ({e})"))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let asked = async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {address}: {}", crate::error::chain(&e)))?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map_err(|status| {
+                format!(
+                    "{address} answered {:?}: {}",
+                    status.code(),
+                    status.message()
+                )
+            })
+    };
+    let answer = tokio::time::timeout(timeout, asked)
+        .await
+        .map_err(|_| format!("no answer from {address} within {timeout:?}"))??;
+    let status = tonic_health::pb::health_check_response::ServingStatus::try_from(
+        answer.into_inner().status,
+    )
+    .map_or_else(|e| format!("{e:?}"), |s| s.as_str_name().to_owned());
+    Ok(if status == "SERVING" {
+        Checked::Serving
+    } else {
+        Checked::Not(status)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,6 +258,27 @@ async fn client_certificates_authenticate_through_the_allow_list_and_bad_ones_ar
         String::from_utf8_lossy(&health.stdout).contains("SERVING"),
         "{health:?}"
     );
+    // So does `licensing healthcheck`, what a container without a shell runs: exit 0 and the
+    // status for the whole process and for liveness, exit 1 for a service nobody serves.
+    let healthcheck = |service: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_licensing"))
+            .args(["healthcheck", "--address", &server.health_address])
+            .args(["--service", service, "--timeout-seconds", "60"])
+            .output()
+            .expect("run licensing healthcheck")
+    };
+    for service in ["", "liveness", "licensing.v1.LicensingService"] {
+        let checked = healthcheck(service);
+        assert!(checked.status.success(), "{service:?}: {checked:?}");
+        let said = String::from_utf8_lossy(&checked.stdout);
+        assert!(said.contains(&format!("{service:?}: SERVING")), "{said}");
+    }
+    let unknown = healthcheck("nobody.Serves");
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("NotFound"),
+        "{unknown:?}"
+    );
     // The main port speaks TLS only.
     let plaintext = LicensingServiceClient::new(
         Endpoint::from_shared(server.endpoint())

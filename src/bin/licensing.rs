@@ -6,7 +6,8 @@ use std::{process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser as _;
 use licensing::{
-    config::{Args, Command, Config, NewKey},
+    config::{Args, Command, Config, Healthcheck, NewKey},
+    health,
     server::{self, ServeOptions},
     telemetry,
     transport::ConnectionLimits,
@@ -15,8 +16,10 @@ use licensing_store::{Store, StoreConfig};
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
-    if let Some(Command::NewKey(key)) = args.command.take() {
-        return new_key(&key);
+    match args.command.take() {
+        Some(Command::NewKey(key)) => return new_key(&key),
+        Some(Command::Healthcheck(check)) => return healthcheck(&check),
+        None => {}
     }
     let config = match Config::from_args(
         args,
@@ -63,6 +66,45 @@ fn new_key(key: &NewKey) -> ExitCode {
         Err(problem) => {
             eprintln!("licensing new-key: {problem}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `licensing healthcheck`: one line on standard output, exit 0 only when SERVING.
+#[allow(clippy::print_stdout)]
+fn healthcheck(check: &Healthcheck) -> ExitCode {
+    if !(1..=300).contains(&check.timeout_seconds) {
+        eprintln!(
+            "licensing healthcheck: --timeout-seconds {}: must be from 1 to 300",
+            check.timeout_seconds
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("licensing healthcheck: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(check.timeout_seconds);
+    let asked = runtime.block_on(health::check(&check.address, &check.service, timeout));
+    let service = &check.service;
+    match asked {
+        Ok(health::Checked::Serving) => {
+            println!("{} service {service:?}: SERVING", check.address);
+            ExitCode::SUCCESS
+        }
+        Ok(health::Checked::Not(status)) => {
+            println!("{} service {service:?}: {status}", check.address);
+            ExitCode::FAILURE
+        }
+        Err(problem) => {
+            eprintln!("licensing healthcheck: {problem}");
+            ExitCode::FAILURE
         }
     }
 }

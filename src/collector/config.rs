@@ -19,7 +19,8 @@ use crate::{config::LogFormat, ingest::MAX_EVENTS_PER_BATCH};
     about = "Spools usage events and streams them to licensing, each counted once"
 )]
 pub struct Args {
-    /// URL of the licensing service (plaintext HTTP/2: this build has no TLS).
+    /// URL of the licensing service: `http://` for plaintext HTTP/2, `https://` for TLS (the
+    /// server is verified against `--ca-file` or the system's roots).
     #[arg(
         long,
         env = "LICENSING_COLLECTOR_LICENSING",

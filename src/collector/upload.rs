@@ -263,19 +263,7 @@ async fn connection(
     outage: Option<(u32, Duration)>,
 ) -> Result<(), Broken> {
     let broken = |what: &str, e: &dyn std::error::Error| {
-        // tonic's transport errors say "transport error" and keep the cause in their sources.
-        let mut text = format!("{what}: {e}");
-        let (mut source, mut previous) = (e.source(), e.to_string());
-        while let Some(cause) = source {
-            // Some layers repeat their cause's message; say it once.
-            let said = cause.to_string();
-            if said != previous {
-                text.push_str(": ");
-                text.push_str(&said);
-            }
-            (source, previous) = (cause.source(), said);
-        }
-        Broken::Stream(text)
+        Broken::Stream(format!("{what}: {}", crate::error::chain(e)))
     };
     let mut endpoint =
         Endpoint::from_shared(options.endpoint.clone()).map_err(|e| broken("the URL", &e))?;
