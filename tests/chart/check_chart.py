@@ -12,7 +12,9 @@ kubernetes-validate: the Kubernetes API's schemas), no cluster:
 - values the schema or the templates must refuse, each message naming its key.
 
 Prints a report and exits 1 when any check failed. `--price-list-out PATH` writes the price list
-the production values render, for the caller to load with the service's own parser.
+the production values render, and `--args-out PATH` the command lines of the service and the
+collector each values set renders (JSON), for the caller to check with the binaries' own
+configuration parsers.
 """
 
 import argparse
@@ -233,7 +235,7 @@ def collector_promises(case, documents, native):
     where = "initContainers" if native else "containers"
     collectors = [c for c in pod.get(where, []) if c["name"] == "licensing-collector"]
     if not check(len(collectors) == 1, f"{case}: no licensing-collector in {where}"):
-        return
+        return None, None
     (collector,) = collectors
     if native:
         check(collector.get("restartPolicy") == "Always", f"{case}: the native sidecar has no restartPolicy Always")
@@ -250,7 +252,7 @@ def collector_promises(case, documents, native):
     workload = [c for c in pod["containers"] if c["name"] != "licensing-collector"]
     shared = {m["name"] for c in workload for m in c.get("volumeMounts", [])}
     check(any(m in shared for m in mounts), f"{case}: the workload shares no volume with the collector")
-    return volumes[spool[0]["name"]] if spool else None
+    return (volumes[spool[0]["name"]] if spool else None), collector
 
 
 def refused(chart, values, expected, kube="1.33.0"):
@@ -268,6 +270,7 @@ def refused(chart, values, expected, kube="1.33.0"):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--price-list-out", type=pathlib.Path)
+    parser.add_argument("--args-out", type=pathlib.Path)
     arguments = parser.parse_args()
 
     print(f"Helm SDK {helm.helm_sdk_version()}, kubernetes-validate {kubernetes_validate.__version__}")
@@ -287,6 +290,7 @@ def main():
     summary = {}
     containers = 0
     rendered = {}
+    command_lines = {"server": {}, "collector": {}}
     for case, values in cases.items():
         api = [MONITORING_API] if case == "monitoring" else []
         for kube in KUBERNETES:
@@ -295,7 +299,9 @@ def main():
             validate(case, documents, kube, summary)
         rendered[case] = documents
         containers += restricted(case, documents)
-        server_promises(case, documents, values)
+        server = server_promises(case, documents, values)
+        if server:
+            command_lines["server"][case] = server["command"] + server["args"]
 
     # The ServiceMonitor only where the cluster serves its API.
     monitors = of_kind(rendered["monitoring"], "ServiceMonitor")
@@ -332,7 +338,9 @@ def main():
             check(not of_kind(documents, "StatefulSet"), f"{case}: server.enabled false still renders the server")
             containers += restricted(case, documents)
             native = values.get("licensing", {}).get("collector", {}).get("native", True)
-            spool = collector_promises(case, documents, native)
+            spool, collector = collector_promises(case, documents, native)
+            if collector:
+                command_lines["collector"][case] = collector["command"] + collector["args"]
             if case == "sidecar-fallback":
                 check(spool and "persistentVolumeClaim" in spool, f"{case}: spoolClaim is not a volume claim")
             elif spool is not None:
@@ -356,6 +364,9 @@ def main():
     refused(chart, {"auth": {"apiKeys": {"existingSecret": ""}}}, ["no credentials", "auth.insecure"])
     # Native sidecars need 1.29: `helm install` checks the cluster against this.
     check(chart.metadata["kubeVersion"] == ">=1.29.0-0", f"kubeVersion {chart.metadata['kubeVersion']}")
+
+    if arguments.args_out:
+        arguments.args_out.write_text(json.dumps(command_lines, indent=2))
 
     if failures:
         print(f"\n{len(failures)} checks FAILED:")
