@@ -174,6 +174,22 @@ pub fn error_id() -> String {
     format!("{:016x}", SEED.get_or_init(RandomState::new).hash_one(n))
 }
 
+/// `e` and its causes, each said once: tonic's transport errors say only "transport error" and
+/// keep the cause in their sources, and some layers repeat their cause's message.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let (mut source, mut previous) = (e.source(), text.clone());
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if said != previous {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        (source, previous) = (cause.source(), said);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,20 +230,4 @@ mod tests {
         }
         assert_ne!(error_id(), error_id());
     }
-}
-
-/// `e` and its causes, each said once: tonic's transport errors say only "transport error" and
-/// keep the cause in their sources, and some layers repeat their cause's message.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let (mut source, mut previous) = (e.source(), text.clone());
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        if said != previous {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        (source, previous) = (cause.source(), said);
-    }
-    text
 }
