@@ -1,7 +1,7 @@
 # The image of licensing and licensing-collector: one image, both binaries, so that the service,
 # its `helm test` pod and the collector sidecar always run the same build (one tag to pin, scan
-# and roll back), and the collector's probes can run `licensing healthcheck`. The collector adds
-# about 3 MB to an image that is the binaries and nothing else: FROM scratch, no shell, no
+# and roll back), and the collector's probes can run `licensing healthcheck`. The collector is
+# 12 MB of the 29 MB, and the image is the binaries and nothing else: FROM scratch, no shell, no
 # package manager, a numeric non-root user, nothing written outside its volumes (it runs with a
 # read-only root filesystem).
 #
