@@ -5,7 +5,7 @@
 //! result does not depend on the order in which events arrive.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, btree_map::Entry},
     fmt,
 };
 
@@ -349,35 +349,78 @@ pub struct Transition {
     pub change: SessionChange,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Session {
     platform: bool,
     queues: BTreeSet<String>,
     counted_as: Option<Tier>,
 }
 
-/// The peak number of concurrently logged-in agents per tier within `[from, to)`, from
-/// transitions in time order (ties in a fixed order, e.g. the storage key's). An agent is logged
-/// in while their platform session or any queue session is open; logins before `from` count as
-/// the state the window starts with.
-pub fn concurrency_peaks(
-    transitions: impl IntoIterator<Item = Transition>,
-    from: Timestamp,
-    to: Timestamp,
-) -> [u32; 5] {
-    let mut sessions: HashMap<String, Session> = HashMap::new();
-    let mut current = [0u32; 5];
-    let mut peaks = [0u32; 5];
-    let mut window_open = false;
-    for t in transitions {
-        if t.at >= to {
-            break;
+/// A member logged in at some instant: what a month's start state is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSession {
+    /// Who.
+    pub member_id: String,
+    /// Whether their platform session is open.
+    pub platform: bool,
+    /// The queues they are logged into, in order.
+    pub queues: Vec<String>,
+    /// The tier they are counted as: the one they held when their session opened.
+    pub tier: Tier,
+}
+
+/// Who is logged in at an instant, and how many per tier: the state concurrency is counted
+/// from. Built from the open sessions of a checkpoint, moved on by [`Concurrency::apply`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Concurrency {
+    sessions: BTreeMap<String, Session>,
+    current: [u32; 5],
+}
+
+impl Concurrency {
+    /// The state in which exactly `open` are logged in.
+    pub fn from_open(open: impl IntoIterator<Item = OpenSession>) -> Concurrency {
+        let mut state = Concurrency::default();
+        for session in open {
+            let count = &mut state.current[session.tier.index()];
+            *count = count.saturating_add(1);
+            state.sessions.insert(
+                session.member_id,
+                Session {
+                    platform: session.platform,
+                    queues: session.queues.into_iter().collect(),
+                    counted_as: Some(session.tier),
+                },
+            );
         }
-        if !window_open && t.at >= from {
-            window_open = true;
-            peaks = current;
-        }
-        let session = sessions.entry(t.member_id).or_default();
+        state
+    }
+
+    /// The members logged in, by member id.
+    pub fn open(&self) -> impl Iterator<Item = OpenSession> + '_ {
+        self.sessions.iter().filter_map(|(member, session)| {
+            Some(OpenSession {
+                member_id: member.clone(),
+                platform: session.platform,
+                queues: session.queues.iter().cloned().collect(),
+                tier: session.counted_as?,
+            })
+        })
+    }
+
+    /// How many are logged in, per tier.
+    pub fn current(&self) -> [u32; 5] {
+        self.current
+    }
+
+    /// The state after `t`. An agent is logged in while their platform session or any queue
+    /// session is open, and counted in the tier they held when it opened.
+    pub fn apply(&mut self, t: Transition) {
+        let mut entry = match self.sessions.entry(t.member_id) {
+            Entry::Occupied(entry) => entry,
+            Entry::Vacant(entry) => entry.insert_entry(Session::default()),
+        };
+        let session = entry.get_mut();
         match t.change {
             SessionChange::Login => session.platform = true,
             SessionChange::Logout => session.platform = false,
@@ -392,27 +435,63 @@ pub fn concurrency_peaks(
         match (session.counted_as, logged_in) {
             (None, true) => {
                 session.counted_as = Some(t.tier);
-                let count = &mut current[t.tier.index()];
+                let count = &mut self.current[t.tier.index()];
                 *count = count.saturating_add(1);
             }
             (Some(tier), false) => {
                 session.counted_as = None;
                 // Counted when the session opened, so never below zero.
-                let count = &mut current[tier.index()];
+                let count = &mut self.current[tier.index()];
                 *count = count.saturating_sub(1);
             }
             (None, false) | (Some(_), true) => {}
         }
-        if window_open {
-            for (peak, now) in peaks.iter_mut().zip(current) {
+        // A member with nothing open is not part of the state: it stays as small as the number
+        // of agents logged in.
+        if session.counted_as.is_none() {
+            entry.remove();
+        }
+    }
+
+    /// The peak per tier over a window that starts in this state and sees `transitions` (in
+    /// time order, all within the window), and the state at its end.
+    pub fn peaks_over(
+        mut self,
+        transitions: impl IntoIterator<Item = Transition>,
+    ) -> ([u32; 5], Concurrency) {
+        let mut peaks = self.current;
+        for t in transitions {
+            self.apply(t);
+            for (peak, now) in peaks.iter_mut().zip(self.current) {
                 *peak = (*peak).max(now);
             }
         }
+        (peaks, self)
     }
-    if !window_open {
-        peaks = current;
+}
+
+/// The peak number of concurrently logged-in agents per tier within `[from, to)`, from
+/// transitions in time order (ties in a fixed order, e.g. the storage key's). An agent is logged
+/// in while their platform session or any queue session is open; logins before `from` count as
+/// the state the window starts with.
+pub fn concurrency_peaks(
+    transitions: impl IntoIterator<Item = Transition>,
+    from: Timestamp,
+    to: Timestamp,
+) -> [u32; 5] {
+    let mut before = Concurrency::default();
+    let mut within = Vec::new();
+    for t in transitions {
+        if t.at >= to {
+            break;
+        }
+        if t.at < from {
+            before.apply(t);
+        } else {
+            within.push(t);
+        }
     }
-    peaks
+    before.peaks_over(within).0
 }
 
 /// A meter's use in a month. Use while the account had the service switched off is kept apart:

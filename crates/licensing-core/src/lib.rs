@@ -33,9 +33,9 @@ pub use calendar::{
     UnknownTimeZone, Zone, check_in_range,
 };
 pub use events::{
-    Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, MAX_METER_MONTH_TOTAL, MAX_METERED_QUANTITY,
-    Meter, MeterTotals, MeterUse, Outcome, Refusal, SessionChange, Transition, accept,
-    concurrency_peaks, month_closes_at, service_on,
+    Concurrency, Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, MAX_METER_MONTH_TOTAL,
+    MAX_METERED_QUANTITY, Meter, MeterTotals, MeterUse, OpenSession, Outcome, Refusal,
+    SessionChange, Transition, accept, concurrency_peaks, month_closes_at, service_on,
 };
 pub use ids::{IdKind, InvalidId};
 pub use inventory::{

@@ -1,5 +1,7 @@
 //! Event acceptance, login days and concurrency peaks.
 
+use std::collections::HashMap;
+
 use jiff::{Timestamp, ToSpan};
 use proptest::prelude::*;
 
@@ -207,6 +209,31 @@ proptest! {
             for (e, c) in expected.iter_mut().zip(counts) { *e = (*e).max(c); }
         }
         prop_assert_eq!(peaks, expected);
+    }
+
+    /// Months counted one after the other, each from the open sessions the month before ended
+    /// with (what a month's checkpoint stores), give the peaks of counting each month over the
+    /// whole history; and a state survives being written as its open sessions and read back.
+    #[test]
+    fn months_counted_from_checkpoints_match_the_whole_history(
+        raw in proptest::collection::vec((0i64..90, 0u8..5, 0usize..5, change()), 0..60),
+    ) {
+        let mut transitions: Vec<Transition> = raw
+            .into_iter()
+            .map(|(minute, member, tier, change)| transition(minute, &format!("m{member}"), Tier::ALL[tier], change))
+            .collect();
+        transitions.sort_by_key(|t| t.at);
+        let bounds: Vec<Timestamp> = [0, 30, 60, 90].iter().map(|m| Timestamp::UNIX_EPOCH + m.minutes()).collect();
+        let mut checkpoint: Vec<OpenSession> = Vec::new();
+        for window in bounds.windows(2) {
+            let (from, to) = (window[0], window[1]);
+            let within: Vec<Transition> = transitions.iter().filter(|t| t.at >= from && t.at < to).cloned().collect();
+            let start = Concurrency::from_open(checkpoint.clone());
+            prop_assert_eq!(Concurrency::from_open(start.open()), start.clone());
+            let (peaks, end) = start.peaks_over(within);
+            prop_assert_eq!(peaks, concurrency_peaks(transitions.clone(), from, to));
+            checkpoint = end.open().collect();
+        }
     }
 
     #[test]
