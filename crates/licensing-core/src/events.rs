@@ -356,6 +356,37 @@ struct Session {
     counted_as: Option<Tier>,
 }
 
+impl Session {
+    /// The session after `change`, counted in `current`.
+    fn step(&mut self, change: SessionChange, tier: Tier, current: &mut [u32; 5]) {
+        match change {
+            SessionChange::Login => self.platform = true,
+            SessionChange::Logout => self.platform = false,
+            SessionChange::QueueLogin(q) => {
+                self.queues.insert(q);
+            }
+            SessionChange::QueueLogout(q) => {
+                self.queues.remove(&q);
+            }
+        }
+        let logged_in = self.platform || !self.queues.is_empty();
+        match (self.counted_as, logged_in) {
+            (None, true) => {
+                self.counted_as = Some(tier);
+                let count = &mut current[tier.index()];
+                *count = count.saturating_add(1);
+            }
+            (Some(counted), false) => {
+                self.counted_as = None;
+                // Counted when the session opened, so never below zero.
+                let count = &mut current[counted.index()];
+                *count = count.saturating_sub(1);
+            }
+            (None, false) | (Some(_), true) => {}
+        }
+    }
+}
+
 /// A member logged in at some instant: what a month's start state is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenSession {
@@ -416,40 +447,23 @@ impl Concurrency {
     /// The state after `t`. An agent is logged in while their platform session or any queue
     /// session is open, and counted in the tier they held when it opened.
     pub fn apply(&mut self, t: Transition) {
-        let mut entry = match self.sessions.entry(t.member_id) {
-            Entry::Occupied(entry) => entry,
-            Entry::Vacant(entry) => entry.insert_entry(Session::default()),
-        };
-        let session = entry.get_mut();
-        match t.change {
-            SessionChange::Login => session.platform = true,
-            SessionChange::Logout => session.platform = false,
-            SessionChange::QueueLogin(q) => {
-                session.queues.insert(q);
-            }
-            SessionChange::QueueLogout(q) => {
-                session.queues.remove(&q);
-            }
-        }
-        let logged_in = session.platform || !session.queues.is_empty();
-        match (session.counted_as, logged_in) {
-            (None, true) => {
-                session.counted_as = Some(t.tier);
-                let count = &mut self.current[t.tier.index()];
-                *count = count.saturating_add(1);
-            }
-            (Some(tier), false) => {
-                session.counted_as = None;
-                // Counted when the session opened, so never below zero.
-                let count = &mut self.current[tier.index()];
-                *count = count.saturating_sub(1);
-            }
-            (None, false) | (Some(_), true) => {}
-        }
+        let current = &mut self.current;
         // A member with nothing open is not part of the state: it stays as small as the number
         // of agents logged in.
-        if session.counted_as.is_none() {
-            entry.remove();
+        match self.sessions.entry(t.member_id) {
+            Entry::Occupied(mut entry) => {
+                entry.get_mut().step(t.change, t.tier, current);
+                if entry.get().counted_as.is_none() {
+                    entry.remove();
+                }
+            }
+            Entry::Vacant(entry) => {
+                let mut session = Session::default();
+                session.step(t.change, t.tier, current);
+                if session.counted_as.is_some() {
+                    entry.insert(session);
+                }
+            }
         }
     }
 
