@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use licensing_core::{
-    Account, BillingMode, BillingMonth, Event, EventKind, LoginDay, Meter, MeterTotals, MeterUse,
-    Outcome, PriceList, Refusal, SessionChange, Tier, Transition, accept, concurrency_peaks,
-    month_closes_at, resolve, service_on,
+    Account, BillingMode, BillingMonth, Concurrency, Event, EventKind, LoginDay, Meter,
+    MeterTotals, MeterUse, Outcome, PriceList, Refusal, SessionChange, Tier, Transition, accept,
+    concurrency_peaks, month_closes_at, resolve, service_on,
 };
 use sled::{
     Transactional as _,
@@ -19,8 +19,8 @@ use crate::{
     OpError, Store, StoreError,
     accounts::prefix,
     records::{
-        AccountRecord, DayRecord, DedupeRecord, MemberRecord, MeterRecord, SessionRecord,
-        UnlicensedRecord, decode, encode, tier_of,
+        AccountRecord, CheckpointRecord, CheckpointsValid, DayRecord, DedupeRecord, MemberRecord,
+        MeterRecord, SessionRecord, UnlicensedRecord, decode, encode, tier_of,
     },
 };
 
@@ -103,12 +103,14 @@ impl Store {
             &self.sessions,
             &self.unlicensed,
             &self.meters,
+            &self.checkpoints_valid,
         );
         let result = trees.transaction(
-            |(accounts, members, dedupe, days, sessions, unlicensed, meters)| {
+            |(accounts, members, dedupe, days, sessions, unlicensed, meters, checkpoints_valid)| {
                 // Caches live inside the closure: a rerun starts from the transaction's view again.
                 let mut account_cache: HashMap<&str, Option<Account>> = HashMap::new();
                 let mut member_cache: HashMap<(&str, &str), Option<(Tier, bool)>> = HashMap::new();
+                let mut valid_cache: HashMap<&str, Option<CheckpointsValid>> = HashMap::new();
                 let mut outcomes = Vec::with_capacity(batches.len());
                 for batch in batches {
                     let mut batch_outcomes = Vec::with_capacity(batch.len());
@@ -282,6 +284,36 @@ impl Store {
                                 queue: queue.to_owned(),
                             };
                             sessions.insert(key, encode(&record))?;
+                            // The checkpoints of the months after this one no longer say who
+                            // was logged in at their start.
+                            let month = account.settings.zone.month(event.occurred_at);
+                            let valid = match valid_cache.get(event.account_id.as_str()) {
+                                Some(valid) => valid.clone(),
+                                None => {
+                                    let valid = match checkpoints_valid
+                                        .get(event.account_id.as_bytes())?
+                                    {
+                                        None => None,
+                                        Some(bytes) => Some(
+                                            decode::<CheckpointsValid>("checkpoints valid", &bytes)
+                                                .map_err(corrupt)?,
+                                        ),
+                                    };
+                                    valid_cache.insert(&event.account_id, valid.clone());
+                                    valid
+                                }
+                            };
+                            if let Some(CheckpointsValid::V1 { zone, through }) = valid
+                                && BillingMonth::parse(&through).map_or(true, |t| month < t)
+                            {
+                                let lowered = CheckpointsValid::V1 {
+                                    zone,
+                                    through: month.to_string(),
+                                };
+                                checkpoints_valid
+                                    .insert(event.account_id.as_bytes(), encode(&lowered))?;
+                                valid_cache.insert(&event.account_id, Some(lowered));
+                            }
                         }
                         batch_outcomes.push(Outcome::Applied);
                     }
@@ -360,18 +392,172 @@ impl Store {
     }
 
     /// The peak number of concurrently logged-in agents per tier in `month`.
+    ///
+    /// Counted from the checkpoint of who was logged in at the month's start, over the month's
+    /// own session changes: the cost is the month's, not the history's. Without a valid
+    /// checkpoint for the month, the count starts from the latest valid one before it (or from
+    /// the account's first session change) and walks the months in between, and their
+    /// checkpoints are written for the next read (unless a session change invalidated them
+    /// meanwhile).
     pub fn concurrency_peaks(
         &self,
         account: &Account,
         month: BillingMonth,
     ) -> Result<[u32; 5], OpError> {
         let zone = &account.settings.zone;
-        let (from, to) = (zone.start_of(month), zone.start_of(month.next()));
-        let start = prefix(&account.id);
-        let end = join(&[account.id.as_bytes(), &sortable(to)]);
-        let skip = start.len();
-        let mut transitions = Vec::new();
-        for item in self.sessions.range(start..end) {
+        let valid_key = account.id.as_bytes();
+        let seen = self
+            .checkpoints_valid
+            .get(valid_key)
+            .map_err(|source| self.storage(source))?;
+        let through = match seen.as_deref() {
+            None => None,
+            Some(bytes) => match decode::<CheckpointsValid>("checkpoints valid", bytes)
+                .map_err(StoreError::from)?
+            {
+                CheckpointsValid::V1 {
+                    zone: valid_in,
+                    through,
+                } if valid_in == zone.name() => {
+                    Some(BillingMonth::parse(&through).map_err(|_| {
+                        StoreError::Corrupt(crate::Corrupt {
+                            what: "checkpoints valid",
+                            problem: "month".into(),
+                        })
+                    })?)
+                }
+                // Another zone's months: none of its checkpoints count.
+                CheckpointsValid::V1 { .. } => None,
+            },
+        };
+        // The latest valid checkpoint at or before `month`.
+        let mut start = None;
+        let checkpoints = join(&[account.id.as_bytes(), zone.name().as_bytes(), b""]);
+        if let Some(through) = through {
+            let last = month.min(through);
+            let to = join(&[
+                account.id.as_bytes(),
+                zone.name().as_bytes(),
+                last.to_string().as_bytes(),
+            ]);
+            if let Some(item) = self.checkpoints.range(checkpoints.clone()..=to).next_back() {
+                let (key, value) = item.map_err(|source| self.storage(source))?;
+                let at = BillingMonth::parse(&String::from_utf8_lossy(&key[checkpoints.len()..]))
+                    .map_err(|_| {
+                    StoreError::Corrupt(crate::Corrupt {
+                        what: "checkpoint",
+                        problem: "key month".into(),
+                    })
+                })?;
+                let state = decode::<CheckpointRecord>("checkpoint", &value)
+                    .and_then(CheckpointRecord::decode)
+                    .map_err(StoreError::from)?;
+                start = Some((at, state));
+            }
+        }
+        let mut written = Vec::new();
+        let (mut at, mut state) = match start {
+            Some(start) => start,
+            None => {
+                // From the month of the account's first session change: before it, nobody was
+                // logged in. Every month from there on gets its checkpoint written.
+                let first = self
+                    .transitions(&account.id, None, zone.start_of(month))
+                    .next()
+                    .transpose()?;
+                let at = first.map_or(month, |t| zone.month(t.at));
+                let state = Concurrency::default();
+                written.push((at, CheckpointRecord::new(&state)));
+                (at, state)
+            }
+        };
+        while at < month {
+            let next = at.next();
+            for transition in
+                self.transitions(&account.id, Some(zone.start_of(at)), zone.start_of(next))
+            {
+                state.apply(transition?);
+            }
+            at = next;
+            written.push((at, CheckpointRecord::new(&state)));
+        }
+        let mut within = Vec::new();
+        for transition in self.transitions(
+            &account.id,
+            Some(zone.start_of(month)),
+            zone.start_of(month.next()),
+        ) {
+            within.push(transition?);
+        }
+        let (peaks, _) = state.peaks_over(within);
+        if !written.is_empty() {
+            self.keep_checkpoints(account, seen.as_deref(), through, month, &written)?;
+        }
+        Ok(peaks)
+    }
+
+    /// Writes the checkpoints a read counted, and raises their account's validity to `month`,
+    /// unless a session change moved it since the read saw `seen`.
+    fn keep_checkpoints(
+        &self,
+        account: &Account,
+        seen: Option<&[u8]>,
+        through: Option<BillingMonth>,
+        month: BillingMonth,
+        written: &[(BillingMonth, CheckpointRecord)],
+    ) -> Result<(), OpError> {
+        if self.has_failed() {
+            return Ok(());
+        }
+        let valid = CheckpointsValid::V1 {
+            zone: account.settings.zone.name().to_owned(),
+            through: through.map_or(month, |t| t.max(month)).to_string(),
+        };
+        let result = (&self.checkpoints, &self.checkpoints_valid).transaction(
+            |(checkpoints, checkpoints_valid)| {
+                let now = checkpoints_valid.get(account.id.as_bytes())?;
+                if now.as_deref() != seen {
+                    return Ok(());
+                }
+                for (at, record) in written {
+                    let key = join(&[
+                        account.id.as_bytes(),
+                        account.settings.zone.name().as_bytes(),
+                        at.to_string().as_bytes(),
+                    ]);
+                    checkpoints.insert(key, encode(record))?;
+                }
+                checkpoints_valid.insert(account.id.as_bytes(), encode(&valid))?;
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            },
+        );
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(OpError::Store(e)),
+            Err(TransactionError::Storage(source)) => {
+                Err(OpError::Store(self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })))
+            }
+        }
+    }
+
+    /// The account's session changes in `[from, to)` (from its first when `from` is `None`), in
+    /// key order.
+    fn transitions<'a>(
+        &'a self,
+        account_id: &str,
+        from: Option<Timestamp>,
+        to: Timestamp,
+    ) -> impl Iterator<Item = Result<Transition, OpError>> + 'a {
+        let start = match from {
+            Some(from) => join(&[account_id.as_bytes(), &sortable(from)]),
+            None => prefix(account_id),
+        };
+        let end = join(&[account_id.as_bytes(), &sortable(to)]);
+        let skip = prefix(account_id).len();
+        self.sessions.range(start..end).map(move |item| {
             let (key, value) = item.map_err(|source| self.storage(source))?;
             let rest = &key[skip..];
             let at = unsortable(rest).ok_or_else(|| {
@@ -395,13 +581,28 @@ impl Store {
                 2 => SessionChange::QueueLogin(queue),
                 _ => SessionChange::QueueLogout(queue),
             };
-            transitions.push(Transition {
+            Ok(Transition {
                 at,
                 member_id: String::from_utf8_lossy(member).into_owned(),
                 tier: tier_of(tier, "session").map_err(StoreError::from)?,
                 change,
-            });
-        }
+            })
+        })
+    }
+
+    /// The peaks of `month` counted over the whole history, without checkpoints: what
+    /// [`Store::concurrency_peaks`] must always agree with (for tests).
+    #[doc(hidden)]
+    pub fn concurrency_peaks_from_the_beginning(
+        &self,
+        account: &Account,
+        month: BillingMonth,
+    ) -> Result<[u32; 5], OpError> {
+        let zone = &account.settings.zone;
+        let (from, to) = (zone.start_of(month), zone.start_of(month.next()));
+        let transitions = self
+            .transitions(&account.id, None, to)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(concurrency_peaks(transitions, from, to))
     }
 

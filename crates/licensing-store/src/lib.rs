@@ -34,6 +34,8 @@ const AUDIT_TREE: &str = "audit";
 const DEDUPE_TREE: &str = "dedupe";
 const DAYS_TREE: &str = "days";
 const SESSIONS_TREE: &str = "sessions";
+const CHECKPOINTS_TREE: &str = "checkpoints";
+const CHECKPOINTS_VALID_TREE: &str = "checkpoints_valid";
 const UNLICENSED_TREE: &str = "unlicensed";
 const METERS_TREE: &str = "meters";
 const STATEMENTS_TREE: &str = "statements";
@@ -93,6 +95,8 @@ pub struct Store {
     dedupe: sled::Tree,
     days: sled::Tree,
     sessions: sled::Tree,
+    checkpoints: sled::Tree,
+    checkpoints_valid: sled::Tree,
     unlicensed: sled::Tree,
     meters: sled::Tree,
     statements: sled::Tree,
@@ -150,6 +154,8 @@ impl Store {
             dedupe: db.open_tree(DEDUPE_TREE).map_err(storage)?,
             days: db.open_tree(DAYS_TREE).map_err(storage)?,
             sessions: db.open_tree(SESSIONS_TREE).map_err(storage)?,
+            checkpoints: db.open_tree(CHECKPOINTS_TREE).map_err(storage)?,
+            checkpoints_valid: db.open_tree(CHECKPOINTS_VALID_TREE).map_err(storage)?,
             unlicensed: db.open_tree(UNLICENSED_TREE).map_err(storage)?,
             meters: db.open_tree(METERS_TREE).map_err(storage)?,
             statements: db.open_tree(STATEMENTS_TREE).map_err(storage)?,

@@ -588,6 +588,64 @@ pub(crate) enum SessionRecord {
     V1 { tier: u8, change: u8, queue: String },
 }
 
+/// Who was logged in at the start of a month (in the account's zone): `checkpoints` tree, key =
+/// account id, 0, zone name, 0, month (`YYYY-MM`). Derived from the `sessions` tree, written by reads, valid
+/// only for the months its account's [`CheckpointsValid`] covers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum CheckpointRecord {
+    V1 { open: Vec<OpenRecord> },
+}
+
+/// One member logged in at a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct OpenRecord {
+    pub(crate) member: String,
+    pub(crate) platform: bool,
+    pub(crate) queues: Vec<String>,
+    pub(crate) tier: u8,
+}
+
+impl CheckpointRecord {
+    pub(crate) fn new(state: &licensing_core::Concurrency) -> CheckpointRecord {
+        CheckpointRecord::V1 {
+            open: state
+                .open()
+                .map(|o| OpenRecord {
+                    member: o.member_id,
+                    platform: o.platform,
+                    queues: o.queues,
+                    tier: o.tier as u8,
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn decode(self) -> Result<licensing_core::Concurrency, Corrupt> {
+        let CheckpointRecord::V1 { open } = self;
+        let open = open
+            .into_iter()
+            .map(|o| {
+                Ok(licensing_core::OpenSession {
+                    member_id: o.member,
+                    platform: o.platform,
+                    queues: o.queues,
+                    tier: tier_of(o.tier, "checkpoint")?,
+                })
+            })
+            .collect::<Result<Vec<_>, Corrupt>>()?;
+        Ok(licensing_core::Concurrency::from_open(open))
+    }
+}
+
+/// Up to which month an account's checkpoints are valid, in which zone: `checkpoints_valid`
+/// tree, key = account id. A session change in month M lowers it to M (checkpoints after M no
+/// longer say who was logged in); a read that counted the months up to N from a valid
+/// checkpoint writes their checkpoints and raises it to N.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum CheckpointsValid {
+    V1 { zone: String, through: String },
+}
+
 /// Usage by an unknown member: `unlicensed` tree, key = account id, 0, member id.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum UnlicensedRecord {

@@ -412,3 +412,72 @@ fn the_dedupe_sweep_goes_through_the_tree_in_bounded_chunks() {
     assert_eq!(sweep(&store, 0, 7), 15, "the rest, in chunks of 7");
     assert_eq!(store.dedupe.len(), 0);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Peaks read through month checkpoints, with reads between arrivals (which write
+    /// checkpoints) and session changes arriving late and out of order (which invalidate them),
+    /// always equal the peaks counted over the whole history.
+    #[test]
+    fn peaks_read_through_checkpoints_match_the_whole_history_in_any_arrival_order(
+        raw in proptest::collection::vec((0u8..2, 0u8..6, 0i64..(79 * 1440)), 1..50),
+        reads in proptest::collection::vec(0u8..4, 1..12),
+        chunk in 1usize..6,
+        seed in any::<u64>(),
+    ) {
+        let mut events: Vec<Event> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, (member, kind, minute))| {
+                let member = ["pro", "std"][usize::from(*member)];
+                let kind = match kind {
+                    0 => EventKind::AgentLogin,
+                    1 => EventKind::AgentLogout,
+                    2 => EventKind::QueueLogin("q1".into()),
+                    3 => EventKind::QueueLogout("q1".into()),
+                    4 => EventKind::QueueLogin("q2".into()),
+                    _ => EventKind::QueueLogout("q2".into()),
+                };
+                Event {
+                    occurred_at: at("2026-04-01T00:00:00Z") + minute.minutes(),
+                    ..event(&format!("e{i}"), member, "2026-04-01T00:00:00Z", kind)
+                }
+            })
+            .collect();
+        let mut state = seed | 1;
+        for i in (1..events.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            events.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let months: Vec<BillingMonth> = ["2026-03", "2026-04", "2026-05", "2026-06"]
+            .iter()
+            .map(|m| BillingMonth::parse(m).expect("month"))
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        // Every month from April to June open: closes 62 days after its end, the clock in June.
+        setup(&store, "Asia/Kolkata", "2026-06-20T00:00:00Z", 62);
+        let mut reads = reads.into_iter().cycle();
+        for arrived in events.chunks(chunk) {
+            for outcome in ingest(&store, arrived.to_vec()) {
+                prop_assert_eq!(outcome, Outcome::Applied);
+            }
+            let account = store.account("acme").expect("account");
+            let month = months[usize::from(reads.next().unwrap_or(0))];
+            prop_assert_eq!(
+                store.concurrency_peaks(&account, month).expect("peaks"),
+                store.concurrency_peaks_from_the_beginning(&account, month).expect("peaks"),
+                "{} after {} events", month, arrived.len()
+            );
+        }
+        let account = store.account("acme").expect("account");
+        for month in months {
+            prop_assert_eq!(
+                store.concurrency_peaks(&account, month).expect("peaks"),
+                store.concurrency_peaks_from_the_beginning(&account, month).expect("peaks"),
+                "{}", month
+            );
+        }
+    }
+}
