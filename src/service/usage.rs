@@ -55,7 +55,7 @@ fn summary(
     let current = account.settings.zone.month(account.now(real_now));
     let shown = shown_month(account, month, real_now);
     let inventory = account.inventory.as_of(current);
-    let peaks = store.concurrency_peaks(account, shown)?;
+    let peaks = store.concurrency_peaks(account, shown, real_now)?;
     Ok(api::UsageSummary {
         products: to_proto::seat_counts(&inventory)
             .into_iter()
@@ -112,14 +112,15 @@ struct MemberPage {
     next: Option<String>,
 }
 
-/// Reads the next [`ROWS_PER_MESSAGE`] members after `after` with their login days of `month`
-/// (`YYYY-MM`); blocking, and bounded, so that no read holds a thread for long however large
-/// the account, and none waits for the client.
+/// Reads the next [`ROWS_PER_MESSAGE`] members after `after` with their login days of `month`;
+/// blocking, and bounded, so that no read holds a thread for long however large the account, and
+/// none waits for the client. Each member's days are read from the month's own records: the cost
+/// does not grow with the months of history.
 fn member_page(
     store: &Store,
     account: &Account,
     view: &View,
-    month: &str,
+    month: BillingMonth,
     prices: &PriceList,
     after: Option<&str>,
 ) -> Result<MemberPage, OpError> {
@@ -127,42 +128,20 @@ fn member_page(
         .members(&account.id, after)
         .take(ROWS_PER_MESSAGE)
         .collect::<Result<Vec<_>, _>>()?;
-    let (Some(first), Some(last)) = (members.first(), members.last()) else {
-        return Ok(MemberPage {
-            rows: Vec::new(),
-            next: None,
-        });
-    };
-    let next = (members.len() == ROWS_PER_MESSAGE).then(|| last.member_id.clone());
-    // Days are ordered by member like the members: one merged pass over both.
-    let mut days = store
-        .account_login_days(&account.id, Some(&first.member_id))
-        .peekable();
+    let next = (members.len() == ROWS_PER_MESSAGE)
+        .then(|| members.last().map(|last| last.member_id.clone()))
+        .flatten();
     let retention = account.settings.recording_retention;
     let mut rows = Vec::with_capacity(members.len());
     for member in &members {
-        let mut member_days = Vec::new();
-        loop {
-            match days.peek() {
-                Some(Ok((day_member, _, _)))
-                    if day_member.as_str() <= member.member_id.as_str() => {}
-                Some(Err(_)) => {
-                    if let Some(Err(e)) = days.next() {
-                        return Err(e);
-                    }
-                }
-                _ => break,
-            }
-            if let Some(Ok((day_member, date, day))) = days.next()
-                && day_member == member.member_id
-                && date.starts_with(month)
-            {
-                member_days.push(to_proto::login_day(date, &day));
-            }
-        }
         let resolution = resolve(&member.settings, retention, prices);
         if view.tiers.is_empty() || view.tiers.contains(&resolution.tier) {
-            rows.push(to_proto::member_usage(member, &resolution, member_days));
+            let days = store
+                .login_days(&account.id, &member.member_id, month)?
+                .into_iter()
+                .map(|(date, day)| to_proto::login_day(date, &day))
+                .collect();
+            rows.push(to_proto::member_usage(member, &resolution, days));
         }
     }
     Ok(MemberPage { rows, next })
@@ -199,7 +178,7 @@ impl Licensing {
                 let real_now = Licensing::real_now();
                 let account = store.account(&read_view.account_id)?;
                 let summary = summary(store, &account, read_view.month, real_now)?;
-                let month = shown_month(&account, read_view.month, real_now).to_string();
+                let month = shown_month(&account, read_view.month, real_now);
                 Ok((account, summary, month))
             })
             .await;
@@ -213,22 +192,17 @@ impl Licensing {
         if outbox.send(usage(Part::Summary(summary))).await.is_err() {
             return false;
         }
-        let (account, month) = (Arc::new(account), Arc::<str>::from(month));
+        let account = Arc::new(account);
         let account_id = view.account_id.clone();
         let mut after: Option<String> = None;
         // A snapshot that takes long says how far it got, every SNAPSHOT_PROGRESS.
         let (started, mut reported, mut sent) = (Instant::now(), Instant::now(), 0usize);
         loop {
-            let (account, month, view, prices) = (
-                account.clone(),
-                month.clone(),
-                view.clone(),
-                self.prices.clone(),
-            );
+            let (account, view, prices) = (account.clone(), view.clone(), self.prices.clone());
             let from = after.take();
             let page = self
                 .stream_blocking(move |store| {
-                    member_page(store, &account, &view, &month, &prices, from.as_deref())
+                    member_page(store, &account, &view, month, &prices, from.as_deref())
                 })
                 .await;
             let page = match page {

@@ -285,7 +285,8 @@ impl Store {
                             };
                             sessions.insert(key, encode(&record))?;
                             // The checkpoints of the months after this one no longer say who
-                            // was logged in at their start.
+                            // was logged in at their start; and a read counting those months
+                            // now may have missed it.
                             let month = account.settings.zone.month(event.occurred_at);
                             let valid = match valid_cache.get(event.account_id.as_str()) {
                                 Some(valid) => valid.clone(),
@@ -303,16 +304,26 @@ impl Store {
                                     valid
                                 }
                             };
-                            if let Some(CheckpointsValid::V1 { zone, through }) = valid
-                                && BillingMonth::parse(&through).map_or(true, |t| month < t)
+                            let current = account.settings.zone.month(account.now(real_now));
+                            if let Some(CheckpointsValid::V1 {
+                                zone,
+                                through,
+                                late,
+                            }) = valid
+                                && month < current
                             {
-                                let lowered = CheckpointsValid::V1 {
+                                let through = match BillingMonth::parse(&through) {
+                                    Ok(through) if through <= month => through,
+                                    _ => month,
+                                };
+                                let changed = CheckpointsValid::V1 {
                                     zone,
-                                    through: month.to_string(),
+                                    through: through.to_string(),
+                                    late: late.wrapping_add(1),
                                 };
                                 checkpoints_valid
-                                    .insert(event.account_id.as_bytes(), encode(&lowered))?;
-                                valid_cache.insert(&event.account_id, Some(lowered));
+                                    .insert(event.account_id.as_bytes(), encode(&changed))?;
+                                valid_cache.insert(&event.account_id, Some(changed));
                             }
                         }
                         batch_outcomes.push(Outcome::Applied);
@@ -403,6 +414,7 @@ impl Store {
         &self,
         account: &Account,
         month: BillingMonth,
+        real_now: Timestamp,
     ) -> Result<[u32; 5], OpError> {
         let zone = &account.settings.zone;
         let valid_key = account.id.as_bytes();
@@ -418,6 +430,7 @@ impl Store {
                 CheckpointsValid::V1 {
                     zone: valid_in,
                     through,
+                    ..
                 } if valid_in == zone.name() => {
                     Some(BillingMonth::parse(&through).map_err(|_| {
                         StoreError::Corrupt(crate::Corrupt {
@@ -491,27 +504,40 @@ impl Store {
         }
         let (peaks, _) = state.peaks_over(within);
         if !written.is_empty() {
-            self.keep_checkpoints(account, seen.as_deref(), through, month, &written)?;
+            let current = zone.month(account.now(real_now));
+            self.keep_checkpoints(account, seen.as_deref(), through, current, &written)?;
         }
         Ok(peaks)
     }
 
-    /// Writes the checkpoints a read counted, and raises their account's validity to `month`,
-    /// unless a session change moved it since the read saw `seen`.
+    /// Writes the checkpoints a read counted, up to the account's `current` month, and raises
+    /// their account's validity to the last of them, unless a session change moved it since the
+    /// read saw `seen`.
     fn keep_checkpoints(
         &self,
         account: &Account,
         seen: Option<&[u8]>,
         through: Option<BillingMonth>,
-        month: BillingMonth,
+        current: BillingMonth,
         written: &[(BillingMonth, CheckpointRecord)],
     ) -> Result<(), OpError> {
         if self.has_failed() {
             return Ok(());
         }
+        // Only up to the current month: a session change in it or later is not counted as late
+        // (it changes no record), so a read counting those months could miss one unseen.
+        let written: Vec<_> = written.iter().filter(|(at, _)| *at <= current).collect();
+        let Some(last) = written.last().map(|(at, _)| *at) else {
+            return Ok(());
+        };
+        let late = match seen.map(|bytes| decode::<CheckpointsValid>("checkpoints valid", bytes)) {
+            Some(Ok(CheckpointsValid::V1 { late, .. })) => late,
+            _ => 0,
+        };
         let valid = CheckpointsValid::V1 {
             zone: account.settings.zone.name().to_owned(),
-            through: through.map_or(month, |t| t.max(month)).to_string(),
+            through: through.map_or(last, |t| t.max(last)).to_string(),
+            late,
         };
         let result = (&self.checkpoints, &self.checkpoints_valid).transaction(
             |(checkpoints, checkpoints_valid)| {
@@ -519,7 +545,7 @@ impl Store {
                 if now.as_deref() != seen {
                     return Ok(());
                 }
-                for (at, record) in written {
+                for (at, record) in &written {
                     let key = join(&[
                         account.id.as_bytes(),
                         account.settings.zone.name().as_bytes(),

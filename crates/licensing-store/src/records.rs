@@ -640,10 +640,17 @@ impl CheckpointRecord {
 /// Up to which month an account's checkpoints are valid, in which zone: `checkpoints_valid`
 /// tree, key = account id. A session change in month M lowers it to M (checkpoints after M no
 /// longer say who was logged in); a read that counted the months up to N from a valid
-/// checkpoint writes their checkpoints and raises it to N.
+/// checkpoint writes their checkpoints and raises it to N, if the record did not change
+/// meanwhile. `late` counts the session changes applied to months before the account's current
+/// one: a read raises validity only up to the current month, so a change in the current month
+/// or later cannot have been missed by it, and any earlier one changes the record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum CheckpointsValid {
-    V1 { zone: String, through: String },
+    V1 {
+        zone: String,
+        through: String,
+        late: u64,
+    },
 }
 
 /// Usage by an unknown member: `unlicensed` tree, key = account id, 0, member id.

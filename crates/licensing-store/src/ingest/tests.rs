@@ -328,7 +328,7 @@ proptest! {
                 ingest(&store, chunk.to_vec());
             }
             let account = store.account("acme").expect("account");
-            let peaks = store.concurrency_peaks(&account, month).expect("peaks");
+            let peaks = store.concurrency_peaks(&account, month, Timestamp::UNIX_EPOCH).expect("peaks");
             let days: Vec<_> = ["pro", "std"].iter().map(|m| store.login_days("acme", m, month).expect("days")).collect();
             (peaks, days)
         };
@@ -466,7 +466,7 @@ proptest! {
             let account = store.account("acme").expect("account");
             let month = months[usize::from(reads.next().unwrap_or(0))];
             prop_assert_eq!(
-                store.concurrency_peaks(&account, month).expect("peaks"),
+                store.concurrency_peaks(&account, month, Timestamp::UNIX_EPOCH).expect("peaks"),
                 store.concurrency_peaks_from_the_beginning(&account, month).expect("peaks"),
                 "{} after {} events", month, arrived.len()
             );
@@ -474,7 +474,7 @@ proptest! {
         let account = store.account("acme").expect("account");
         for month in months {
             prop_assert_eq!(
-                store.concurrency_peaks(&account, month).expect("peaks"),
+                store.concurrency_peaks(&account, month, Timestamp::UNIX_EPOCH).expect("peaks"),
                 store.concurrency_peaks_from_the_beginning(&account, month).expect("peaks"),
                 "{}", month
             );
