@@ -893,11 +893,11 @@ pub(crate) fn print(label: &str, what: &str, window: &Window) {
     );
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn runtime(name: &str) -> anyhow::Result<Runtime> {
+pub(crate) fn runtime(name: &str) -> anyhow::Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .thread_name(name)

@@ -27,6 +27,7 @@
 mod abuse;
 mod credentials;
 mod echo;
+mod history;
 mod in_process;
 mod ingestion;
 mod load;
@@ -80,6 +81,8 @@ enum Command {
     Abuse(abuse::AbuseArgs),
     /// The real binary with every kind of telemetry on, next to it with them off.
     Telemetry(telemetry::TelemetryArgs),
+    /// GetUsage and GetStatement of the first month and of the twelfth, with a year of history.
+    History(history::HistoryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +115,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Ingest(args) => ingestion::run(&args),
         Command::Abuse(args) => abuse::run(&args),
         Command::Telemetry(args) => telemetry::run(&args),
+        Command::History(args) => history::run(&args),
     }
 }
 

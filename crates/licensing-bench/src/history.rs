@@ -1,0 +1,458 @@
+//! `history`: what reading a month costs once the account has months of history behind it.
+//!
+//! The real server (`licensing::server::run`, a fresh sled database with the binary's default
+//! cache bound) on loopback, on its own runtime. A sandbox account (UTC, auto-growth) with
+//! `--members` members, half PROFESSIONAL billed daily, half STANDARD billed monthly, created
+//! through `CreateAccount` and `ResolveMember`. Then, month after month: the sandbox clock is
+//! advanced to the month's last second (`AdvanceClock`), and every member's day of session
+//! changes is ingested for every day of the month (`Ingest`, batches of 500, 16 in flight, every
+//! outcome checked APPLIED): an agent login at 08:00 plus up to an hour, queue logins and
+//! logouts 20 minutes apart, an agent logout, `--changes-per-day` in all.
+//!
+//! After the first month and after the last, the month in progress is read `--reads` times each:
+//! `GetUsage` (the whole snapshot: summary, concurrency peaks, every member's row) and
+//! `GetStatement` of that month. The command prints the median of each, the ratio of the last
+//! month's to the first's (the target: at most 1.2, that is, reading a month costs the same in
+//! year one as in month one) and the database's size on disk per month retained.
+
+use std::{
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use clap::Args;
+use jiff::{Timestamp, ToSpan as _, civil::Date, tz::TimeZone};
+use licensing::api::{
+    self, ingestion_service_client::IngestionServiceClient,
+    licensing_service_client::LicensingServiceClient,
+};
+use licensing_store::{Store, StoreConfig};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    ingestion::{ms, runtime},
+    servers,
+};
+
+/// The last month's read may cost at most this much more than the first month's.
+const RATIO_TARGET: f64 = 1.2;
+const ACCOUNT_ID: &str = "bench-history";
+/// The first month of the history.
+const FIRST_DAY: &str = "2025-01-01";
+/// Events per Ingest batch and batches in flight on the one stream.
+const BATCH: usize = 500;
+const IN_FLIGHT: usize = 16;
+/// Queues the members log in and out of.
+const QUEUES: u32 = 4;
+
+/// Options of `licensing-bench history`.
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// Members of the account.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    members: u32,
+    /// Months of history.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(2..=60))]
+    months: u32,
+    /// Session changes per member per day: a login, queue logins and logouts, a logout (even).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=200))]
+    changes_per_day: u32,
+    /// Timed reads of each kind after the first and the last month; the median is reported.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    reads: u32,
+    /// Upper bound of the database's page cache, in MiB (the binary's default).
+    #[arg(long, default_value_t = 256)]
+    cache_mb: u64,
+}
+
+/// The timed reads of one month.
+#[derive(Debug)]
+struct Reads {
+    month: String,
+    usage: Duration,
+    usage_rows: u64,
+    statement: Duration,
+    disk_bytes: u64,
+}
+
+/// Runs the benchmark.
+pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    ensure!(
+        args.changes_per_day % 2 == 0,
+        "--changes-per-day {}: must be even (every login is followed by its logout)",
+        args.changes_per_day
+    );
+    let prices = Arc::new(licensing::price_list::sample().map_err(anyhow::Error::msg)?);
+    let server_runtime = runtime("server")?;
+    let client_runtime = runtime("client")?;
+    let folder = tempfile::tempdir().context("creating the database folder")?;
+    let store = Store::open(&StoreConfig {
+        path: folder.path().join("licensing"),
+        cache_capacity_bytes: args.cache_mb << 20,
+    })
+    .context("opening the service's database")?;
+    let server = server_runtime.block_on(servers::start_licensing(prices, store.clone()))?;
+    let measured = client_runtime.block_on(bench(args, server.address, &store));
+    let (first, last) = match measured {
+        Ok(reads) => reads,
+        Err(error) => {
+            // As in `ingest`: after a failure sled may hold its locks; leave at once.
+            eprintln!("Error: {error:#}");
+            let _ = std::fs::remove_dir_all(folder.path());
+            std::process::exit(1);
+        }
+    };
+    server_runtime.block_on(server.stop())?;
+
+    println!();
+    for reads in [&first, &last] {
+        println!(
+            "{}: GetUsage {:.1} ms ({} rows), GetStatement {:.1} ms, {:.1} MiB on disk",
+            reads.month,
+            ms(reads.usage),
+            reads.usage_rows,
+            ms(reads.statement),
+            reads.disk_bytes as f64 / f64::from(1 << 20),
+        );
+    }
+    let usage = last.usage.as_secs_f64() / first.usage.as_secs_f64();
+    let statement = last.statement.as_secs_f64() / first.statement.as_secs_f64();
+    let verdict = |ratio: f64| {
+        if ratio <= RATIO_TARGET {
+            "met"
+        } else {
+            "NOT met"
+        }
+    };
+    println!(
+        "GetUsage month {} / month 1: {usage:.2} (target <= {RATIO_TARGET}: {})",
+        args.months,
+        verdict(usage)
+    );
+    println!(
+        "GetStatement month {} / month 1: {statement:.2} (target <= {RATIO_TARGET}: {})",
+        args.months,
+        verdict(statement)
+    );
+    println!(
+        "disk: {:.2} MiB per month retained ({} months, {:.1} MiB in all; {:.2} MiB after the first)",
+        last.disk_bytes as f64 / f64::from(args.months) / f64::from(1 << 20),
+        args.months,
+        last.disk_bytes as f64 / f64::from(1 << 20),
+        first.disk_bytes as f64 / f64::from(1 << 20),
+    );
+    Ok(if usage <= RATIO_TARGET && statement <= RATIO_TARGET {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn bench(
+    args: &HistoryArgs,
+    address: std::net::SocketAddr,
+    store: &Store,
+) -> anyhow::Result<(Reads, Reads)> {
+    let channel = Endpoint::from_shared(format!("http://{address}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {address}"))?;
+    let mut client = LicensingServiceClient::new(channel.clone())
+        .max_decoding_message_size(licensing::server::MAX_ENCODING_MESSAGE_BYTES);
+    let first_day: Date = FIRST_DAY.parse()?;
+    let start = first_day.to_zoned(TimeZone::UTC)?.timestamp();
+    client
+        .create_account(api::CreateAccountRequest {
+            account_id: ACCOUNT_ID.to_owned(),
+            settings: Some(api::AccountSettings {
+                time_zone: "UTC".to_owned(),
+                auto_growth: true,
+                ..Default::default()
+            }),
+            sandbox: true,
+            sandbox_clock_start: Some(timestamp(start)),
+        })
+        .await
+        .context("CreateAccount")?;
+    let members = create_members(&mut client, args.members).await?;
+    println!(
+        "{} members, {} months of {} session changes per member per day",
+        members.len(),
+        args.months,
+        args.changes_per_day
+    );
+
+    let mut first = None;
+    for month in 0..args.months {
+        let month_start = first_day.checked_add(i64::from(month).months())?;
+        let next_start = month_start.checked_add(1.month())?;
+        let end = next_start.to_zoned(TimeZone::UTC)?.timestamp() - 1.second();
+        client
+            .advance_clock(api::AdvanceClockRequest {
+                account_id: ACCOUNT_ID.to_owned(),
+                to: Some(timestamp(end)),
+            })
+            .await
+            .context("AdvanceClock")?;
+        let started = Instant::now();
+        let events = ingest_month(&channel, &members, month_start, next_start, args).await?;
+        println!(
+            "{}: {events} events ingested in {:.1} s",
+            month_label(month_start),
+            started.elapsed().as_secs_f64()
+        );
+        if month == 0 || month + 1 == args.months {
+            let reads = read_month(&mut client, store, month_start, args).await?;
+            if month == 0 {
+                first = Some(reads);
+            } else {
+                let first = first.context("no first month read")?;
+                return Ok((first, reads));
+            }
+        }
+    }
+    bail!("fewer than two months")
+}
+
+/// Members `agent-00000`, ...: even ones PROFESSIONAL billed daily, odd ones STANDARD.
+async fn create_members(
+    client: &mut LicensingServiceClient<Channel>,
+    count: u32,
+) -> anyhow::Result<Vec<String>> {
+    let skill = |id: &str, channel: api::Channel| api::Skill {
+        id: id.to_owned(),
+        channel: channel as i32,
+    };
+    let mut ids = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let professional = i % 2 == 0;
+        let (skills, preference) = if professional {
+            (
+                vec![
+                    skill("sales-voice", api::Channel::Voice),
+                    skill("support-chat", api::Channel::Chat),
+                ],
+                api::BillingMode::Daily,
+            )
+        } else {
+            (
+                vec![skill("sales-voice", api::Channel::Voice)],
+                api::BillingMode::Monthly,
+            )
+        };
+        let member_id = format!("agent-{i:05}");
+        let answer = client
+            .resolve_member(api::ResolveMemberRequest {
+                account_id: ACCOUNT_ID.to_owned(),
+                member_id: member_id.clone(),
+                settings: Some(api::MemberSettings {
+                    role: api::Role::User as i32,
+                    skills,
+                    billing_preference: preference as i32,
+                    ..Default::default()
+                }),
+                apply: true,
+            })
+            .await
+            .context("ResolveMember")?
+            .into_inner();
+        ensure!(answer.applied, "{member_id} was not applied");
+        ids.push(member_id);
+    }
+    Ok(ids)
+}
+
+/// Every member's session changes on every day of `[from, to)`, through one Ingest stream;
+/// returns how many were applied (all of them, or an error).
+async fn ingest_month(
+    channel: &Channel,
+    members: &[String],
+    from: Date,
+    to: Date,
+    args: &HistoryArgs,
+) -> anyhow::Result<u64> {
+    let (requests, outbound) = mpsc::channel(IN_FLIGHT);
+    let mut answers = IngestionServiceClient::new(channel.clone())
+        .ingest(ReceiverStream::new(outbound))
+        .await
+        .context("opening Ingest")?
+        .into_inner();
+    let label = month_label(from);
+    let members = members.to_vec();
+    let changes = args.changes_per_day;
+    let producer = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut batch_id = 0u64;
+        let mut day = from;
+        while day < to {
+            let midnight = day.to_zoned(TimeZone::UTC)?.timestamp();
+            for (n, member) in members.iter().enumerate() {
+                let login = midnight + 8.hours() + ((n as i64 * 37) % 3600).seconds();
+                for k in 0..changes {
+                    let at = login + (i64::from(k) * 20).minutes();
+                    let queue = format!("queue-{}", (k.saturating_sub(1) / 2) % QUEUES);
+                    let kind = if k == 0 {
+                        api::event::Kind::AgentLogin(api::AgentLogin {})
+                    } else if k + 1 == changes {
+                        api::event::Kind::AgentLogout(api::AgentLogout {})
+                    } else if k % 2 == 1 {
+                        api::event::Kind::QueueLogin(api::QueueLogin { queue_id: queue })
+                    } else {
+                        api::event::Kind::QueueLogout(api::QueueLogout { queue_id: queue })
+                    };
+                    batch.push(api::Event {
+                        source: "history".to_owned(),
+                        event_id: format!("{day}-{n}-{k}"),
+                        account_id: ACCOUNT_ID.to_owned(),
+                        member_id: member.clone(),
+                        occurred_at: Some(timestamp(at)),
+                        kind: Some(kind),
+                    });
+                    if batch.len() == BATCH {
+                        batch_id += 1;
+                        let events = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        send(&requests, batch_id, events).await?;
+                    }
+                }
+            }
+            day = day.tomorrow()?;
+        }
+        if !batch.is_empty() {
+            batch_id += 1;
+            send(&requests, batch_id, batch).await?;
+        }
+        anyhow::Ok(batch_id)
+    });
+    let mut applied = 0u64;
+    let mut answered = 0u64;
+    while let Some(answer) = answers
+        .message()
+        .await
+        .context("the Ingest stream failed")?
+    {
+        answered += 1;
+        for outcome in &answer.outcomes {
+            ensure!(
+                outcome.outcome == api::Outcome::Applied as i32,
+                "{label}: event {}: {:?} {:?} {}",
+                outcome.event_id,
+                api::Outcome::try_from(outcome.outcome),
+                api::RefusalReason::try_from(outcome.refusal),
+                outcome.detail
+            );
+            applied += 1;
+        }
+    }
+    let sent = producer.await.context("the producer task failed")??;
+    ensure!(
+        answered == sent,
+        "{label}: {answered} of {sent} batches answered"
+    );
+    Ok(applied)
+}
+
+async fn send(
+    requests: &mpsc::Sender<api::IngestRequest>,
+    batch_id: u64,
+    events: Vec<api::Event>,
+) -> anyhow::Result<()> {
+    requests
+        .send(api::IngestRequest {
+            batch_id,
+            events,
+            traceparent: String::new(),
+        })
+        .await
+        .context("the Ingest request stream closed")
+}
+
+/// The month in progress, read `--reads` times each way; medians.
+async fn read_month(
+    client: &mut LicensingServiceClient<Channel>,
+    store: &Store,
+    month: Date,
+    args: &HistoryArgs,
+) -> anyhow::Result<Reads> {
+    let label = month_label(month);
+    let mut usage = Vec::new();
+    let mut statement = Vec::new();
+    let mut usage_rows = 0;
+    for _ in 0..args.reads {
+        let started = Instant::now();
+        let mut stream = client
+            .get_usage(api::GetUsageRequest {
+                account_id: ACCOUNT_ID.to_owned(),
+                tiers: Vec::new(),
+                follow: false,
+                month: String::new(),
+            })
+            .await
+            .context("GetUsage")?
+            .into_inner();
+        let mut rows = 0u64;
+        let mut peaks = 0u32;
+        while let Some(message) = stream.message().await.context("reading GetUsage")? {
+            match message.part {
+                Some(api::get_usage_response::Part::Summary(summary)) => {
+                    peaks = summary.concurrency_peaks.iter().map(|p| p.peak).sum();
+                }
+                Some(api::get_usage_response::Part::Members(batch)) => {
+                    rows += batch.rows.len() as u64;
+                }
+                _ => {}
+            }
+        }
+        usage.push(started.elapsed());
+        ensure!(
+            rows == u64::from(args.members),
+            "{label}: GetUsage gave {rows} rows for {} members",
+            args.members
+        );
+        ensure!(
+            peaks == args.members,
+            "{label}: GetUsage's concurrency peaks add up to {peaks}, {} members were logged in at once",
+            args.members
+        );
+        usage_rows = rows;
+
+        let started = Instant::now();
+        let answer = client
+            .get_statement(api::GetStatementRequest {
+                account_id: ACCOUNT_ID.to_owned(),
+                month: label.clone(),
+            })
+            .await
+            .context("GetStatement")?
+            .into_inner();
+        statement.push(started.elapsed());
+        ensure!(answer.statement.is_some(), "{label}: no statement");
+    }
+    Ok(Reads {
+        usage: median(usage),
+        usage_rows,
+        statement: median(statement),
+        disk_bytes: store.size_on_disk().context("size on disk")?,
+        month: label,
+    })
+}
+
+fn median(mut durations: Vec<Duration>) -> Duration {
+    durations.sort_unstable();
+    durations[durations.len() / 2]
+}
+
+fn month_label(day: Date) -> String {
+    format!("{:04}-{:02}", day.year(), day.month())
+}
+
+fn timestamp(at: Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.as_second(),
+        nanos: at.subsec_nanosecond(),
+    }
+}
