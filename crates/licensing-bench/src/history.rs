@@ -82,7 +82,7 @@ struct Reads {
 /// Runs the benchmark.
 pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     ensure!(
-        args.changes_per_day % 2 == 0,
+        args.changes_per_day.is_multiple_of(2),
         "--changes-per-day {}: must be even (every login is followed by its logout)",
         args.changes_per_day
     );
