@@ -2,8 +2,8 @@
 //!
 //! The real server (`licensing::server::run`, a fresh sled database with the binary's default
 //! cache bound) on loopback, on its own runtime. A sandbox account (UTC, auto-growth) with
-//! `--members` members, half PROFESSIONAL billed daily, half STANDARD billed monthly, created
-//! through `CreateAccount` and `ResolveMember`. Then, month after month: the sandbox clock is
+//! `--members` members (PROFESSIONAL and STANDARD, billed monthly and daily, as in `ingest`),
+//! created through `CreateAccount` and `ResolveMember`. Then, month after month: the sandbox clock is
 //! advanced to the month's last second (`AdvanceClock`), and every member's day of session
 //! changes is ingested for every day of the month (`Ingest`, batches of 500, 16 in flight, every
 //! outcome checked APPLIED): an agent login at 08:00 plus up to an hour, queue logins and
@@ -31,10 +31,11 @@ use licensing::api::{
 use licensing_store::{Store, StoreConfig};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{service::interceptor::InterceptedService, transport::Endpoint};
 
 use crate::{
-    ingestion::{ms, runtime},
+    credentials::Bearer,
+    ingestion::{Client, create_members, ms, runtime},
     servers,
 };
 
@@ -162,6 +163,7 @@ async fn bench(
         .connect()
         .await
         .with_context(|| format!("connecting to {address}"))?;
+    let channel = InterceptedService::new(channel, Bearer::none());
     let mut client = LicensingServiceClient::new(channel.clone())
         .max_decoding_message_size(licensing::server::MAX_ENCODING_MESSAGE_BYTES);
     let first_day: Date = FIRST_DAY.parse()?;
@@ -179,7 +181,7 @@ async fn bench(
         })
         .await
         .context("CreateAccount")?;
-    let members = create_members(&mut client, args.members).await?;
+    let members = create_members(&mut client, ACCOUNT_ID, u64::from(args.members)).await?;
     println!(
         "{} members, {} months of {} session changes per member per day",
         members.len(),
@@ -219,58 +221,10 @@ async fn bench(
     bail!("fewer than two months")
 }
 
-/// Members `agent-00000`, ...: even ones PROFESSIONAL billed daily, odd ones STANDARD.
-async fn create_members(
-    client: &mut LicensingServiceClient<Channel>,
-    count: u32,
-) -> anyhow::Result<Vec<String>> {
-    let skill = |id: &str, channel: api::Channel| api::Skill {
-        id: id.to_owned(),
-        channel: channel as i32,
-    };
-    let mut ids = Vec::with_capacity(count as usize);
-    for i in 0..count {
-        let professional = i % 2 == 0;
-        let (skills, preference) = if professional {
-            (
-                vec![
-                    skill("sales-voice", api::Channel::Voice),
-                    skill("support-chat", api::Channel::Chat),
-                ],
-                api::BillingMode::Daily,
-            )
-        } else {
-            (
-                vec![skill("sales-voice", api::Channel::Voice)],
-                api::BillingMode::Monthly,
-            )
-        };
-        let member_id = format!("agent-{i:05}");
-        let answer = client
-            .resolve_member(api::ResolveMemberRequest {
-                account_id: ACCOUNT_ID.to_owned(),
-                member_id: member_id.clone(),
-                settings: Some(api::MemberSettings {
-                    role: api::Role::User as i32,
-                    skills,
-                    billing_preference: preference as i32,
-                    ..Default::default()
-                }),
-                apply: true,
-            })
-            .await
-            .context("ResolveMember")?
-            .into_inner();
-        ensure!(answer.applied, "{member_id} was not applied");
-        ids.push(member_id);
-    }
-    Ok(ids)
-}
-
 /// Every member's session changes on every day of `[from, to)`, through one Ingest stream;
 /// returns how many were applied (all of them, or an error).
 async fn ingest_month(
-    channel: &Channel,
+    channel: &Client,
     members: &[String],
     from: Date,
     to: Date,
@@ -373,7 +327,7 @@ async fn send(
 
 /// The month in progress, read `--reads` times each way; medians.
 async fn read_month(
-    client: &mut LicensingServiceClient<Channel>,
+    client: &mut LicensingServiceClient<Client>,
     store: &Store,
     month: Date,
     args: &HistoryArgs,

@@ -483,6 +483,16 @@ pub(crate) async fn setup(channel: &Client, members: u64) -> anyhow::Result<Vec<
         })
         .await
         .context("CreateAccount")?;
+    create_members(&mut client, ACCOUNT_ID, members).await
+}
+
+/// Members `agent-00000`, ... of `account_id`, through `ResolveMember` (applied); prints how many
+/// of each tier and billing mode.
+pub(crate) async fn create_members(
+    client: &mut LicensingServiceClient<Client>,
+    account_id: &str,
+    members: u64,
+) -> anyhow::Result<Vec<String>> {
     let skill = |id: &str, channel: api::Channel| api::Skill {
         id: id.to_owned(),
         channel: channel as i32,
@@ -510,7 +520,7 @@ pub(crate) async fn setup(channel: &Client, members: u64) -> anyhow::Result<Vec<
         let member_id = format!("agent-{i:05}");
         let answer = client
             .resolve_member(api::ResolveMemberRequest {
-                account_id: ACCOUNT_ID.to_owned(),
+                account_id: account_id.to_owned(),
                 member_id: member_id.clone(),
                 settings: Some(api::MemberSettings {
                     role: api::Role::User as i32,
