@@ -5,7 +5,7 @@
 //! result does not depend on the order in which events arrive.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, btree_map::Entry},
+    collections::{BTreeMap, BTreeSet, HashMap, hash_map::Entry},
     fmt,
 };
 
@@ -404,7 +404,7 @@ pub struct OpenSession {
 /// from. Built from the open sessions of a checkpoint, moved on by [`Concurrency::apply`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Concurrency {
-    sessions: BTreeMap<String, Session>,
+    sessions: HashMap<String, Session>,
     current: [u32; 5],
 }
 
@@ -428,15 +428,21 @@ impl Concurrency {
     }
 
     /// The members logged in, by member id.
-    pub fn open(&self) -> impl Iterator<Item = OpenSession> + '_ {
-        self.sessions.iter().filter_map(|(member, session)| {
-            Some(OpenSession {
-                member_id: member.clone(),
-                platform: session.platform,
-                queues: session.queues.iter().cloned().collect(),
-                tier: session.counted_as?,
+    pub fn open(&self) -> impl Iterator<Item = OpenSession> + use<> {
+        let mut open: Vec<OpenSession> = self
+            .sessions
+            .iter()
+            .filter_map(|(member, session)| {
+                Some(OpenSession {
+                    member_id: member.clone(),
+                    platform: session.platform,
+                    queues: session.queues.iter().cloned().collect(),
+                    tier: session.counted_as?,
+                })
             })
-        })
+            .collect();
+        open.sort_unstable_by(|a, b| a.member_id.cmp(&b.member_id));
+        open.into_iter()
     }
 
     /// How many are logged in, per tier.
