@@ -370,36 +370,39 @@ impl Store {
         Ok(result)
     }
 
-    /// The login days of the account's members, ordered by member id then date, from the
-    /// member `from` on (from the first when `None`): `(member id, YYYY-MM-DD, day)`.
-    pub fn account_login_days<'a>(
-        &'a self,
+    /// The login days in `month` of every member the account has days for (removed members
+    /// too), by member id then date. Each member's month is read from its own key range and the
+    /// rest of their days skipped, so the cost is the month's days plus two seeks per member,
+    /// whatever the history.
+    pub fn month_login_days(
+        &self,
         account_id: &str,
-        from: Option<&str>,
-    ) -> impl Iterator<Item = Result<(String, String, LoginDay), OpError>> + 'a {
+        month: BillingMonth,
+    ) -> Result<Vec<(String, String, LoginDay)>, OpError> {
         let start = prefix(account_id);
-        let skip = start.len();
         let mut end = start.clone();
         // The separator byte plus one bounds the account's keys: ids never contain byte 0.
         if let Some(last) = end.last_mut() {
             *last = 1;
         }
-        let first = match from {
-            Some(member) => join(&[account_id.as_bytes(), member.as_bytes()]),
-            None => start,
-        };
-        self.days.range(first..end).map(move |item| {
-            let (key, value) = item.map_err(|source| self.storage(source))?;
-            let rest = &key[skip..];
-            let split = rest.iter().rposition(|&b| b == 0).unwrap_or(0);
-            let member = String::from_utf8_lossy(&rest[..split]).into_owned();
-            let date =
-                String::from_utf8_lossy(rest.get(split + 1..).unwrap_or_default()).into_owned();
-            let day = decode::<DayRecord>("login day", &value)
-                .and_then(DayRecord::decode)
-                .map_err(StoreError::from)?;
-            Ok((member, date, day))
-        })
+        let mut result = Vec::new();
+        let mut from = start.clone();
+        loop {
+            let Some(item) = self.days.range(from..end.clone()).next() else {
+                break;
+            };
+            let (key, _) = item.map_err(|source| self.storage(source))?;
+            let rest = &key[start.len()..];
+            let member_end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            let member = String::from_utf8_lossy(&rest[..member_end]).into_owned();
+            for (date, day) in self.login_days(account_id, &member, month)? {
+                result.push((member.clone(), date, day));
+            }
+            // Past every key of this member: their id, then the separator plus one.
+            from = join(&[account_id.as_bytes(), member.as_bytes()]);
+            from.push(1);
+        }
+        Ok(result)
     }
 
     /// The peak number of concurrently logged-in agents per tier in `month`.

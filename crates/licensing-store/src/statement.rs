@@ -246,11 +246,9 @@ impl Store {
             })
             .collect();
 
-        let month_prefix = format!("{month}-");
         let mut days: BTreeMap<(String, Tier), u64> = BTreeMap::new();
-        for day in self.account_login_days(&account.id, None) {
-            let (member, date, day) = day?;
-            if day.billable && date.starts_with(&month_prefix) {
+        for (member, _, day) in self.month_login_days(&account.id, month)? {
+            if day.billable {
                 *days.entry((member, day.tier)).or_default() += 1;
             }
         }

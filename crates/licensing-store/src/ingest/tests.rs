@@ -481,3 +481,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_month_of_login_days_is_read_from_the_month_alone_for_every_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-06-20T00:00:00Z", 62);
+    let mut events = Vec::new();
+    for (i, when) in [
+        "2026-04-30T23:00:00Z",
+        "2026-05-01T08:00:00Z",
+        "2026-05-17T08:00:00Z",
+        "2026-05-31T23:59:59Z",
+        "2026-06-01T00:00:00Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for member in ["pro", "std", "unknown"] {
+            events.push(event(
+                &format!("{member}-{i}"),
+                member,
+                when,
+                EventKind::AgentLogin,
+            ));
+        }
+    }
+    ingest(&store, events);
+    let may = BillingMonth::parse("2026-05").expect("month");
+    let days = store.month_login_days("acme", may).expect("days");
+    let mut expected = Vec::new();
+    for member in ["pro", "std"] {
+        for (date, day) in store.login_days("acme", member, may).expect("days") {
+            expected.push((member.to_owned(), date, day));
+        }
+    }
+    assert_eq!(days, expected);
+    let dates: Vec<&str> = days.iter().map(|(_, date, _)| date.as_str()).collect();
+    assert_eq!(
+        dates,
+        [
+            "2026-05-01",
+            "2026-05-17",
+            "2026-05-31",
+            "2026-05-01",
+            "2026-05-17",
+            "2026-05-31"
+        ]
+    );
+}
