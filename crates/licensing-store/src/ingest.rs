@@ -2,7 +2,7 @@
 //! written together with its effects (login day, session change, unlicensed usage, metered use).
 //! A replayed event finds its dedupe record and changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map::Entry};
 
 use jiff::Timestamp;
 use licensing_core::{
@@ -287,10 +287,9 @@ impl Store {
                             // The checkpoints of the months after this one no longer say who
                             // was logged in at their start; and a read counting those months
                             // now may have missed it.
-                            let month = account.settings.zone.month(event.occurred_at);
-                            let valid = match valid_cache.get(event.account_id.as_str()) {
-                                Some(valid) => valid.clone(),
-                                None => {
+                            let valid = match valid_cache.entry(event.account_id.as_str()) {
+                                Entry::Occupied(entry) => entry.into_mut(),
+                                Entry::Vacant(entry) => {
                                     let valid = match checkpoints_valid
                                         .get(event.account_id.as_bytes())?
                                     {
@@ -300,30 +299,21 @@ impl Store {
                                                 .map_err(corrupt)?,
                                         ),
                                     };
-                                    valid_cache.insert(&event.account_id, valid.clone());
-                                    valid
+                                    entry.insert(valid)
                                 }
                             };
-                            let current = account.settings.zone.month(account.now(real_now));
-                            if let Some(CheckpointsValid::V1 {
-                                zone,
-                                through,
-                                late,
-                            }) = valid
-                                && month < current
-                            {
-                                let through = match BillingMonth::parse(&through) {
-                                    Ok(through) if through <= month => through,
-                                    _ => month,
-                                };
-                                let changed = CheckpointsValid::V1 {
-                                    zone,
-                                    through: through.to_string(),
-                                    late: late.wrapping_add(1),
-                                };
-                                checkpoints_valid
-                                    .insert(event.account_id.as_bytes(), encode(&changed))?;
-                                valid_cache.insert(&event.account_id, Some(changed));
+                            if let Some(record) = valid {
+                                let CheckpointsValid::V1 { through, late, .. } = record;
+                                let month = account.settings.zone.month(event.occurred_at);
+                                let current = account.settings.zone.month(account.now(real_now));
+                                if month < current {
+                                    if BillingMonth::parse(through).map_or(true, |t| month < t) {
+                                        *through = month.to_string();
+                                    }
+                                    *late = late.wrapping_add(1);
+                                    checkpoints_valid
+                                        .insert(event.account_id.as_bytes(), encode(&*record))?;
+                                }
                             }
                         }
                         batch_outcomes.push(Outcome::Applied);
