@@ -114,8 +114,8 @@ struct MemberPage {
 
 /// Reads the next [`ROWS_PER_MESSAGE`] members after `after` with their login days of `month`;
 /// blocking, and bounded, so that no read holds a thread for long however large the account, and
-/// none waits for the client. Each member's days are read from the month's own records: the cost
-/// does not grow with the months of history.
+/// none waits for the client. The members' days are read from the month's own records
+/// ([`Store::members_login_days`]): the cost does not grow with the months of history.
 fn member_page(
     store: &Store,
     account: &Account,
@@ -128,22 +128,29 @@ fn member_page(
         .members(&account.id, after)
         .take(ROWS_PER_MESSAGE)
         .collect::<Result<Vec<_>, _>>()?;
-    let next = (members.len() == ROWS_PER_MESSAGE)
-        .then(|| members.last().map(|last| last.member_id.clone()))
-        .flatten();
+    let next = members
+        .last()
+        .filter(|_| members.len() == ROWS_PER_MESSAGE)
+        .map(|last| last.member_id.clone());
     let retention = account.settings.recording_retention;
-    let mut rows = Vec::with_capacity(members.len());
-    for member in &members {
-        let resolution = resolve(&member.settings, retention, prices);
-        if view.tiers.is_empty() || view.tiers.contains(&resolution.tier) {
-            let days = store
-                .login_days(&account.id, &member.member_id, month)?
+    let shown: Vec<_> = members
+        .iter()
+        .map(|member| (member, resolve(&member.settings, retention, prices)))
+        .filter(|(_, resolution)| view.tiers.is_empty() || view.tiers.contains(&resolution.tier))
+        .collect();
+    let ids: Vec<&str> = shown.iter().map(|(m, _)| m.member_id.as_str()).collect();
+    let days = store.members_login_days(&account.id, &ids, month)?;
+    let rows = shown
+        .iter()
+        .zip(days)
+        .map(|((member, resolution), days)| {
+            let days = days
                 .into_iter()
                 .map(|(date, day)| to_proto::login_day(date, &day))
                 .collect();
-            rows.push(to_proto::member_usage(member, &resolution, days));
-        }
-    }
+            to_proto::member_usage(member, resolution, days)
+        })
+        .collect();
     Ok(MemberPage { rows, next })
 }
 

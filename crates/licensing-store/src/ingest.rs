@@ -360,6 +360,62 @@ impl Store {
         Ok(result)
     }
 
+    /// The login days in `month` of each of `members` (ascending ids, as [`Store::members`]
+    /// lists them), oldest first. One pass over the `days` tree that seeks only past days of
+    /// other months or members: members without days cost nothing, and other months' days are
+    /// skipped, never read.
+    pub fn members_login_days(
+        &self,
+        account_id: &str,
+        members: &[&str],
+        month: BillingMonth,
+    ) -> Result<Vec<Vec<(String, LoginDay)>>, OpError> {
+        let month = format!("{month}-");
+        let mut end = prefix(account_id);
+        // The separator byte plus one bounds the account's keys: ids never contain byte 0.
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
+        let want =
+            |member: &str| join(&[account_id.as_bytes(), member.as_bytes(), month.as_bytes()]);
+        let mut result = Vec::with_capacity(members.len());
+        let Some(first) = members.first() else {
+            return Ok(result);
+        };
+        let mut days = self.days.range(want(first)..end.clone());
+        let mut next = days
+            .next()
+            .transpose()
+            .map_err(|source| self.storage(source))?;
+        for member in members {
+            let wanted = want(member);
+            if next
+                .as_ref()
+                .is_some_and(|(key, _)| key.as_ref() < wanted.as_slice())
+            {
+                days = self.days.range(wanted.clone()..end.clone());
+                next = days
+                    .next()
+                    .transpose()
+                    .map_err(|source| self.storage(source))?;
+            }
+            let mut member_days = Vec::new();
+            while let Some((key, value)) = next.take_if(|(key, _)| key.starts_with(&wanted)) {
+                let date = String::from_utf8_lossy(&key[wanted.len() - month.len()..]).into_owned();
+                let day = decode::<DayRecord>("login day", &value)
+                    .and_then(DayRecord::decode)
+                    .map_err(StoreError::from)?;
+                member_days.push((date, day));
+                next = days
+                    .next()
+                    .transpose()
+                    .map_err(|source| self.storage(source))?;
+            }
+            result.push(member_days);
+        }
+        Ok(result)
+    }
+
     /// The login days in `month` of every member the account has days for (removed members
     /// too), by member id then date. Each member's month is read from its own key range and the
     /// rest of their days skipped, so the cost is the month's days plus two seeks per member,

@@ -517,6 +517,13 @@ fn a_month_of_login_days_is_read_from_the_month_alone_for_every_member() {
         }
     }
     assert_eq!(days, expected);
+    // Members listed for a page: each gets their month only, a member without days nothing.
+    let pages = store
+        .members_login_days("acme", &["aaa", "pro", "quiet", "std", "zzz"], may)
+        .expect("days");
+    let of = |member| store.login_days("acme", member, may).expect("days");
+    assert_eq!(pages, [vec![], of("pro"), vec![], of("std"), vec![]]);
+    assert_eq!(pages[1].len(), 3);
     let dates: Vec<&str> = days.iter().map(|(_, date, _)| date.as_str()).collect();
     assert_eq!(
         dates,
