@@ -78,6 +78,17 @@ fn event(id: &str, member: &str, when: &str, kind: EventKind) -> Event {
     }
 }
 
+/// A deterministic shuffle from `seed` (xorshift, Fisher-Yates).
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+}
+
 fn ingest(store: &Store, events: Vec<Event>) -> Vec<Outcome> {
     let batch: Batch = events.into_iter().map(Ok).collect();
     store
@@ -314,11 +325,7 @@ proptest! {
             })
             .collect();
         let mut shuffled = events.clone();
-        let mut state = seed | 1;
-        for i in (1..shuffled.len()).rev() {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
-        }
+        shuffle(&mut shuffled, seed);
         let month = BillingMonth::parse("2026-05").expect("month");
         let observe = |events: Vec<Event>, batch_size: usize| {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -445,11 +452,7 @@ proptest! {
                 }
             })
             .collect();
-        let mut state = seed | 1;
-        for i in (1..events.len()).rev() {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-            events.swap(i, (state % (i as u64 + 1)) as usize);
-        }
+        shuffle(&mut events, seed);
         let months: Vec<BillingMonth> = ["2026-03", "2026-04", "2026-05", "2026-06"]
             .iter()
             .map(|m| BillingMonth::parse(m).expect("month"))
