@@ -124,6 +124,14 @@ impl Zone {
             .map(|z| z.timestamp())
             .unwrap_or(Timestamp::MIN)
     }
+
+    /// The instant `date` starts in this zone (its first instant, which need not be midnight on
+    /// a day that starts with a DST gap).
+    pub fn start_of_day(&self, date: civil::Date) -> Timestamp {
+        date.to_zoned(self.tz.clone())
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::MIN)
+    }
 }
 
 impl fmt::Debug for Zone {
@@ -186,6 +194,12 @@ impl BillingMonth {
         self.month
     }
 
+    /// The month's calendar days, first to last.
+    pub fn days(self) -> impl Iterator<Item = civil::Date> {
+        let first = civil::Date::new(self.year, self.month, 1).unwrap_or(civil::Date::MIN);
+        (1..=first.days_in_month()).filter_map(move |day| first.with().day(day).build().ok())
+    }
+
     /// The month after this one. Inputs are bounded to [`EARLIEST`]..[`END`], far inside the
     /// years a month can name, so the saturation at year 9999 is never reached in use.
     pub fn next(self) -> BillingMonth {
@@ -219,6 +233,40 @@ mod tests {
 
     fn month(text: &str) -> BillingMonth {
         BillingMonth::parse(text).expect("valid month")
+    }
+
+    #[test]
+    fn a_month_has_its_calendar_days_and_each_day_starts_in_the_zone() {
+        let cases = [
+            ("2024-02", 29),
+            ("2026-02", 28),
+            ("2026-04", 30),
+            ("2026-12", 31),
+        ];
+        for (text, count) in cases {
+            let days: Vec<_> = month(text).days().collect();
+            assert_eq!(days.len(), count, "{text}");
+            assert_eq!(days[0].day(), 1, "{text}");
+            assert!(
+                days.windows(2).all(|w| w[0].tomorrow().ok() == Some(w[1])),
+                "{text}"
+            );
+            assert!(
+                days.iter()
+                    .all(|d| Zone::utc().month(Zone::utc().start_of_day(*d)) == month(text))
+            );
+        }
+        // The day of the spring DST change in Prague is 23 hours long.
+        let prague = Zone::new("Europe/Prague").expect("known zone");
+        let change = jiff::civil::date(2026, 3, 29);
+        let next = change.tomorrow().expect("a next day");
+        assert_eq!(
+            prague
+                .start_of_day(next)
+                .duration_since(prague.start_of_day(change)),
+            jiff::SignedDuration::from_hours(23)
+        );
+        assert_eq!(prague.start_of_day(change), at("2026-03-28T23:00:00Z"));
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! written together with its effects (login day, session change, unlicensed usage, metered use).
 //! A replayed event finds its dedupe record and changes nothing.
 
-use std::collections::{HashMap, hash_map::Entry};
+use std::collections::{BTreeSet, HashMap, hash_map::Entry};
 
-use jiff::Timestamp;
+use jiff::{Timestamp, civil};
 use licensing_core::{
     Account, BillingMode, BillingMonth, Concurrency, Event, EventKind, LoginDay, Meter,
     MeterTotals, MeterUse, Outcome, PriceList, Refusal, SessionChange, Tier, Transition, accept,
@@ -20,7 +20,7 @@ use crate::{
     accounts::prefix,
     records::{
         AccountRecord, CheckpointRecord, CheckpointsValid, DayRecord, DedupeRecord, MemberRecord,
-        MeterRecord, SessionRecord, UnlicensedRecord, decode, encode, tier_of,
+        MeterRecord, PeaksDirty, SessionRecord, UnlicensedRecord, decode, encode, tier_of,
     },
 };
 
@@ -77,6 +77,32 @@ fn session_change(kind: &EventKind) -> Option<(u8, &str)> {
 
 type TxError = ConflictableTransactionError<StoreError>;
 
+/// `dirty` with `marked` (days in `zone`) marked by its next generation; a zone other than the
+/// record's starts a new epoch, in which only these days are marked.
+fn mark_dirty(dirty: Option<PeaksDirty>, zone: &str, marked: &BTreeSet<civil::Date>) -> PeaksDirty {
+    let (epoch, next, mut days) = match dirty {
+        None => (0, 0, Default::default()),
+        Some(PeaksDirty::V1 {
+            zone: in_zone,
+            epoch,
+            next,
+            days,
+        }) if in_zone == zone => (epoch, next, days),
+        Some(PeaksDirty::V1 { epoch, next, .. }) => {
+            (epoch.wrapping_add(1), next, Default::default())
+        }
+    };
+    for day in marked {
+        days.insert(day.to_string(), next);
+    }
+    PeaksDirty::V1 {
+        zone: zone.to_owned(),
+        epoch,
+        next: next.wrapping_add(1),
+        days,
+    }
+}
+
 fn corrupt(e: crate::records::Corrupt) -> TxError {
     ConflictableTransactionError::Abort(StoreError::Corrupt(e))
 }
@@ -104,13 +130,27 @@ impl Store {
             &self.unlicensed,
             &self.meters,
             &self.checkpoints_valid,
+            &self.day_peaks_dirty,
         );
         let result = trees.transaction(
-            |(accounts, members, dedupe, days, sessions, unlicensed, meters, checkpoints_valid)| {
+            |(
+                accounts,
+                members,
+                dedupe,
+                days,
+                sessions,
+                unlicensed,
+                meters,
+                checkpoints_valid,
+                day_peaks_dirty,
+            )| {
                 // Caches live inside the closure: a rerun starts from the transaction's view again.
                 let mut account_cache: HashMap<&str, Option<Account>> = HashMap::new();
                 let mut member_cache: HashMap<(&str, &str), Option<(Tier, bool)>> = HashMap::new();
                 let mut valid_cache: HashMap<&str, Option<CheckpointsValid>> = HashMap::new();
+                // The days given session changes, per account, in its zone: marked dirty once,
+                // at the end.
+                let mut dirty_days: HashMap<&str, (String, BTreeSet<civil::Date>)> = HashMap::new();
                 let mut outcomes = Vec::with_capacity(batches.len());
                 for batch in batches {
                     let mut batch_outcomes = Vec::with_capacity(batch.len());
@@ -284,6 +324,12 @@ impl Store {
                                 queue: queue.to_owned(),
                             };
                             sessions.insert(key, encode(&record))?;
+                            let zone = &account.settings.zone;
+                            dirty_days
+                                .entry(event.account_id.as_str())
+                                .or_insert_with(|| (zone.name().to_owned(), BTreeSet::new()))
+                                .1
+                                .insert(zone.day(event.occurred_at));
                             // The checkpoints of the months after this one no longer say who
                             // was logged in at their start; and a read counting those months
                             // now may have missed it.
@@ -319,6 +365,16 @@ impl Store {
                         batch_outcomes.push(Outcome::Applied);
                     }
                     outcomes.push(batch_outcomes);
+                }
+                for (account_id, (zone, marked)) in &dirty_days {
+                    let dirty = match day_peaks_dirty.get(account_id.as_bytes())? {
+                        None => None,
+                        Some(bytes) => {
+                            Some(decode::<PeaksDirty>("day peaks dirty", &bytes).map_err(corrupt)?)
+                        }
+                    };
+                    let dirty = mark_dirty(dirty, zone, marked);
+                    day_peaks_dirty.insert(account_id.as_bytes(), encode(&dirty))?;
                 }
                 Ok(outcomes)
             },
@@ -453,18 +509,37 @@ impl Store {
 
     /// The peak number of concurrently logged-in agents per tier in `month`.
     ///
-    /// Counted from the checkpoint of who was logged in at the month's start, over the month's
-    /// own session changes: the cost is the month's, not the history's. Without a valid
-    /// checkpoint for the month, the count starts from the latest valid one before it (or from
-    /// the account's first session change) and walks the months in between, and their
-    /// checkpoints are written for the next read (unless a session change invalidated them
-    /// meanwhile).
+    /// The month's peak is the highest of its days' kept peaks (see `day_peaks.rs`): a read
+    /// costs a record per day, plus counting again the days a session change landed in since.
+    /// The state the month starts in comes from the checkpoint of who was logged in at its
+    /// start. Without a valid checkpoint for the month, the count starts from the latest valid
+    /// one before it (or from the account's first session change) and walks the months in
+    /// between, and their checkpoints are written for the next read (unless a session change
+    /// invalidated them meanwhile).
     pub fn concurrency_peaks(
         &self,
         account: &Account,
         month: BillingMonth,
         real_now: Timestamp,
     ) -> Result<[u32; 5], OpError> {
+        Ok(self.concurrency_peaks_counted(account, month, real_now)?.0)
+    }
+
+    /// [`Store::concurrency_peaks`], and how many of the month's days it counted from their
+    /// session changes (the others' kept peaks were valid).
+    #[doc(hidden)]
+    pub fn concurrency_peaks_counted(
+        &self,
+        account: &Account,
+        month: BillingMonth,
+        real_now: Timestamp,
+    ) -> Result<([u32; 5], usize), OpError> {
+        // Before any session change is read: a commit after this marks the days it changed
+        // with a generation this read did not see, so what the read counts of them is not kept.
+        let dirty = self
+            .day_peaks_dirty
+            .get(account.id.as_bytes())
+            .map_err(|source| self.storage(source))?;
         let zone = &account.settings.zone;
         let valid_key = account.id.as_bytes();
         let seen = self
@@ -543,20 +618,11 @@ impl Store {
             at = next;
             written.push((at, CheckpointRecord::new(&state)));
         }
-        let mut within = Vec::new();
-        for transition in self.transitions(
-            &account.id,
-            Some(zone.start_of(month)),
-            zone.start_of(month.next()),
-        ) {
-            within.push(transition?);
-        }
-        let (peaks, _) = state.peaks_over(within);
         if !written.is_empty() {
             let current = zone.month(account.now(real_now));
             self.keep_checkpoints(account, seen.as_deref(), through, current, &written)?;
         }
-        Ok(peaks)
+        self.peaks_by_day(account, month, state, dirty.as_ref())
     }
 
     /// Writes the checkpoints a read counted, up to the account's `current` month, and raises
@@ -620,7 +686,7 @@ impl Store {
 
     /// The account's session changes in `[from, to)` (from its first when `from` is `None`), in
     /// key order.
-    fn transitions<'a>(
+    pub(crate) fn transitions<'a>(
         &'a self,
         account_id: &str,
         from: Option<Timestamp>,
@@ -787,7 +853,7 @@ impl Store {
         Ok(sweep)
     }
 
-    fn storage(&self, source: sled::Error) -> StoreError {
+    pub(crate) fn storage(&self, source: sled::Error) -> StoreError {
         self.failed_with(StoreError::Storage {
             path: self.path.clone(),
             source,

@@ -5,6 +5,7 @@
 //! acknowledged only after [`Store::flush`] returned `Ok`.
 
 mod accounts;
+mod day_peaks;
 mod ingest;
 mod records;
 mod statement;
@@ -36,6 +37,8 @@ const DAYS_TREE: &str = "days";
 const SESSIONS_TREE: &str = "sessions";
 const CHECKPOINTS_TREE: &str = "checkpoints";
 const CHECKPOINTS_VALID_TREE: &str = "checkpoints_valid";
+const DAY_PEAKS_TREE: &str = "day_peaks";
+const DAY_PEAKS_DIRTY_TREE: &str = "day_peaks_dirty";
 const UNLICENSED_TREE: &str = "unlicensed";
 const METERS_TREE: &str = "meters";
 const STATEMENTS_TREE: &str = "statements";
@@ -97,6 +100,8 @@ pub struct Store {
     sessions: sled::Tree,
     checkpoints: sled::Tree,
     checkpoints_valid: sled::Tree,
+    day_peaks: sled::Tree,
+    day_peaks_dirty: sled::Tree,
     unlicensed: sled::Tree,
     meters: sled::Tree,
     statements: sled::Tree,
@@ -156,6 +161,8 @@ impl Store {
             sessions: db.open_tree(SESSIONS_TREE).map_err(storage)?,
             checkpoints: db.open_tree(CHECKPOINTS_TREE).map_err(storage)?,
             checkpoints_valid: db.open_tree(CHECKPOINTS_VALID_TREE).map_err(storage)?,
+            day_peaks: db.open_tree(DAY_PEAKS_TREE).map_err(storage)?,
+            day_peaks_dirty: db.open_tree(DAY_PEAKS_DIRTY_TREE).map_err(storage)?,
             unlicensed: db.open_tree(UNLICENSED_TREE).map_err(storage)?,
             meters: db.open_tree(METERS_TREE).map_err(storage)?,
             statements: db.open_tree(STATEMENTS_TREE).map_err(storage)?,

@@ -653,6 +653,43 @@ pub(crate) enum CheckpointsValid {
     },
 }
 
+/// One day's concurrency, in the account's zone: `day_peaks` tree, key = account id, 0, zone
+/// name, 0, date (`YYYY-MM-DD`). Derived from the day's session changes and who was logged in
+/// at its start; written by whoever counted the day (a read, or the keeper after a commit).
+/// Valid while its `epoch` is the account's [`PeaksDirty`] epoch, the day is not marked dirty
+/// there, and `start` is the digest of the state the day starts in now (the month's checkpoint
+/// for its first day, the previous day's `end` for the others).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum DayPeaksRecord {
+    V1 {
+        epoch: u64,
+        /// SHA-256 of the encoded [`CheckpointRecord`] the day was counted from.
+        start: [u8; 32],
+        /// The peak per tier within the day, the start state's counts included.
+        peaks: [u32; 5],
+        /// Who was logged in at the day's end: an encoded [`CheckpointRecord`].
+        end: Vec<u8>,
+        /// SHA-256 of `end`.
+        end_digest: [u8; 32],
+    },
+}
+
+/// The days whose [`DayPeaksRecord`] a session change made stale: `day_peaks_dirty` tree, key =
+/// account id. Every session change marks its day (in the account's zone) with the record's
+/// next generation, in the transaction that applies it; whoever counts the day again removes
+/// the mark, only if it is still the generation it saw before reading the day's changes. A
+/// change of the account's zone starts a new epoch: no day counted in the old one is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum PeaksDirty {
+    V1 {
+        zone: String,
+        epoch: u64,
+        next: u64,
+        /// Date (`YYYY-MM-DD`) to the generation that marked it.
+        days: std::collections::BTreeMap<String, u64>,
+    },
+}
+
 /// Usage by an unknown member: `unlicensed` tree, key = account id, 0, member id.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum UnlicensedRecord {

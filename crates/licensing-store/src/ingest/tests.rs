@@ -540,3 +540,99 @@ fn a_month_of_login_days_is_read_from_the_month_alone_for_every_member() {
         ]
     );
 }
+
+#[test]
+fn kept_day_peaks_are_counted_again_only_for_the_days_that_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-06-20T00:00:00Z", 62);
+    let may = BillingMonth::parse("2026-05").expect("month");
+    let june = BillingMonth::parse("2026-06").expect("month");
+    let read = |month| {
+        let account = store.account("acme").expect("account");
+        let (peaks, counted) = store
+            .concurrency_peaks_counted(&account, month, Timestamp::UNIX_EPOCH)
+            .expect("peaks");
+        let whole = store
+            .concurrency_peaks_from_the_beginning(&account, month)
+            .expect("peaks");
+        assert_eq!(peaks, whole, "{month}");
+        (peaks, counted)
+    };
+    let (pro, std) = (Tier::Professional.index(), Tier::Standard.index());
+    ingest(
+        &store,
+        vec![
+            event("p1", "pro", "2026-05-03T08:00:00Z", EventKind::AgentLogin),
+            event("p2", "pro", "2026-05-03T16:00:00Z", EventKind::AgentLogout),
+            event("s1", "std", "2026-05-10T08:00:00Z", EventKind::AgentLogin),
+            event("s2", "std", "2026-05-10T12:00:00Z", EventKind::AgentLogout),
+        ],
+    );
+    let (peaks, counted) = read(may);
+    assert_eq!(counted, 31, "the first read counts every day of May");
+    assert_eq!((peaks[pro], peaks[std]), (1, 1));
+    assert_eq!(
+        read(may).1,
+        0,
+        "nothing changed: every day's kept peak holds"
+    );
+
+    // A late session that opens and closes within May 3: that day alone, since the state it
+    // ends in is the same as before.
+    ingest(
+        &store,
+        vec![
+            event("s3", "std", "2026-05-03T09:00:00Z", EventKind::AgentLogin),
+            event("s4", "std", "2026-05-03T10:00:00Z", EventKind::AgentLogout),
+        ],
+    );
+    assert_eq!(read(may).1, 1);
+
+    // A late queue login left open on May 20: that day and every day after it start otherwise.
+    ingest(
+        &store,
+        vec![event(
+            "s5",
+            "std",
+            "2026-05-20T08:00:00Z",
+            EventKind::QueueLogin("sales".into()),
+        )],
+    );
+    assert_eq!(read(may).1, 12, "May 20 to May 31");
+    assert_eq!(read(may).1, 0);
+    let (peaks, counted) = read(june);
+    assert_eq!(counted, 30, "June starts with the queue session open");
+    assert_eq!((peaks[pro], peaks[std]), (0, 1));
+    assert_eq!(read(june).1, 0);
+
+    // Another zone: no day counted in UTC counts, there or back in UTC.
+    let to_zone = |name: &str| {
+        let zone = Zone::new(name).expect("zone");
+        store
+            .update_account("acme", Timestamp::UNIX_EPOCH, "test", |s| {
+                s.zone = zone.clone();
+                Ok(())
+            })
+            .expect("zone");
+    };
+    to_zone("Pacific/Kiritimati");
+    assert_eq!(read(may).1, 31);
+    assert_eq!(read(may).1, 0);
+    ingest(
+        &store,
+        vec![event(
+            "p3",
+            "pro",
+            "2026-05-12T08:00:00Z",
+            EventKind::AgentLogin,
+        )],
+    );
+    to_zone("UTC");
+    assert_eq!(
+        read(may).1,
+        31,
+        "May 12 changed while the account was in another zone"
+    );
+    assert_eq!(read(may).1, 0);
+}
