@@ -11,6 +11,7 @@
 //! never ends OK while the client is still sending: a client that hears OK knows every batch it
 //! sent was answered.
 
+mod keeper;
 mod sweep;
 mod writer;
 
@@ -74,7 +75,13 @@ impl Ingestion {
             store: store.clone(),
             prices,
         };
-        tokio::spawn(writer::write(jobs, target, health, liveness));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(writer::write(jobs, target, health, liveness, wake.clone()));
+        tokio::spawn(keeper::keep_peaks(
+            store.clone(),
+            wake,
+            crate::service::stopping(shutdown.clone()),
+        ));
         tokio::spawn(sweep::sweep_dedupe(
             store,
             dedupe_retention_days,

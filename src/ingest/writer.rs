@@ -76,6 +76,7 @@ pub(super) async fn write(
     target: impl Commit,
     health: HealthReporter,
     liveness: Arc<crate::health::Liveness>,
+    applied: Arc<tokio::sync::Notify>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut group = vec![first];
@@ -101,6 +102,13 @@ pub(super) async fn write(
             report_storage_failure(&health);
         }
         count_outcomes(&answers);
+        if answers
+            .iter()
+            .any(|a| a.as_ref().is_ok_and(|o| o.contains(&Outcome::Applied)))
+        {
+            // The keeper counts the days this changed (a notification waiting is not doubled).
+            applied.notify_one();
+        }
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A stream that went away simply does not hear its answer; it will resend.
             let _ = reply.send(answer);
@@ -350,7 +358,13 @@ mod tests {
             answers.push(answer);
         }
         let liveness = Arc::new(crate::health::Liveness::default());
-        let writer = tokio::spawn(write(jobs, stand.clone(), health, liveness));
+        let writer = tokio::spawn(write(
+            jobs,
+            stand.clone(),
+            health,
+            liveness,
+            Default::default(),
+        ));
         let mut codes = Vec::new();
         for answer in answers {
             codes.push(match answer.await.expect("answered") {

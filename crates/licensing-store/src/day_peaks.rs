@@ -234,3 +234,68 @@ impl Store {
         }
     }
 }
+
+/// What one chunk of [`Store::keep_day_peaks`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeptDays {
+    /// Accounts whose marked days were counted.
+    pub accounts: usize,
+    /// Days counted.
+    pub days: usize,
+    /// The account to go on after; `None` when every account was seen.
+    pub next: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// Counts the marked days of up to `limit` accounts after `after`, so that the reads that
+    /// follow find every day's peak kept. A read counts what is still marked itself: this only
+    /// moves the work off the reads.
+    pub fn keep_day_peaks(
+        &self,
+        real_now: jiff::Timestamp,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KeptDays, OpError> {
+        let mut kept = KeptDays::default();
+        let range = match after {
+            Some(after) => self
+                .day_peaks_dirty
+                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => self.day_peaks_dirty.iter(),
+        };
+        for item in range {
+            if self.has_failed() {
+                break;
+            }
+            let (key, value) = item.map_err(|source| self.storage(source))?;
+            if kept.accounts == limit {
+                break;
+            }
+            kept.next = Some(key.to_vec());
+            let Ok(id) = std::str::from_utf8(&key) else {
+                continue;
+            };
+            let account = match self.account(id) {
+                Ok(account) => account,
+                Err(OpError::AccountNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let (_, _, marks) = view(decode_dirty(Some(&value))?, account.settings.zone.name());
+            let months: std::collections::BTreeSet<BillingMonth> = marks
+                .keys()
+                .filter_map(|day| BillingMonth::parse(day.get(..7)?).ok())
+                .collect();
+            if months.is_empty() {
+                continue;
+            }
+            kept.accounts += 1;
+            for month in months {
+                kept.days += self.concurrency_peaks_counted(&account, month, real_now)?.1;
+            }
+        }
+        if kept.accounts < limit {
+            kept.next = None;
+        }
+        Ok(kept)
+    }
+}

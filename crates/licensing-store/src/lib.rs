@@ -19,6 +19,7 @@ use std::{
 };
 
 pub use accounts::{Adjusted, Applied, OpError};
+pub use day_peaks::KeptDays;
 pub use ingest::{Batch, DedupeSweep};
 pub use records::Corrupt;
 pub use statement::MonthStatement;

@@ -10,7 +10,7 @@ use licensing_core::{
 use proptest::prelude::*;
 
 use super::*;
-use crate::StoreConfig;
+use crate::{KeptDays, StoreConfig};
 use licensing_core::price::testing::prices;
 
 fn at(text: &str) -> Timestamp {
@@ -635,4 +635,55 @@ fn kept_day_peaks_are_counted_again_only_for_the_days_that_changed() {
         "May 12 changed while the account was in another zone"
     );
     assert_eq!(read(may).1, 0);
+}
+
+#[test]
+fn the_keeper_counts_the_marked_days_so_that_reads_find_them_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-06-20T00:00:00Z", 62);
+    ingest(
+        &store,
+        vec![
+            event("p1", "pro", "2026-05-03T08:00:00Z", EventKind::AgentLogin),
+            event("s1", "std", "2026-06-10T08:00:00Z", EventKind::AgentLogin),
+        ],
+    );
+    let mut after = None;
+    let mut total = KeptDays::default();
+    loop {
+        // One account per chunk: the sweep goes on where it stopped.
+        let chunk = store
+            .keep_day_peaks(Timestamp::UNIX_EPOCH, after.as_deref(), 1)
+            .expect("keep");
+        total.accounts += chunk.accounts;
+        total.days += chunk.days;
+        match chunk.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!((total.accounts, total.days), (1, 31 + 30), "May and June");
+    let account = store.account("acme").expect("account");
+    for month in ["2026-05", "2026-06"] {
+        let month = BillingMonth::parse(month).expect("month");
+        let (peaks, counted) = store
+            .concurrency_peaks_counted(&account, month, Timestamp::UNIX_EPOCH)
+            .expect("peaks");
+        assert_eq!(counted, 0, "{month}: kept");
+        assert_eq!(
+            peaks,
+            store
+                .concurrency_peaks_from_the_beginning(&account, month)
+                .expect("peaks")
+        );
+    }
+    let again = store
+        .keep_day_peaks(Timestamp::UNIX_EPOCH, None, 16)
+        .expect("keep");
+    assert_eq!(
+        (again.accounts, again.days),
+        (0, 0),
+        "nothing marked any more"
+    );
 }
