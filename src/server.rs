@@ -158,14 +158,18 @@ pub async fn run(
     let streams = Streams::default();
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let licensing = LicensingServiceServer::new(Licensing::new(
-        options.prices.clone(),
-        options.store.clone(),
-        health.clone(),
-        streams_stop.clone(),
-        streams.clone(),
-        options.authentication.is_on(),
-    ))
+    let clock_moved = Arc::new(Notify::new());
+    let licensing = LicensingServiceServer::new(
+        Licensing::new(
+            options.prices.clone(),
+            options.store.clone(),
+            health.clone(),
+            streams_stop.clone(),
+            streams.clone(),
+            options.authentication.is_on(),
+        )
+        .on_clock_moved(clock_moved.clone()),
+    )
     .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
     let liveness = Arc::new(Liveness::default());
@@ -175,7 +179,7 @@ pub async fn run(
         options.prices.clone(),
         (health.clone(), liveness),
         streams_stop.clone(),
-        options.dedupe_retention_days,
+        (options.dedupe_retention_days, clock_moved),
         streams.clone(),
         options.authentication.is_on(),
     ))

@@ -57,8 +57,9 @@ pub struct Ingestion {
 }
 
 impl Ingestion {
-    /// Starts the writer and the dedupe sweep on the current runtime. The writer stops when every
-    /// handle is dropped, the sweep when `shutdown` turns true. Dedupe records are kept
+    /// Starts the writer, the peaks keeper and the sweep (dedupe records, compaction) on the
+    /// current runtime. The writer stops when every handle is dropped, the others when
+    /// `shutdown` turns true; the sweep also runs whenever `clock_moved` is notified. Dedupe records are kept
     /// `dedupe_retention_days` after their month closed. The writer reports a storage failure to
     /// `health` and its progress to `liveness`.
     pub fn start(
@@ -66,7 +67,7 @@ impl Ingestion {
         prices: Arc<PriceList>,
         (health, liveness): (HealthReporter, Arc<crate::health::Liveness>),
         shutdown: watch::Receiver<bool>,
-        dedupe_retention_days: u32,
+        (dedupe_retention_days, clock_moved): (u32, Arc<tokio::sync::Notify>),
         streams: Streams,
         authenticated: bool,
     ) -> Ingestion {
@@ -85,6 +86,7 @@ impl Ingestion {
         tokio::spawn(sweep::sweep_dedupe(
             store,
             dedupe_retention_days,
+            clock_moved,
             crate::service::stopping(shutdown.clone()),
         ));
         Ingestion {

@@ -1,4 +1,5 @@
-//! The dedupe sweep: deletes dedupe records whose retention after their month's close has passed.
+//! Upkeep off the writer's path: the dedupe sweep deletes dedupe records whose retention after
+//! their month's close has passed, and compaction deletes the session changes of closed months.
 
 use std::time::Duration;
 
@@ -9,14 +10,19 @@ use licensing_store::Store;
 const DEDUPE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 /// Dedupe records the sweep reads per step on the blocking pool.
 const DEDUPE_SWEEP_CHUNK: usize = 1024;
+/// Records compaction deletes per account and step on the blocking pool.
+const COMPACTION_CHUNK: usize = 4096;
+/// Accounts compaction looks at per step.
+const COMPACTION_ACCOUNTS: usize = 8;
 
-/// Deletes expired dedupe records every [`DEDUPE_SWEEP_INTERVAL`], off the writer's path: in
-/// chunks of [`DEDUPE_SWEEP_CHUNK`] on the blocking pool, so that neither the writer nor the
-/// pool is held for long however large the tree. Deletions need no flush: one lost in a crash is
-/// deleted again by the next sweep.
+/// Deletes expired dedupe records and compacts closed months every [`DEDUPE_SWEEP_INTERVAL`]
+/// and whenever `wake` is notified (an account's clock moved), off the writer's path: in chunks
+/// on the blocking pool, so that neither the writer nor the pool is held for long however large
+/// the trees. Deletions need no flush: one lost in a crash is deleted again by the next sweep.
 pub(super) async fn sweep_dedupe(
     store: Store,
     retention_days: u32,
+    wake: std::sync::Arc<tokio::sync::Notify>,
     stopping: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopping);
@@ -25,8 +31,10 @@ pub(super) async fn sweep_dedupe(
     loop {
         tokio::select! {
             _ = every.tick() => {}
+            () = wake.notified() => {}
             () = &mut stopping => return,
         }
+        compact(&store).await;
         let (mut after, mut expired) = (None::<Vec<u8>>, 0);
         while !store.has_failed() {
             let (chunk_store, from) = (store.clone(), after.take());
@@ -60,5 +68,65 @@ pub(super) async fn sweep_dedupe(
         if expired > 0 {
             tracing::info!(expired, retention_days, "expired dedupe records deleted");
         }
+    }
+}
+
+/// Compacts every account's closed months, in chunks, until nothing is left to delete.
+async fn compact(store: &Store) {
+    let started = std::time::Instant::now();
+    let mut total = licensing_store::Compacted::default();
+    loop {
+        let mut after = None::<Vec<u8>>;
+        let mut deleted = 0;
+        while !store.has_failed() {
+            let (chunk_store, from) = (store.clone(), after.take());
+            let chunk = tokio::task::spawn_blocking(move || {
+                chunk_store.compact(
+                    Timestamp::now(),
+                    from.as_deref(),
+                    COMPACTION_ACCOUNTS,
+                    COMPACTION_CHUNK,
+                )
+            })
+            .await;
+            match chunk {
+                Ok(Ok(chunk)) => {
+                    deleted += chunk.deleted;
+                    total.floors_moved += chunk.floors_moved;
+                    total.months_kept += chunk.months_kept;
+                    total.deleted += chunk.deleted;
+                    match chunk.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "compaction failed; it runs again next hour");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "compaction task failed; it runs again next hour");
+                    return;
+                }
+            }
+        }
+        // A pass that deleted nothing: every account is compacted up to its floor.
+        if deleted == 0 || store.has_failed() {
+            break;
+        }
+        if total.deleted >= 10 * COMPACTION_CHUNK
+            && total.deleted % (100 * COMPACTION_CHUNK) < deleted
+        {
+            tracing::info!(deleted = total.deleted, "compacting closed months");
+        }
+    }
+    if total.floors_moved > 0 || total.deleted > 0 {
+        tracing::info!(
+            floors_moved = total.floors_moved,
+            months_kept = total.months_kept,
+            deleted = total.deleted,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "closed months compacted"
+        );
     }
 }

@@ -93,6 +93,8 @@ pub struct Licensing {
     change_reads_done: Arc<AtomicU64>,
     /// Whether every call must carry a principal (authentication is on).
     authenticated: bool,
+    /// Notified when an account's clock moved: months may have closed, to compact.
+    clock_moved: Arc<tokio::sync::Notify>,
 }
 
 /// Counts a usage stream while it is alive.
@@ -142,7 +144,14 @@ impl Licensing {
             change_reads: Arc::default(),
             change_reads_done: Arc::default(),
             authenticated,
+            clock_moved: Arc::default(),
         }
+    }
+
+    /// Notifies `wake` whenever an account's clock moved (and months may have closed).
+    pub fn on_clock_moved(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.clock_moved = wake;
+        self
     }
 
     /// The caller of `request`, as the authentication layer found it, and its message.

@@ -8,7 +8,7 @@ use jiff::{Timestamp, civil};
 use licensing_core::{
     Account, BillingMode, BillingMonth, Concurrency, Event, EventKind, LoginDay, Meter,
     MeterTotals, MeterUse, Outcome, PriceList, Refusal, SessionChange, Tier, Transition, accept,
-    concurrency_peaks, month_closes_at, resolve, service_on,
+    month_closes_at, resolve, service_on,
 };
 use sled::{
     Transactional as _,
@@ -18,6 +18,7 @@ use sled::{
 use crate::{
     OpError, Store, StoreError,
     accounts::prefix,
+    compact::decode_floor,
     records::{
         AccountRecord, CheckpointRecord, CheckpointsValid, DayRecord, DedupeRecord, MemberRecord,
         MeterRecord, PeaksDirty, SessionRecord, UnlicensedRecord, decode, encode, tier_of,
@@ -48,7 +49,7 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Twelve bytes that sort like the instant: seconds with the sign bit flipped, then nanoseconds.
-fn sortable(at: Timestamp) -> [u8; 12] {
+pub(crate) fn sortable(at: Timestamp) -> [u8; 12] {
     let mut bytes = [0u8; 12];
     bytes[..8].copy_from_slice(&((at.as_second() as u64) ^ (1 << 63)).to_be_bytes());
     bytes[8..].copy_from_slice(&(at.subsec_nanosecond() as u32).to_be_bytes());
@@ -131,6 +132,7 @@ impl Store {
             &self.meters,
             &self.checkpoints_valid,
             &self.day_peaks_dirty,
+            &self.session_floor,
         );
         let result = trees.transaction(
             |(
@@ -143,11 +145,15 @@ impl Store {
                 meters,
                 checkpoints_valid,
                 day_peaks_dirty,
+                session_floor,
             )| {
                 // Caches live inside the closure: a rerun starts from the transaction's view again.
                 let mut account_cache: HashMap<&str, Option<Account>> = HashMap::new();
                 let mut member_cache: HashMap<(&str, &str), Option<(Tier, bool)>> = HashMap::new();
                 let mut valid_cache: HashMap<&str, Option<CheckpointsValid>> = HashMap::new();
+                // Before what instant each account refuses events (its history is compacted).
+                let mut floor_cache: HashMap<&str, (Option<Timestamp>, Option<Timestamp>)> =
+                    HashMap::new();
                 // The days given session changes, per account, in its zone: marked dirty once,
                 // at the end.
                 let mut dirty_days: HashMap<&str, (String, BTreeSet<civil::Date>)> = HashMap::new();
@@ -214,6 +220,30 @@ impl Store {
                                 continue;
                             }
                         };
+                        let (refuse_before, moved_at) = match floor_cache
+                            .entry(event.account_id.as_str())
+                        {
+                            Entry::Occupied(entry) => *entry.get(),
+                            Entry::Vacant(entry) => {
+                                let floor = match session_floor.get(event.account_id.as_bytes())? {
+                                    None => (None, None),
+                                    Some(bytes) => {
+                                        let floor = decode_floor(&bytes)
+                                            .map_err(ConflictableTransactionError::Abort)?;
+                                        (floor.refuse_before, floor.moved_at)
+                                    }
+                                };
+                                *entry.insert(floor)
+                            }
+                        };
+                        if refuse_before.is_some_and(|floor| event.occurred_at < floor) {
+                            // Its month closed, and its history was compacted since.
+                            let closed_at = month_closes_at(&account, month);
+                            let closed_at = moved_at.map_or(closed_at, |m| m.min(closed_at));
+                            batch_outcomes
+                                .push(Outcome::Refused(Refusal::MonthClosed { month, closed_at }));
+                            continue;
+                        }
                         if let EventKind::Metered { meter, quantity } = event.kind {
                             let key = join(&[
                                 event.account_id.as_bytes(),
@@ -540,6 +570,28 @@ impl Store {
             .day_peaks_dirty
             .get(account.id.as_bytes())
             .map_err(|source| self.storage(source))?;
+        let floor = self.floor(&account.id)?.complete;
+        if let Some((floor_at, _)) = &floor
+            && account.settings.zone.start_of(month) < *floor_at
+        {
+            // A month compacted away: its peaks as kept when it was.
+            return Ok((self.frozen_peaks(&account.id, month)?, 0));
+        }
+        let state = self.month_start_state(account, month, real_now, floor)?;
+        self.peaks_by_day(account, month, state, dirty.as_ref())
+    }
+
+    /// Who was logged in at the first instant of `month`: from the latest valid checkpoint at or
+    /// before it, else from `floor` (who was logged in when the account's history was compacted
+    /// up to), else from the account's first session change; the checkpoints of the months
+    /// walked are written for the next read.
+    pub(crate) fn month_start_state(
+        &self,
+        account: &Account,
+        month: BillingMonth,
+        real_now: Timestamp,
+        floor: Option<(Timestamp, Concurrency)>,
+    ) -> Result<Concurrency, OpError> {
         let zone = &account.settings.zone;
         let valid_key = account.id.as_bytes();
         let seen = self
@@ -567,7 +619,8 @@ impl Store {
                 CheckpointsValid::V1 { .. } => None,
             },
         };
-        // The latest valid checkpoint at or before `month`.
+        // The latest valid checkpoint at or before `month` (and not before the floor: the
+        // session changes after such a checkpoint may be compacted away).
         let mut start = None;
         let checkpoints = join(&[account.id.as_bytes(), zone.name().as_bytes(), b""]);
         if let Some(through) = through {
@@ -586,16 +639,38 @@ impl Store {
                         problem: "key month".into(),
                     })
                 })?;
-                let state = decode::<CheckpointRecord>("checkpoint", &value)
-                    .and_then(CheckpointRecord::decode)
-                    .map_err(StoreError::from)?;
-                start = Some((at, state));
+                if floor
+                    .as_ref()
+                    .is_none_or(|(floor_at, _)| zone.start_of(at) >= *floor_at)
+                {
+                    let state = decode::<CheckpointRecord>("checkpoint", &value)
+                        .and_then(CheckpointRecord::decode)
+                        .map_err(StoreError::from)?;
+                    start = Some((at, state));
+                }
             }
         }
         let mut written = Vec::new();
-        let (mut at, mut state) = match start {
-            Some(start) => start,
-            None => {
+        let (mut at, mut state) = match (start, floor) {
+            (Some(start), _) => start,
+            (None, Some((floor_at, mut state))) => {
+                // From the floor to the start of the first month after it.
+                let at = zone.month(floor_at);
+                let at = if zone.start_of(at) == floor_at {
+                    at
+                } else {
+                    let next = at.next();
+                    for transition in
+                        self.transitions(&account.id, Some(floor_at), zone.start_of(next))
+                    {
+                        state.apply(transition?);
+                    }
+                    next
+                };
+                written.push((at, CheckpointRecord::new(&state)));
+                (at, state)
+            }
+            (None, None) => {
                 // From the month of the account's first session change: before it, nobody was
                 // logged in. Every month from there on gets its checkpoint written.
                 let first = self
@@ -622,7 +697,7 @@ impl Store {
             let current = zone.month(account.now(real_now));
             self.keep_checkpoints(account, seen.as_deref(), through, current, &written)?;
         }
-        self.peaks_by_day(account, month, state, dirty.as_ref())
+        Ok(state)
     }
 
     /// Writes the checkpoints a read counted, up to the account's `current` month, and raises
@@ -741,10 +816,23 @@ impl Store {
     ) -> Result<[u32; 5], OpError> {
         let zone = &account.settings.zone;
         let (from, to) = (zone.start_of(month), zone.start_of(month.next()));
-        let transitions = self
-            .transitions(&account.id, None, to)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(concurrency_peaks(transitions, from, to))
+        let (start, mut state) = match self.floor(&account.id)?.complete {
+            Some((floor_at, _)) if from < floor_at => {
+                return self.frozen_peaks(&account.id, month);
+            }
+            Some((floor_at, state)) => (Some(floor_at), state),
+            None => (None, Concurrency::default()),
+        };
+        let mut within = Vec::new();
+        for transition in self.transitions(&account.id, start, to) {
+            let transition = transition?;
+            if transition.at < from {
+                state.apply(transition);
+            } else {
+                within.push(transition);
+            }
+        }
+        Ok(state.peaks_over(within).0)
     }
 
     /// Usage by members the account does not know: `(member id, events, last seen)`.

@@ -5,6 +5,7 @@
 //! acknowledged only after [`Store::flush`] returned `Ok`.
 
 mod accounts;
+mod compact;
 mod day_peaks;
 mod ingest;
 mod records;
@@ -19,6 +20,7 @@ use std::{
 };
 
 pub use accounts::{Adjusted, Applied, OpError};
+pub use compact::Compacted;
 pub use day_peaks::KeptDays;
 pub use ingest::{Batch, DedupeSweep};
 pub use records::Corrupt;
@@ -40,6 +42,8 @@ const CHECKPOINTS_TREE: &str = "checkpoints";
 const CHECKPOINTS_VALID_TREE: &str = "checkpoints_valid";
 const DAY_PEAKS_TREE: &str = "day_peaks";
 const DAY_PEAKS_DIRTY_TREE: &str = "day_peaks_dirty";
+const SESSION_FLOOR_TREE: &str = "session_floor";
+const MONTH_PEAKS_TREE: &str = "month_peaks";
 const UNLICENSED_TREE: &str = "unlicensed";
 const METERS_TREE: &str = "meters";
 const STATEMENTS_TREE: &str = "statements";
@@ -103,6 +107,8 @@ pub struct Store {
     checkpoints_valid: sled::Tree,
     day_peaks: sled::Tree,
     day_peaks_dirty: sled::Tree,
+    session_floor: sled::Tree,
+    month_peaks: sled::Tree,
     unlicensed: sled::Tree,
     meters: sled::Tree,
     statements: sled::Tree,
@@ -164,6 +170,8 @@ impl Store {
             checkpoints_valid: db.open_tree(CHECKPOINTS_VALID_TREE).map_err(storage)?,
             day_peaks: db.open_tree(DAY_PEAKS_TREE).map_err(storage)?,
             day_peaks_dirty: db.open_tree(DAY_PEAKS_DIRTY_TREE).map_err(storage)?,
+            session_floor: db.open_tree(SESSION_FLOOR_TREE).map_err(storage)?,
+            month_peaks: db.open_tree(MONTH_PEAKS_TREE).map_err(storage)?,
             unlicensed: db.open_tree(UNLICENSED_TREE).map_err(storage)?,
             meters: db.open_tree(METERS_TREE).map_err(storage)?,
             statements: db.open_tree(STATEMENTS_TREE).map_err(storage)?,

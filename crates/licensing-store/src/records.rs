@@ -52,7 +52,7 @@ impl From<Timestamp> for Time {
 }
 
 impl Time {
-    fn decode(self, what: &'static str) -> Result<Timestamp, Corrupt> {
+    pub(crate) fn decode(self, what: &'static str) -> Result<Timestamp, Corrupt> {
         Timestamp::new(self.0, self.1).map_err(|e| corrupt(what, e))
     }
 }
@@ -688,6 +688,30 @@ pub(crate) enum PeaksDirty {
         /// Date (`YYYY-MM-DD`) to the generation that marked it.
         days: std::collections::BTreeMap<String, u64>,
     },
+}
+
+/// How far an account's session changes are compacted away: `session_floor` tree, key =
+/// account id. `pending` is set first: from then on every event before it is refused, so the
+/// session changes before it are final; then `complete` is written with who was logged in at
+/// that instant, and only then are the session changes before it deleted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum FloorRecord {
+    V1 {
+        /// The instant the history before is compacted, and who was logged in at it.
+        complete: Option<(Time, CheckpointRecord)>,
+        /// A floor being moved to: events before it are refused already.
+        pending: Option<Time>,
+        /// The account's time when the floor was last moved: the months before it had closed.
+        moved_at: Time,
+    },
+}
+
+/// A closed month's concurrency peaks per tier, kept when its session changes were compacted
+/// away (counted in the zone the account had then): `month_peaks` tree, key = account id, 0,
+/// `YYYY-MM`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MonthPeaksRecord {
+    V1 { zone: String, peaks: [u32; 5] },
 }
 
 /// Usage by an unknown member: `unlicensed` tree, key = account id, 0, member id.

@@ -10,7 +10,7 @@ use licensing_core::{
 use proptest::prelude::*;
 
 use super::*;
-use crate::{KeptDays, StoreConfig};
+use crate::{Compacted, KeptDays, StoreConfig};
 use licensing_core::price::testing::prices;
 
 fn at(text: &str) -> Timestamp {
@@ -686,4 +686,230 @@ fn the_keeper_counts_the_marked_days_so_that_reads_find_them_kept() {
         (0, 0),
         "nothing marked any more"
     );
+}
+
+/// Compacts every account until a pass deletes nothing; returns the sum of what it did.
+fn compact_all(store: &Store, chunk: usize) -> Compacted {
+    let mut total = Compacted::default();
+    loop {
+        let mut after = None;
+        let mut deleted = 0;
+        loop {
+            let step = store
+                .compact(Timestamp::UNIX_EPOCH, after.as_deref(), 1, chunk)
+                .expect("compact");
+            deleted += step.deleted;
+            total.floors_moved += step.floors_moved;
+            total.months_kept += step.months_kept;
+            total.deleted += step.deleted;
+            match step.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        if deleted == 0 {
+            return total;
+        }
+    }
+}
+
+#[test]
+fn compaction_deletes_closed_months_session_changes_and_keeps_what_they_show() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-03-01T00:00:00Z", 0);
+    let months: Vec<BillingMonth> = ["2026-03", "2026-04", "2026-05"]
+        .iter()
+        .map(|m| BillingMonth::parse(m).expect("month"))
+        .collect();
+    let advance = |to: &str| {
+        store
+            .advance_clock("acme", at(to), "test")
+            .expect("advance");
+    };
+    advance("2026-03-31T00:00:00Z");
+    ingest(
+        &store,
+        vec![
+            event("p1", "pro", "2026-03-02T08:00:00Z", EventKind::AgentLogin),
+            event("p2", "pro", "2026-03-02T16:00:00Z", EventKind::AgentLogout),
+            // Open across the end of March.
+            event("s1", "std", "2026-03-05T08:00:00Z", EventKind::AgentLogin),
+        ],
+    );
+    advance("2026-04-30T00:00:00Z");
+    ingest(
+        &store,
+        vec![
+            event("s2", "std", "2026-04-02T08:00:00Z", EventKind::AgentLogout),
+            // Open across the floor, two days before May.
+            event(
+                "p3",
+                "pro",
+                "2026-04-03T08:00:00Z",
+                EventKind::QueueLogin("q".into()),
+            ),
+        ],
+    );
+    advance("2026-05-10T00:00:00Z");
+    let account = store.account("acme").expect("account");
+    let before: Vec<[u32; 5]> = months
+        .iter()
+        .map(|m| {
+            store
+                .concurrency_peaks_from_the_beginning(&account, *m)
+                .expect("peaks")
+        })
+        .collect();
+    let days_before = store.login_days("acme", "pro", months[0]).expect("days");
+    assert_eq!(store.sessions.len(), 5);
+
+    // A chunk of 2: the deletion goes on over several passes.
+    let done = compact_all(&store, 2);
+    assert_eq!(
+        (done.floors_moved, done.months_kept),
+        (1, 2),
+        "March and April kept"
+    );
+    // Every session change before April 29 is gone; none after it was there.
+    assert_eq!(store.sessions.len(), 0);
+    assert!(done.deleted >= 5, "{done:?}");
+    let account = store.account("acme").expect("account");
+    for (month, peaks) in months.iter().zip(&before) {
+        assert_eq!(
+            &store
+                .concurrency_peaks(&account, *month, Timestamp::UNIX_EPOCH)
+                .expect("peaks"),
+            peaks,
+            "{month}"
+        );
+    }
+    assert_eq!(
+        before[2][Tier::Professional.index()],
+        1,
+        "May starts with the queue session open"
+    );
+    assert_eq!(
+        store.login_days("acme", "pro", months[0]).expect("days"),
+        days_before
+    );
+
+    // An event before the floor is refused, whatever the grace period says now; one after it
+    // in May counts from the floor's state.
+    store
+        .update_account("acme", Timestamp::UNIX_EPOCH, "test", |s| {
+            s.grace_period_days = 60;
+            Ok(())
+        })
+        .expect("grace");
+    assert!(matches!(
+        ingest(
+            &store,
+            vec![event(
+                "late",
+                "std",
+                "2026-04-28T08:00:00Z",
+                EventKind::AgentLogin
+            )]
+        )
+        .as_slice(),
+        [Outcome::Refused(Refusal::MonthClosed { .. })]
+    ));
+    assert_eq!(
+        ingest(
+            &store,
+            vec![event(
+                "s3",
+                "std",
+                "2026-05-04T08:00:00Z",
+                EventKind::AgentLogin
+            )]
+        ),
+        [Outcome::Applied]
+    );
+    let account = store.account("acme").expect("account");
+    let may = store
+        .concurrency_peaks(&account, months[2], Timestamp::UNIX_EPOCH)
+        .expect("peaks");
+    assert_eq!(
+        may,
+        store
+            .concurrency_peaks_from_the_beginning(&account, months[2])
+            .expect("peaks")
+    );
+    assert_eq!(
+        (may[Tier::Professional.index()], may[Tier::Standard.index()]),
+        (1, 1)
+    );
+    // Nothing more to do until another month closes.
+    assert_eq!(compact_all(&store, 2), Compacted::default());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// With the clock moving on and closed months compacted between arrivals (some late), every
+    /// month's peaks and every event's outcome equal those of a store that never compacts.
+    #[test]
+    fn compaction_changes_no_peak_and_no_outcome(
+        raw in proptest::collection::vec((0u8..2, 0u8..4, 0i64..(120 * 1440)), 1..60),
+        chunk in 1usize..8,
+        window in 1usize..6,
+        compact_every in 1usize..4,
+        seed in any::<u64>(),
+    ) {
+        let mut events: Vec<Event> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, (member, kind, minute))| {
+                let member = ["pro", "std"][usize::from(*member)];
+                let kind = match kind {
+                    0 => EventKind::AgentLogin,
+                    1 => EventKind::AgentLogout,
+                    2 => EventKind::QueueLogin("q1".into()),
+                    _ => EventKind::QueueLogout("q1".into()),
+                };
+                Event {
+                    occurred_at: at("2026-03-01T00:00:00Z") + minute.minutes(),
+                    ..event(&format!("e{i}"), member, "2026-03-01T00:00:00Z", kind)
+                }
+            })
+            .collect();
+        events.sort_by_key(|e| e.occurred_at);
+        // Late arrivals: shuffled within windows.
+        for (n, part) in events.chunks_mut(window).enumerate() {
+            shuffle(part, seed.wrapping_add(n as u64));
+        }
+        let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let (compacted, whole) = (open(dir_a.path()), open(dir_b.path()));
+        for store in [&compacted, &whole] {
+            setup(store, "UTC", "2026-03-01T00:00:00Z", 0);
+        }
+        let mut clock = at("2026-03-01T00:00:00Z");
+        for (n, arrived) in events.chunks(chunk).enumerate() {
+            let latest = arrived.iter().map(|e| e.occurred_at).max().unwrap_or(clock);
+            if latest > clock {
+                clock = latest;
+                for store in [&compacted, &whole] {
+                    store.advance_clock("acme", clock, "test").expect("advance");
+                }
+            }
+            let a = ingest(&compacted, arrived.to_vec());
+            let b = ingest(&whole, arrived.to_vec());
+            prop_assert_eq!(a, b);
+            if n % compact_every == 0 {
+                compact_all(&compacted, 3);
+            }
+        }
+        let account = compacted.account("acme").expect("account");
+        let reference = whole.account("acme").expect("account");
+        for month in ["2026-03", "2026-04", "2026-05", "2026-06", "2026-07"] {
+            let month = BillingMonth::parse(month).expect("month");
+            prop_assert_eq!(
+                compacted.concurrency_peaks(&account, month, Timestamp::UNIX_EPOCH).expect("peaks"),
+                whole.concurrency_peaks_from_the_beginning(&reference, month).expect("peaks"),
+                "{}", month
+            );
+        }
+    }
 }

@@ -1,0 +1,325 @@
+//! Compaction: once an account's months have closed, their raw session changes are not needed
+//! any more. Their concurrency peaks are kept per month, who was logged in at the end is kept as
+//! the account's floor, and the session changes before the floor are deleted in bounded chunks.
+//! What GetUsage and statements read of a closed month (login days, meters, statements, the
+//! month's peaks) is kept.
+
+use jiff::Timestamp;
+use licensing_core::{Account, BillingMonth, Concurrency, month_closes_at};
+use sled::{
+    Transactional as _,
+    transaction::{ConflictableTransactionError, TransactionError},
+};
+
+use crate::{
+    OpError, Store, StoreError,
+    records::{CheckpointRecord, FloorRecord, MonthPeaksRecord, Time, decode, encode},
+};
+
+/// The floor stays this many days before the first month still open, so that no zone's first
+/// open month starts before it (zones are at most 26 hours apart) after a change of zone.
+pub(crate) const FLOOR_MARGIN_DAYS: i64 = 2;
+
+/// An account's floor, decoded.
+#[derive(Debug, Default)]
+pub(crate) struct Floor {
+    /// The instant the history is compacted up to, and who was logged in at it.
+    pub(crate) complete: Option<(Timestamp, Concurrency)>,
+    /// Events before this are refused (the latest of the two floors).
+    pub(crate) refuse_before: Option<Timestamp>,
+    /// The account's time when the floor was last moved.
+    pub(crate) moved_at: Option<Timestamp>,
+}
+
+fn corrupt_floor(e: crate::Corrupt) -> StoreError {
+    StoreError::Corrupt(e)
+}
+
+pub(crate) fn decode_floor(bytes: &[u8]) -> Result<Floor, StoreError> {
+    let FloorRecord::V1 {
+        complete,
+        pending,
+        moved_at,
+    } = decode::<FloorRecord>("session floor", bytes).map_err(corrupt_floor)?;
+    let complete = match complete {
+        None => None,
+        Some((at, open)) => Some((
+            at.decode("session floor").map_err(corrupt_floor)?,
+            open.decode().map_err(corrupt_floor)?,
+        )),
+    };
+    let pending = pending
+        .map(|at| at.decode("session floor"))
+        .transpose()
+        .map_err(corrupt_floor)?;
+    let refuse_before = match (&complete, pending) {
+        (Some((at, _)), Some(pending)) => Some((*at).max(pending)),
+        (Some((at, _)), None) => Some(*at),
+        (None, pending) => pending,
+    };
+    Ok(Floor {
+        complete,
+        refuse_before,
+        moved_at: Some(moved_at.decode("session floor").map_err(corrupt_floor)?),
+    })
+}
+
+/// What one chunk of [`Store::compact`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    /// Accounts whose floor moved.
+    pub floors_moved: usize,
+    /// Closed months whose peaks were kept.
+    pub months_kept: usize,
+    /// Records deleted (session changes, and the checkpoints and day peaks before the floor).
+    pub deleted: usize,
+    /// The account to go on after; `None` when every account was seen.
+    pub next: Option<Vec<u8>>,
+}
+
+fn month_key(account_id: &str, month: BillingMonth) -> Vec<u8> {
+    let mut key = crate::accounts::prefix(account_id);
+    key.extend_from_slice(month.to_string().as_bytes());
+    key
+}
+
+impl Store {
+    pub(crate) fn floor(&self, account_id: &str) -> Result<Floor, OpError> {
+        match self
+            .session_floor
+            .get(account_id.as_bytes())
+            .map_err(|source| self.storage(source))?
+        {
+            None => Ok(Floor::default()),
+            Some(bytes) => Ok(decode_floor(&bytes)?),
+        }
+    }
+
+    /// A compacted month's peaks, as kept when it was compacted (none kept: nobody logged in).
+    pub(crate) fn frozen_peaks(
+        &self,
+        account_id: &str,
+        month: BillingMonth,
+    ) -> Result<[u32; 5], OpError> {
+        match self
+            .month_peaks
+            .get(month_key(account_id, month))
+            .map_err(|source| self.storage(source))?
+        {
+            None => Ok([0; 5]),
+            Some(bytes) => {
+                let MonthPeaksRecord::V1 { peaks, .. } =
+                    decode::<MonthPeaksRecord>("month peaks", &bytes).map_err(StoreError::from)?;
+                Ok(peaks)
+            }
+        }
+    }
+
+    /// Compacts up to `limit` accounts after `after`, deleting at most `chunk` records of each:
+    /// call again with `next` until it is `None`, and again later for what is left.
+    pub fn compact(
+        &self,
+        real_now: Timestamp,
+        after: Option<&[u8]>,
+        limit: usize,
+        chunk: usize,
+    ) -> Result<Compacted, OpError> {
+        let mut done = Compacted::default();
+        let range = match after {
+            Some(after) => self
+                .accounts
+                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => self.accounts.iter(),
+        };
+        let mut seen = 0;
+        for item in range {
+            if self.has_failed() || seen == limit {
+                break;
+            }
+            let (key, _) = item.map_err(|source| self.storage(source))?;
+            seen += 1;
+            done.next = Some(key.to_vec());
+            let Ok(id) = std::str::from_utf8(&key) else {
+                continue;
+            };
+            let account = match self.account(id) {
+                Ok(account) => account,
+                Err(OpError::AccountNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            self.compact_account(&account, real_now, chunk, &mut done)?;
+        }
+        if seen < limit {
+            done.next = None;
+        }
+        Ok(done)
+    }
+
+    fn compact_account(
+        &self,
+        account: &Account,
+        real_now: Timestamp,
+        chunk: usize,
+        done: &mut Compacted,
+    ) -> Result<(), OpError> {
+        let zone = &account.settings.zone;
+        let now = account.now(real_now);
+        // The first month not closed yet.
+        let created = zone.month(account.created_at);
+        let current = zone.month(now);
+        let mut first_open = created;
+        while first_open < current && month_closes_at(account, first_open) <= now {
+            first_open = first_open.next();
+        }
+        let target = zone.add_days(zone.start_of(first_open), -FLOOR_MARGIN_DAYS);
+        let floor = self.floor(&account.id)?;
+        let complete_at = floor.complete.as_ref().map(|(at, _)| *at);
+        if first_open > created && complete_at.is_none_or(|at| at < target) {
+            self.move_floor(account, real_now, first_open, target, floor, done)?;
+        }
+        self.delete_before_floor(account, chunk, done)
+    }
+
+    /// Moves the floor to `target` (before `first_open`, every month before which is closed).
+    fn move_floor(
+        &self,
+        account: &Account,
+        real_now: Timestamp,
+        first_open: BillingMonth,
+        target: Timestamp,
+        floor: Floor,
+        done: &mut Compacted,
+    ) -> Result<(), OpError> {
+        let zone = &account.settings.zone;
+        let moved_at: Time = account.now(real_now).into();
+        // First the pending floor: from its commit on, no event before `target` is applied, so
+        // the session changes before it are final.
+        let complete = floor
+            .complete
+            .as_ref()
+            .map(|(at, state)| ((*at).into(), CheckpointRecord::new(state)));
+        let pending = FloorRecord::V1 {
+            complete: complete.clone(),
+            pending: Some(target.into()),
+            moved_at,
+        };
+        if floor.refuse_before.is_none_or(|at| at < target) {
+            self.session_floor
+                .insert(account.id.as_bytes(), encode(&pending))
+                .map_err(|source| self.storage(source))?;
+        }
+        // The peaks of the closed months not kept yet, while their session changes are there.
+        let from = match &floor.complete {
+            Some((at, _)) => zone.month(*at),
+            None => zone.month(account.created_at),
+        };
+        let mut kept = Vec::new();
+        let mut month = from;
+        while month < first_open {
+            let key = month_key(&account.id, month);
+            let exists = self
+                .month_peaks
+                .contains_key(&key)
+                .map_err(|source| self.storage(source))?;
+            if !exists {
+                let peaks = self.concurrency_peaks(account, month, real_now)?;
+                let record = MonthPeaksRecord::V1 {
+                    zone: zone.name().to_owned(),
+                    peaks,
+                };
+                kept.push((key, encode(&record)));
+            }
+            month = month.next();
+        }
+        // Who was logged in at `target`: from the start of its month, onwards to it.
+        let target_month = zone.month(target);
+        let mut state = self.month_start_state(account, target_month, real_now, floor.complete)?;
+        for transition in self.transitions(&account.id, Some(zone.start_of(target_month)), target) {
+            state.apply(transition?);
+        }
+        let record = FloorRecord::V1 {
+            complete: Some((target.into(), CheckpointRecord::new(&state))),
+            pending: None,
+            moved_at,
+        };
+        let months_kept = kept.len();
+        let result = (&self.session_floor, &self.month_peaks).transaction(|(floors, peaks)| {
+            for (key, value) in &kept {
+                peaks.insert(key.as_slice(), value.as_slice())?;
+            }
+            floors.insert(account.id.as_bytes(), encode(&record))?;
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(OpError::Store(e)),
+            Err(TransactionError::Storage(source)) => {
+                return Err(OpError::Store(self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })));
+            }
+        }
+        done.floors_moved += 1;
+        done.months_kept += months_kept;
+        tracing::debug!(
+            account = %account.id,
+            floor = %target,
+            months_kept,
+            "session history compacted up to a new floor"
+        );
+        Ok(())
+    }
+
+    /// Deletes up to `chunk` records the floor made useless: session changes before it, and
+    /// the checkpoints and kept day peaks of the months before its month.
+    fn delete_before_floor(
+        &self,
+        account: &Account,
+        chunk: usize,
+        done: &mut Compacted,
+    ) -> Result<(), OpError> {
+        let Some((floor_at, _)) = self.floor(&account.id)?.complete else {
+            return Ok(());
+        };
+        let zone = &account.settings.zone;
+        let mut batch = sled::Batch::default();
+        let mut deleted = 0;
+        let sessions_from = crate::accounts::prefix(&account.id);
+        let mut sessions_to = sessions_from.clone();
+        sessions_to.extend_from_slice(&crate::ingest::sortable(floor_at));
+        for item in self
+            .sessions
+            .range(sessions_from..sessions_to)
+            .keys()
+            .take(chunk)
+        {
+            batch.remove(item.map_err(|source| self.storage(source))?);
+            deleted += 1;
+        }
+        self.sessions
+            .apply_batch(batch)
+            .map_err(|source| self.storage(source))?;
+        // Checkpoints and day peaks of this zone's months before the floor's month.
+        let mut within_zone = crate::accounts::prefix(&account.id);
+        within_zone.extend_from_slice(zone.name().as_bytes());
+        within_zone.push(0);
+        let mut before = within_zone.clone();
+        before.extend_from_slice(zone.month(floor_at).to_string().as_bytes());
+        for tree in [&self.checkpoints, &self.day_peaks] {
+            let mut batch = sled::Batch::default();
+            for item in tree
+                .range(within_zone.clone()..before.clone())
+                .keys()
+                .take(chunk.saturating_sub(deleted))
+            {
+                batch.remove(item.map_err(|source| self.storage(source))?);
+                deleted += 1;
+            }
+            tree.apply_batch(batch)
+                .map_err(|source| self.storage(source))?;
+        }
+        done.deleted += deleted;
+        Ok(())
+    }
+}
