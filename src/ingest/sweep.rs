@@ -14,6 +14,8 @@ const DEDUPE_SWEEP_CHUNK: usize = 1024;
 const COMPACTION_CHUNK: usize = 4096;
 /// Accounts compaction looks at per step.
 const COMPACTION_ACCOUNTS: usize = 8;
+/// How often a long compaction logs its progress.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Deletes expired dedupe records and compacts closed months every [`DEDUPE_SWEEP_INTERVAL`]
 /// and whenever `wake` is notified (an account's clock moved), off the writer's path: in chunks
@@ -71,9 +73,11 @@ pub(super) async fn sweep_dedupe(
     }
 }
 
-/// Compacts every account's closed months, in chunks, until nothing is left to delete.
+/// Compacts every account's closed months, in chunks, until nothing is left to delete; logs
+/// when it starts doing something, its progress every [`PROGRESS_EVERY`], and what it did.
 async fn compact(store: &Store) {
     let started = std::time::Instant::now();
+    let mut reported = started;
     let mut total = licensing_store::Compacted::default();
     loop {
         let mut after = None::<Vec<u8>>;
@@ -89,17 +93,8 @@ async fn compact(store: &Store) {
                 )
             })
             .await;
-            match chunk {
-                Ok(Ok(chunk)) => {
-                    deleted += chunk.deleted;
-                    total.floors_moved += chunk.floors_moved;
-                    total.months_kept += chunk.months_kept;
-                    total.deleted += chunk.deleted;
-                    match chunk.next {
-                        Some(next) => after = Some(next),
-                        None => break,
-                    }
-                }
+            let chunk = match chunk {
+                Ok(Ok(chunk)) => chunk,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "compaction failed; it runs again next hour");
                     return;
@@ -108,18 +103,36 @@ async fn compact(store: &Store) {
                     tracing::warn!(error = %e, "compaction task failed; it runs again next hour");
                     return;
                 }
+            };
+            let first = total == licensing_store::Compacted::default();
+            deleted += chunk.deleted;
+            total.floors_moved += chunk.floors_moved;
+            total.months_kept += chunk.months_kept;
+            total.deleted += chunk.deleted;
+            if first && (chunk.floors_moved > 0 || chunk.deleted > 0) {
+                tracing::info!(
+                    floors_moved = chunk.floors_moved,
+                    deleted = chunk.deleted,
+                    "compacting closed months"
+                );
+            } else if reported.elapsed() >= PROGRESS_EVERY {
+                reported = std::time::Instant::now();
+                tracing::info!(
+                    deleted = total.deleted,
+                    "compacting closed months: still going"
+                );
+            }
+            match chunk.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
         // A pass that deleted nothing: every account is compacted up to its floor.
         if deleted == 0 || store.has_failed() {
             break;
         }
-        if total.deleted >= 10 * COMPACTION_CHUNK
-            && total.deleted % (100 * COMPACTION_CHUNK) < deleted
-        {
-            tracing::info!(deleted = total.deleted, "compacting closed months");
-        }
     }
+    metrics::counter!("licensing_compacted_records_total").increment(total.deleted as u64);
     if total.floors_moved > 0 || total.deleted > 0 {
         tracing::info!(
             floors_moved = total.floors_moved,
