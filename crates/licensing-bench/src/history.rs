@@ -78,6 +78,8 @@ struct Reads {
     usage_rows: u64,
     statement: Duration,
     disk_bytes: u64,
+    /// Per tree: records and bytes of keys and values held.
+    live: Vec<(String, u64, u64)>,
 }
 
 /// Runs the benchmark.
@@ -118,6 +120,25 @@ pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
             reads.usage_rows,
             ms(reads.statement),
             reads.disk_bytes as f64 / f64::from(1 << 20),
+        );
+    }
+    for reads in [&first, &last] {
+        let bytes: u64 = reads.live.iter().map(|(_, _, b)| b).sum();
+        let trees: Vec<String> = reads
+            .live
+            .iter()
+            .map(|(name, records, bytes)| {
+                format!(
+                    "{name} {records} ({:.1} MiB)",
+                    *bytes as f64 / f64::from(1 << 20)
+                )
+            })
+            .collect();
+        println!(
+            "{}: records held {:.1} MiB: {}",
+            reads.month,
+            bytes as f64 / f64::from(1 << 20),
+            trees.join(", ")
         );
     }
     let usage = last.usage.as_secs_f64() / first.usage.as_secs_f64();
@@ -391,6 +412,7 @@ async fn read_month(
         usage_rows,
         statement: median(statement),
         disk_bytes: store.size_on_disk().context("size on disk")?,
+        live: store.live_records().context("records held")?,
         month: label,
     })
 }

@@ -11,10 +11,12 @@ pub mod access;
 pub mod account;
 pub mod audit;
 pub mod calendar;
+pub mod effects;
 pub mod events;
 pub mod ids;
 pub mod inventory;
 pub mod member;
+pub mod month;
 pub mod price;
 pub mod quota;
 pub mod resolve;
@@ -32,6 +34,7 @@ pub use calendar::{
     BillingMonth, EARLIEST, EARLIEST_MONTH, END, InvalidMonth, LAST_MONTH, OutOfRange,
     UnknownTimeZone, Zone, check_in_range,
 };
+pub use effects::{Effects, MemberUse, SessionKind, effects};
 pub use events::{
     Concurrency, Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, MAX_METER_MONTH_TOTAL,
     MAX_METERED_QUANTITY, Meter, MeterTotals, MeterUse, OpenSession, Outcome, Refusal,
@@ -47,6 +50,7 @@ pub use member::{
     BillingMode, Channel, InvalidSettings, MAX_SKILL_ID_BYTES, MAX_SKILLS, MemberSettings,
     MemberSettingsInput, Permission, PermissionSet, Role, Skill,
 };
+pub use month::{MonthFacts, MonthStart, month_facts};
 pub use price::{
     Currency, InvalidPriceList, MAX_PRICE, MemberPrice, Period, PriceItem, PriceLine, PriceList,
     PriceListInput,

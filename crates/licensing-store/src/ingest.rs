@@ -6,9 +6,9 @@ use std::collections::{BTreeSet, HashMap, hash_map::Entry};
 
 use jiff::{Timestamp, civil};
 use licensing_core::{
-    Account, BillingMode, BillingMonth, Concurrency, Event, EventKind, LoginDay, Meter,
-    MeterTotals, MeterUse, Outcome, PriceList, Refusal, SessionChange, Tier, Transition, accept,
-    month_closes_at, resolve, service_on,
+    Account, BillingMonth, Concurrency, Effects, Event, EventKind, LoginDay, MemberUse, Meter,
+    MeterTotals, MeterUse, Outcome, PriceList, Refusal, SessionChange, SessionKind, Transition,
+    accept, effects, month_closes_at,
 };
 use sled::{
     Transactional as _,
@@ -66,13 +66,13 @@ fn meter_code(meter: Meter) -> u8 {
     meter as u8
 }
 
-fn session_change(kind: &EventKind) -> Option<(u8, &str)> {
-    match kind {
-        EventKind::AgentLogin => Some((0, "")),
-        EventKind::AgentLogout => Some((1, "")),
-        EventKind::QueueLogin(q) => Some((2, q)),
-        EventKind::QueueLogout(q) => Some((3, q)),
-        EventKind::Metered { .. } => None,
+/// How a session change is kept in a [`SessionRecord`].
+fn session_code(change: SessionKind) -> u8 {
+    match change {
+        SessionKind::Login => 0,
+        SessionKind::Logout => 1,
+        SessionKind::QueueLogin => 2,
+        SessionKind::QueueLogout => 3,
     }
 }
 
@@ -149,7 +149,7 @@ impl Store {
             )| {
                 // Caches live inside the closure: a rerun starts from the transaction's view again.
                 let mut account_cache: HashMap<&str, Option<Account>> = HashMap::new();
-                let mut member_cache: HashMap<(&str, &str), Option<(Tier, bool)>> = HashMap::new();
+                let mut member_cache: HashMap<(&str, &str), Option<MemberUse>> = HashMap::new();
                 let mut valid_cache: HashMap<&str, Option<CheckpointsValid>> = HashMap::new();
                 // Before what instant each account refuses events (its history is compacted).
                 let mut floor_cache: HashMap<&str, (Option<Timestamp>, Option<Timestamp>)> =
@@ -244,85 +244,109 @@ impl Store {
                                 .push(Outcome::Refused(Refusal::MonthClosed { month, closed_at }));
                             continue;
                         }
-                        if let EventKind::Metered { meter, quantity } = event.kind {
-                            let key = join(&[
-                                event.account_id.as_bytes(),
-                                month.to_string().as_bytes(),
-                                &[meter_code(meter)],
-                            ]);
-                            let usage = match meters.get(&key)? {
-                                None => MeterUse::default(),
-                                Some(bytes) => MeterUse::from(
-                                    decode::<MeterRecord>("meter", &bytes).map_err(corrupt)?,
-                                ),
-                            };
-                            let on = service_on(&account.settings, meter);
-                            match usage.add(meter, month, quantity, on) {
-                                Ok(usage) => {
+                        let member = if matches!(event.kind, EventKind::Metered { .. }) {
+                            None
+                        } else {
+                            let member_key = (event.account_id.as_str(), event.member_id.as_str());
+                            match member_cache.get(&member_key) {
+                                Some(member) => *member,
+                                None => {
+                                    let key = join(&[
+                                        event.account_id.as_bytes(),
+                                        event.member_id.as_bytes(),
+                                    ]);
+                                    let member = match members.get(key)? {
+                                        None => None,
+                                        Some(bytes) => {
+                                            let stored = decode::<MemberRecord>("member", &bytes)
+                                                .and_then(|r| r.decode(&event.member_id))
+                                                .map_err(corrupt)?;
+                                            Some(MemberUse::of(
+                                                &stored.settings,
+                                                &account.settings,
+                                                prices,
+                                            ))
+                                        }
+                                    };
+                                    member_cache.insert(member_key, member);
+                                    member
+                                }
+                            }
+                        };
+                        let (tier, change, queue, login_day) =
+                            match effects(event, &account.settings, &account.settings.zone, member)
+                            {
+                                Effects::Metered {
+                                    meter,
+                                    quantity,
+                                    on,
+                                } => {
+                                    let key = join(&[
+                                        event.account_id.as_bytes(),
+                                        month.to_string().as_bytes(),
+                                        &[meter_code(meter)],
+                                    ]);
+                                    let usage = match meters.get(&key)? {
+                                        None => MeterUse::default(),
+                                        Some(bytes) => MeterUse::from(
+                                            decode::<MeterRecord>("meter", &bytes)
+                                                .map_err(corrupt)?,
+                                        ),
+                                    };
+                                    match usage.add(meter, month, quantity, on) {
+                                        Ok(usage) => {
+                                            dedupe.insert(
+                                                dedupe_key,
+                                                encode(&DedupeRecord::new(fingerprint, month)),
+                                            )?;
+                                            meters
+                                                .insert(key, encode(&MeterRecord::from(usage)))?;
+                                            batch_outcomes.push(Outcome::Applied);
+                                        }
+                                        // Refused, so no dedupe record: the same event is refused
+                                        // again.
+                                        Err(refusal) => {
+                                            batch_outcomes.push(Outcome::Refused(refusal));
+                                        }
+                                    }
+                                    continue;
+                                }
+                                Effects::Unlicensed => {
                                     dedupe.insert(
                                         dedupe_key,
                                         encode(&DedupeRecord::new(fingerprint, month)),
                                     )?;
-                                    meters.insert(key, encode(&MeterRecord::from(usage)))?;
+                                    let key = join(&[
+                                        event.account_id.as_bytes(),
+                                        event.member_id.as_bytes(),
+                                    ]);
+                                    let (events, last_seen) = match unlicensed.get(&key)? {
+                                        None => (0, event.occurred_at),
+                                        Some(bytes) => {
+                                            decode::<UnlicensedRecord>("unlicensed", &bytes)
+                                                .and_then(UnlicensedRecord::decode)
+                                                .map_err(corrupt)?
+                                        }
+                                    };
+                                    let record = UnlicensedRecord::V1 {
+                                        events: events + 1,
+                                        last_seen: last_seen.max(event.occurred_at).into(),
+                                    };
+                                    unlicensed.insert(key, encode(&record))?;
                                     batch_outcomes.push(Outcome::Applied);
+                                    continue;
                                 }
-                                // Refused, so no dedupe record: the same event is refused again.
-                                Err(refusal) => batch_outcomes.push(Outcome::Refused(refusal)),
-                            }
-                            continue;
-                        }
+                                Effects::Session {
+                                    member,
+                                    change,
+                                    queue,
+                                    login_day,
+                                } => (member.tier, change, queue, login_day),
+                            };
                         dedupe
                             .insert(dedupe_key, encode(&DedupeRecord::new(fingerprint, month)))?;
-
-                        let member_key = (event.account_id.as_str(), event.member_id.as_str());
-                        let member = match member_cache.get(&member_key) {
-                            Some(member) => *member,
-                            None => {
-                                let key = join(&[
-                                    event.account_id.as_bytes(),
-                                    event.member_id.as_bytes(),
-                                ]);
-                                let member = match members.get(key)? {
-                                    None => None,
-                                    Some(bytes) => {
-                                        let stored = decode::<MemberRecord>("member", &bytes)
-                                            .and_then(|r| r.decode(&event.member_id))
-                                            .map_err(corrupt)?;
-                                        let resolution = resolve(
-                                            &stored.settings,
-                                            account.settings.recording_retention,
-                                            prices,
-                                        );
-                                        Some((
-                                            resolution.tier,
-                                            resolution.billing.effective == BillingMode::Daily,
-                                        ))
-                                    }
-                                };
-                                member_cache.insert(member_key, member);
-                                member
-                            }
-                        };
-                        let Some((tier, daily)) = member else {
-                            // Kept, and shown as unlicensed usage.
-                            let key =
-                                join(&[event.account_id.as_bytes(), event.member_id.as_bytes()]);
-                            let (events, last_seen) = match unlicensed.get(&key)? {
-                                None => (0, event.occurred_at),
-                                Some(bytes) => decode::<UnlicensedRecord>("unlicensed", &bytes)
-                                    .and_then(UnlicensedRecord::decode)
-                                    .map_err(corrupt)?,
-                            };
-                            let record = UnlicensedRecord::V1 {
-                                events: events + 1,
-                                last_seen: last_seen.max(event.occurred_at).into(),
-                            };
-                            unlicensed.insert(key, encode(&record))?;
-                            batch_outcomes.push(Outcome::Applied);
-                            continue;
-                        };
-                        if event.is_login() {
-                            let date = account.settings.zone.day(event.occurred_at).to_string();
+                        if let Some(date) = login_day {
+                            let date = date.to_string();
                             let key = join(&[
                                 event.account_id.as_bytes(),
                                 event.member_id.as_bytes(),
@@ -337,10 +361,12 @@ impl Store {
                                 ),
                             };
                             let id = format!("{}/{}", event.source, event.event_id);
+                            let daily = member.is_some_and(|m| m.daily);
                             let day = LoginDay::add(day, tier, daily, &id);
                             days.insert(key, encode(&DayRecord::from(&day)))?;
                         }
-                        if let Some((change, queue)) = session_change(&event.kind) {
+                        {
+                            let change = session_code(change);
                             let key = join(&[
                                 event.account_id.as_bytes(),
                                 &sortable(event.occurred_at),

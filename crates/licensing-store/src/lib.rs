@@ -44,6 +44,7 @@ const DAY_PEAKS_TREE: &str = "day_peaks";
 const DAY_PEAKS_DIRTY_TREE: &str = "day_peaks_dirty";
 const SESSION_FLOOR_TREE: &str = "session_floor";
 const MONTH_PEAKS_TREE: &str = "month_peaks";
+const MONTH_STARTS_TREE: &str = "month_starts";
 const UNLICENSED_TREE: &str = "unlicensed";
 const METERS_TREE: &str = "meters";
 const STATEMENTS_TREE: &str = "statements";
@@ -109,6 +110,7 @@ pub struct Store {
     day_peaks_dirty: sled::Tree,
     session_floor: sled::Tree,
     month_peaks: sled::Tree,
+    month_starts: sled::Tree,
     unlicensed: sled::Tree,
     meters: sled::Tree,
     statements: sled::Tree,
@@ -172,6 +174,7 @@ impl Store {
             day_peaks_dirty: db.open_tree(DAY_PEAKS_DIRTY_TREE).map_err(storage)?,
             session_floor: db.open_tree(SESSION_FLOOR_TREE).map_err(storage)?,
             month_peaks: db.open_tree(MONTH_PEAKS_TREE).map_err(storage)?,
+            month_starts: db.open_tree(MONTH_STARTS_TREE).map_err(storage)?,
             unlicensed: db.open_tree(UNLICENSED_TREE).map_err(storage)?,
             meters: db.open_tree(METERS_TREE).map_err(storage)?,
             statements: db.open_tree(STATEMENTS_TREE).map_err(storage)?,
@@ -190,6 +193,35 @@ impl Store {
                 path: self.path.clone(),
                 source,
             })
+    }
+
+    /// Every tree's name, record count and bytes of keys and values: what the database holds,
+    /// whatever its files' size. A scan of every record (for benchmarks and tests).
+    #[doc(hidden)]
+    pub fn live_records(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let mut trees = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self
+                .db
+                .open_tree(&name)
+                .map_err(|source| StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            let (mut records, mut bytes) = (0u64, 0u64);
+            for item in tree.iter() {
+                let (key, value) = item.map_err(|source| StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })?;
+                records += 1;
+                bytes += (key.len() + value.len()) as u64;
+            }
+            if records > 0 {
+                trees.push((String::from_utf8_lossy(&name).into_owned(), records, bytes));
+            }
+        }
+        Ok(trees)
     }
 
     /// Whether a storage error has stopped writes.

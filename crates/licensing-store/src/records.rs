@@ -714,6 +714,61 @@ pub(crate) enum MonthPeaksRecord {
     V1 { zone: String, peaks: [u32; 5] },
 }
 
+/// Who recorded calls, and the retention, when a month started (in the account's zone), and the
+/// audit sequence its own entries start at: `month_starts` tree, key = account id, 0, zone name,
+/// 0, `YYYY-MM`. Derived from the audit trail, written by statement reads once the month is a day
+/// old (entries are appended at the account's time, so what came before never changes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MonthStartRecord {
+    V1 {
+        next_sequence: u64,
+        recorded: Vec<(String, u8)>,
+        /// `None` before the account's first settings entry; 0 is 14 days.
+        retention_months: Option<u32>,
+    },
+}
+
+impl MonthStartRecord {
+    pub(crate) fn new(start: &licensing_core::MonthStart, next_sequence: u64) -> MonthStartRecord {
+        MonthStartRecord::V1 {
+            next_sequence,
+            recorded: start
+                .recorded
+                .iter()
+                .map(|(member, tier)| (member.clone(), *tier as u8))
+                .collect(),
+            retention_months: start.retention.map(|r| r.as_months().unwrap_or(0)),
+        }
+    }
+
+    pub(crate) fn decode(self) -> Result<(licensing_core::MonthStart, u64), Corrupt> {
+        const WHAT: &str = "month start";
+        let MonthStartRecord::V1 {
+            next_sequence,
+            recorded,
+            retention_months,
+        } = self;
+        let recorded = recorded
+            .into_iter()
+            .map(|(member, tier)| Ok((member, tier_of(tier, WHAT)?)))
+            .collect::<Result<_, Corrupt>>()?;
+        let retention = match retention_months {
+            None => None,
+            Some(0) => Some(licensing_core::RecordingRetention::FOURTEEN_DAYS),
+            Some(months) => Some(
+                licensing_core::RecordingRetention::months(months).map_err(|e| corrupt(WHAT, e))?,
+            ),
+        };
+        Ok((
+            licensing_core::MonthStart {
+                recorded,
+                retention,
+            },
+            next_sequence,
+        ))
+    }
+}
+
 /// Usage by an unknown member: `unlicensed` tree, key = account id, 0, member id.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum UnlicensedRecord {

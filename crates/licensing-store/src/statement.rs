@@ -2,18 +2,17 @@
 //! the audit trail for who was recorded, metered totals), and keeping a closed month's statement
 //! so that it reads the same every time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use licensing_core::{
-    Account, AuditEntry, BillingMonth, Change, MemberDays, MeterCaps, PriceList, Product,
-    RecordedMember, RecordingRetention, Seats, Statement, StatementInput, StoredMember, Tier,
-    month_closes_at, resolve, statement,
+    Account, BillingMonth, MemberDays, MeterCaps, MonthStart, PriceList, Seats, Statement,
+    StatementInput, Tier, month_closes_at, month_facts, statement,
 };
 
 use crate::{
     OpError, Store, StoreError,
-    records::{StatementRecord, decode, encode},
+    records::{MonthStartRecord, StatementRecord, decode, encode},
 };
 
 /// A statement and whether it is final.
@@ -139,6 +138,58 @@ impl Store {
         })
     }
 
+    /// Who recorded calls, and the retention, when `month` started, and the audit sequence its
+    /// own entries start at: from the month's kept record, else folded from the latest month
+    /// kept before it (or from the first entry), and kept once the month is a day old.
+    fn month_start(
+        &self,
+        account: &Account,
+        month: BillingMonth,
+        real_now: Timestamp,
+        prices: &PriceList,
+    ) -> Result<(MonthStart, u64), OpError> {
+        let zone = &account.settings.zone;
+        let mut within = crate::accounts::prefix(&account.id);
+        within.extend_from_slice(zone.name().as_bytes());
+        within.push(0);
+        let mut key = within.clone();
+        key.extend_from_slice(month.to_string().as_bytes());
+        let decoded = |bytes: &[u8]| {
+            decode::<MonthStartRecord>("month start", bytes)
+                .and_then(MonthStartRecord::decode)
+                .map_err(StoreError::from)
+        };
+        if let Some(bytes) = self
+            .month_starts
+            .get(&key)
+            .map_err(|source| self.storage_error(source))?
+        {
+            return Ok(decoded(&bytes)?);
+        }
+        let (mut start, mut sequence) =
+            match self.month_starts.range(within..key.clone()).next_back() {
+                Some(item) => decoded(&item.map_err(|source| self.storage_error(source))?.1)?,
+                None => (MonthStart::default(), 1),
+            };
+        let from = zone.start_of(month);
+        for entry in self.audit_trail(&account.id, sequence) {
+            let entry = entry?;
+            if entry.time >= from {
+                break;
+            }
+            start.apply(&entry.change, prices);
+            sequence = entry.sequence + 1;
+        }
+        // A day into the month, nothing can be appended before its start any more (a clock
+        // that steps back a little included).
+        if account.now(real_now) >= zone.add_days(from, 1) && !self.has_failed() {
+            self.month_starts
+                .insert(key, encode(&MonthStartRecord::new(&start, sequence)))
+                .map_err(|source| self.storage_error(source))?;
+        }
+        Ok((start, sequence))
+    }
+
     fn statement_input(
         &self,
         account: &Account,
@@ -149,102 +200,19 @@ impl Store {
         let zone = &account.settings.zone;
         let current = zone.month(account.now(real_now));
         let peaks = self.peak_of(account, month, current)?;
-        let (from, to) = (zone.start_of(month), zone.start_of(month.next()));
+        let to = zone.start_of(month.next());
 
-        // Replay the audit trail: when each peak was set, who was recorded in the month, and the
-        // month's highest retention.
-        let mut peak_notes: [String; 6] = Default::default();
-        let mut members: HashMap<String, StoredMember> = HashMap::new();
-        let mut retention: Option<RecordingRetention> = None;
-        let mut highest_units = 0;
-        let mut recorded_tiers: BTreeMap<String, Vec<Tier>> = BTreeMap::new();
-        let note_recorded = |recorded: &mut BTreeMap<String, Vec<Tier>>, member: &StoredMember| {
-            if member.settings.call_recording() {
-                let tier = resolve(&member.settings, RecordingRetention::default(), prices).tier;
-                recorded
-                    .entry(member.member_id.clone())
-                    .or_default()
-                    .push(tier);
-            }
-        };
-        let mut month_started = false;
-        for entry in self.audit_trail(&account.id, 1) {
-            let AuditEntry { time, change, .. } = entry?;
-            if time >= to {
+        // The month's own audit entries, from who was recorded when it started.
+        let (start, sequence) = self.month_start(account, month, real_now, prices)?;
+        let mut entries = Vec::new();
+        for entry in self.audit_trail(&account.id, sequence) {
+            let entry = entry?;
+            if entry.time >= to {
                 break;
             }
-            if !month_started && time >= from {
-                month_started = true;
-                highest_units = retention.map_or(0, RecordingRetention::units);
-                for member in members.values() {
-                    note_recorded(&mut recorded_tiers, member);
-                }
-            }
-            match change {
-                Change::AccountSettings { after, .. } => {
-                    retention = Some(after.recording_retention);
-                    if month_started {
-                        highest_units = highest_units.max(after.recording_retention.units());
-                    }
-                }
-                Change::Member { before, after } => {
-                    if let Some(after) = after {
-                        if month_started {
-                            note_recorded(&mut recorded_tiers, &after);
-                        }
-                        members.insert(after.member_id.clone(), after);
-                    } else if let Some(before) = before {
-                        members.remove(&before.member_id);
-                    }
-                }
-                Change::Inventory { lines, .. } if month_started => {
-                    for line in lines {
-                        let i = line.product.index();
-                        if peak_notes[i].is_empty()
-                            && line.to == peaks.get(line.product)
-                            && line.to > line.from
-                        {
-                            peak_notes[i] = format!("set on {}", zone.day(time));
-                        }
-                    }
-                }
-                Change::Inventory { .. } | Change::Clock { .. } => {}
-            }
+            entries.push(entry);
         }
-        if !month_started {
-            highest_units = retention.map_or(0, RecordingRetention::units);
-            for member in members.values() {
-                note_recorded(&mut recorded_tiers, member);
-            }
-        }
-        for product in Product::ALL {
-            let i = product.index();
-            if peak_notes[i].is_empty() && peaks.get(product) > 0 {
-                peak_notes[i] = "carried into the month".to_owned();
-            }
-        }
-        let units = u64::from(highest_units);
-        let recording = recorded_tiers
-            .into_iter()
-            .map(|(member_id, tiers)| {
-                // Billed at the month's highest: the state that owed the most units.
-                let billed_units = tiers
-                    .into_iter()
-                    .map(|tier| {
-                        if tier.includes_recording() {
-                            units.saturating_sub(1)
-                        } else {
-                            units
-                        }
-                    })
-                    .max()
-                    .unwrap_or(0);
-                RecordedMember {
-                    member_id,
-                    billed_units,
-                }
-            })
-            .collect();
+        let facts = month_facts(&start, entries, peaks, zone, prices);
 
         let mut days: BTreeMap<(String, Tier), u64> = BTreeMap::new();
         for (member, _, day) in self.month_login_days(&account.id, month)? {
@@ -265,10 +233,10 @@ impl Store {
         Ok(StatementInput {
             month,
             peaks,
-            peak_notes,
+            peak_notes: facts.peak_notes,
             daily,
-            recording,
-            retention_months: highest_units * 3,
+            recording: facts.recording,
+            retention_months: facts.retention_units * 3,
             meters: self.meter_totals(&account.id, month)?,
             caps: MeterCaps::of(settings),
         })

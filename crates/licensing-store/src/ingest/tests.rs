@@ -4,8 +4,8 @@ use std::path::Path;
 
 use jiff::ToSpan;
 use licensing_core::{
-    AccountSettings, Channel, Inventory, MemberSettings, MemberSettingsInput, Permission, Skill,
-    UNAUTHENTICATED, Zone,
+    AccountSettings, BillingMode, Channel, Inventory, MemberSettings, MemberSettingsInput,
+    Permission, Skill, Tier, UNAUTHENTICATED, Zone,
 };
 use proptest::prelude::*;
 
