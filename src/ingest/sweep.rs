@@ -17,8 +17,8 @@ const COMPACTION_ACCOUNTS: usize = 8;
 /// How often a long compaction logs its progress.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Deletes expired dedupe records and compacts closed months every [`DEDUPE_SWEEP_INTERVAL`]
-/// and whenever `wake` is notified (an account's clock moved), off the writer's path: in chunks
+/// Deletes expired dedupe records and compacts closed months every [`DEDUPE_SWEEP_INTERVAL`],
+/// and compacts whenever `wake` is notified (an account's clock moved), off the writer's path: in chunks
 /// on the blocking pool, so that neither the writer nor the pool is held for long however large
 /// the trees. Deletions need no flush: one lost in a crash is deleted again by the next sweep.
 pub(super) async fn sweep_dedupe(
@@ -31,12 +31,18 @@ pub(super) async fn sweep_dedupe(
     let mut every = tokio::time::interval(DEDUPE_SWEEP_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = wake.notified() => {}
+        // A clock that moved may have closed months: compaction looks at every account's
+        // floor (a record or two each). The dedupe sweep reads every dedupe record, so it keeps
+        // to its hourly tick.
+        let hourly = tokio::select! {
+            _ = every.tick() => true,
+            () = wake.notified() => false,
             () = &mut stopping => return,
-        }
+        };
         compact(&store).await;
+        if !hourly {
+            continue;
+        }
         let (mut after, mut expired) = (None::<Vec<u8>>, 0);
         while !store.has_failed() {
             let (chunk_store, from) = (store.clone(), after.take());
