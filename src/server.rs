@@ -159,19 +159,19 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let clock_moved = Arc::new(Notify::new());
-    let licensing = LicensingServiceServer::new(
-        Licensing::new(
-            options.prices.clone(),
-            options.store.clone(),
-            health.clone(),
-            streams_stop.clone(),
-            streams.clone(),
-            options.authentication.is_on(),
-        )
-        .on_clock_moved(clock_moved.clone()),
+    let handlers = Licensing::new(
+        options.prices.clone(),
+        options.store.clone(),
+        health.clone(),
+        streams_stop.clone(),
+        streams.clone(),
+        options.authentication.is_on(),
     )
-    .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+    .on_clock_moved(clock_moved.clone());
+    let usage_changes = handlers.usage_changes();
+    let licensing = LicensingServiceServer::new(handlers)
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
     let liveness = Arc::new(Liveness::default());
     tokio::spawn(liveness.clone().report(health.clone(), health::STALL));
     let ingestion = IngestionServiceServer::new(Ingestion::start(
@@ -179,7 +179,11 @@ pub async fn run(
         options.prices.clone(),
         (health.clone(), liveness),
         streams_stop.clone(),
-        (options.dedupe_retention_days, clock_moved),
+        (
+            options.dedupe_retention_days,
+            clock_moved,
+            Some(usage_changes),
+        ),
         streams.clone(),
         options.authentication.is_on(),
     ))

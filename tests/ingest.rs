@@ -347,3 +347,76 @@ async fn login_days_and_months_follow_each_account_zone() {
         );
     }
 }
+
+/// A `GetUsage` follower hears what ingestion changed as it commits, without reading again: the
+/// summary with the new peaks, and the rows of the members whose login days changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_see_ingested_login_days_and_peaks_as_they_commit() {
+    let server = Licensing::start();
+    let channel = server.channel().await;
+    setup(&channel, "acme", "UTC", "2026-05-20T12:00:00Z", 5).await;
+    let mut follower = LicensingServiceClient::new(channel.clone())
+        .get_usage(api::GetUsageRequest {
+            account_id: "acme".into(),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .expect("follow")
+        .into_inner();
+    loop {
+        let message = follower.message().await.expect("snapshot").expect("open");
+        if matches!(
+            message.part,
+            Some(api::get_usage_response::Part::SnapshotComplete(true))
+        ) {
+            break;
+        }
+    }
+    let outcomes = ingest(
+        &channel,
+        vec![vec![
+            event("acme", "f1", "alice", "2026-05-20T08:00:00Z", login()),
+            event("acme", "f2", "bob", "2026-05-20T08:30:00Z", login()),
+        ]],
+    )
+    .await;
+    assert_eq!(
+        kinds(&outcomes[0]),
+        [api::Outcome::Applied, api::Outcome::Applied]
+    );
+
+    // Progress-based: every message is a step; the whole is bounded generously.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (mut peaks, mut days) = (None, std::collections::BTreeMap::new());
+    while peaks != Some((1, 1)) || days.len() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let message = tokio::time::timeout(left, follower.message())
+            .await
+            .unwrap_or_else(|_| panic!("no change heard: peaks {peaks:?}, days {days:?}"))
+            .expect("change")
+            .expect("still open");
+        match message.part.expect("part") {
+            api::get_usage_response::Part::Summary(summary) => {
+                let peak = |tier: api::Tier| {
+                    summary
+                        .concurrency_peaks
+                        .iter()
+                        .find(|p| p.tier == tier as i32)
+                        .map_or(0, |p| p.peak)
+                };
+                peaks = Some((peak(api::Tier::Professional), peak(api::Tier::Standard)));
+            }
+            api::get_usage_response::Part::Members(rows) => {
+                for row in rows.rows {
+                    let dates: Vec<String> =
+                        row.login_days.iter().map(|d| d.date.clone()).collect();
+                    days.insert(row.member_id, dates);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(days["alice"], ["2026-05-20"]);
+    assert_eq!(days["bob"], ["2026-05-20"]);
+}

@@ -1,11 +1,94 @@
 //! The peaks keeper: after commits, counts the days whose concurrency peaks they changed, so that
 //! a read of a month finds every day's peak kept and costs a record per day.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use licensing_core::Timestamp;
+use licensing_core::{Outcome, Timestamp};
+use licensing_store::Batch;
 use licensing_store::Store;
 use tokio::sync::Notify;
+
+use crate::service::UsageChanges;
+
+/// What the writer tells the keeper after a commit: that events were applied (`wake`), and, when
+/// someone follows usage, which accounts and members they changed, until the keeper announces
+/// them to the followers, coalesced.
+#[derive(Debug, Default)]
+pub(super) struct Feed {
+    wake: Notify,
+    changes: Option<UsageChanges>,
+    /// Account id to the members whose events were applied since the last announcement.
+    touched: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+impl Feed {
+    pub(super) fn new(changes: Option<UsageChanges>) -> Feed {
+        Feed {
+            changes,
+            ..Feed::default()
+        }
+    }
+
+    /// After a commit: notes what its applied events changed (only when usage is followed: a
+    /// few map inserts per event, whatever the number of followers) and wakes the keeper.
+    pub(super) fn committed(
+        &self,
+        batches: &[Batch],
+        answers: &[Result<Vec<Outcome>, tonic::Status>],
+    ) {
+        let mut any = false;
+        let followed = self.changes.as_ref().is_some_and(UsageChanges::followed);
+        let mut touched = followed.then(|| {
+            self.touched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
+        for (batch, answer) in batches.iter().zip(answers) {
+            let Ok(outcomes) = answer else { continue };
+            for (event, outcome) in batch.iter().zip(outcomes) {
+                let (Ok(event), Outcome::Applied) = (event, outcome) else {
+                    continue;
+                };
+                any = true;
+                let Some(touched) = touched.as_mut() else {
+                    break;
+                };
+                let members = match touched.get_mut(&event.account_id) {
+                    Some(members) => members,
+                    None => touched.entry(event.account_id.clone()).or_default(),
+                };
+                if !matches!(event.kind, licensing_core::EventKind::Metered { .. })
+                    && !members.contains(&event.member_id)
+                {
+                    members.insert(event.member_id.clone());
+                }
+            }
+        }
+        drop(touched);
+        if any {
+            // The keeper counts the days this changed (a notification waiting is not doubled).
+            self.wake.notify_one();
+        }
+    }
+
+    /// Announces every account changed since the last time, with its members.
+    fn announce(&self) {
+        let Some(changes) = &self.changes else { return };
+        let touched = std::mem::take(
+            &mut *self
+                .touched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (account_id, members) in touched {
+            changes.announce(&account_id, members.into_iter().collect());
+        }
+    }
+}
 
 /// The keeper runs at most this often: the days of a busy hour are counted once a second, not
 /// once per commit.
@@ -13,19 +96,15 @@ const KEEPER_PAUSE: Duration = Duration::from_secs(1);
 /// Accounts the keeper counts per step on the blocking pool.
 const KEEPER_CHUNK: usize = 16;
 
-/// Counts every marked day each time `wake` is notified (at most every [`KEEPER_PAUSE`]), in
-/// chunks of [`KEEPER_CHUNK`] accounts on the blocking pool, until `stopping` completes. What it
-/// writes needs no flush: a day whose kept peak was lost in a crash is still marked, and is
-/// counted again.
-pub(super) async fn keep_peaks(
-    store: Store,
-    wake: Arc<Notify>,
-    stopping: impl Future<Output = ()>,
-) {
+/// Counts every marked day each time the writer applied events (at most every
+/// [`KEEPER_PAUSE`]), in chunks of [`KEEPER_CHUNK`] accounts on the blocking pool, then tells
+/// `GetUsage` followers what changed, until `stopping` completes. What it writes needs no flush:
+/// a day whose kept peak was lost in a crash is still marked, and is counted again.
+pub(super) async fn keep_peaks(store: Store, feed: Arc<Feed>, stopping: impl Future<Output = ()>) {
     tokio::pin!(stopping);
     loop {
         tokio::select! {
-            () = wake.notified() => {}
+            () = feed.wake.notified() => {}
             () = &mut stopping => return,
         }
         let started = std::time::Instant::now();
@@ -56,6 +135,8 @@ pub(super) async fn keep_peaks(
             }
         }
         metrics::counter!("licensing_peak_days_counted_total").increment(days as u64);
+        // After the count: the followers' reads find the days kept.
+        feed.announce();
         if days > 0 {
             tracing::debug!(
                 accounts,

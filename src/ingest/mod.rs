@@ -59,7 +59,8 @@ pub struct Ingestion {
 impl Ingestion {
     /// Starts the writer, the peaks keeper and the sweep (dedupe records, compaction) on the
     /// current runtime. The writer stops when every handle is dropped, the others when
-    /// `shutdown` turns true; the sweep also runs whenever `clock_moved` is notified. Dedupe records are kept
+    /// `shutdown` turns true; compaction also runs whenever `clock_moved` is notified, and the
+    /// keeper announces what ingestion changed with `usage_changes`. Dedupe records are kept
     /// `dedupe_retention_days` after their month closed. The writer reports a storage failure to
     /// `health` and its progress to `liveness`.
     pub fn start(
@@ -67,7 +68,11 @@ impl Ingestion {
         prices: Arc<PriceList>,
         (health, liveness): (HealthReporter, Arc<crate::health::Liveness>),
         shutdown: watch::Receiver<bool>,
-        (dedupe_retention_days, clock_moved): (u32, Arc<tokio::sync::Notify>),
+        (dedupe_retention_days, clock_moved, usage_changes): (
+            u32,
+            Arc<tokio::sync::Notify>,
+            Option<crate::service::UsageChanges>,
+        ),
         streams: Streams,
         authenticated: bool,
     ) -> Ingestion {
@@ -76,11 +81,11 @@ impl Ingestion {
             store: store.clone(),
             prices,
         };
-        let wake = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(writer::write(jobs, target, health, liveness, wake.clone()));
+        let feed = Arc::new(keeper::Feed::new(usage_changes));
+        tokio::spawn(writer::write(jobs, target, health, liveness, feed.clone()));
         tokio::spawn(keeper::keep_peaks(
             store.clone(),
-            wake,
+            feed,
             crate::service::stopping(shutdown.clone()),
         ));
         tokio::spawn(sweep::sweep_dedupe(

@@ -76,7 +76,7 @@ pub(super) async fn write(
     target: impl Commit,
     health: HealthReporter,
     liveness: Arc<crate::health::Liveness>,
-    applied: Arc<tokio::sync::Notify>,
+    feed: Arc<super::keeper::Feed>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut group = vec![first];
@@ -94,7 +94,10 @@ pub(super) async fn write(
         liveness.busy();
         metrics::histogram!("licensing_group_commit_batches").record(batches.len() as f64);
         metrics::histogram!("licensing_group_commit_events").record(events as f64);
-        let answers = commit_group(&target, batches.into()).instrument(span).await;
+        let batches: Arc<[Batch]> = batches.into();
+        let answers = commit_group(&target, batches.clone())
+            .instrument(span)
+            .await;
         metrics::histogram!("licensing_group_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         liveness.idle();
@@ -102,13 +105,7 @@ pub(super) async fn write(
             report_storage_failure(&health);
         }
         count_outcomes(&answers);
-        if answers
-            .iter()
-            .any(|a| a.as_ref().is_ok_and(|o| o.contains(&Outcome::Applied)))
-        {
-            // The keeper counts the days this changed (a notification waiting is not doubled).
-            applied.notify_one();
-        }
+        feed.committed(&batches, &answers);
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A stream that went away simply does not hear its answer; it will resend.
             let _ = reply.send(answer);

@@ -63,6 +63,47 @@ enum CommittedChange {
     Removed(String),
     /// The inventory or the account's settings changed.
     Account,
+    /// Ingested events changed the account's usage: these members' login days (none for
+    /// metered use alone), and the summary.
+    Usage(Arc<[String]>),
+}
+
+/// Members whose rows one usage change carries, at most: more are announced as several changes.
+const USAGE_MEMBERS_PER_CHANGE: usize = 500;
+
+/// Tells `GetUsage` followers what ingestion changed. Announcing is a send on a broadcast
+/// channel: its cost does not depend on the number of followers, who read the change once
+/// between them.
+#[derive(Debug, Clone)]
+pub struct UsageChanges {
+    changes: broadcast::Sender<Committed>,
+    next_change: Arc<AtomicU64>,
+}
+
+impl UsageChanges {
+    /// Whether anyone follows usage at all (else nothing needs to be collected).
+    pub fn followed(&self) -> bool {
+        self.changes.receiver_count() > 0
+    }
+
+    /// Announces that ingested events changed `account_id`'s usage, and these members' days.
+    pub fn announce(&self, account_id: &str, members: Vec<String>) {
+        let mut parts: Vec<Arc<[String]>> = members
+            .chunks(USAGE_MEMBERS_PER_CHANGE)
+            .map(Arc::from)
+            .collect();
+        if parts.is_empty() {
+            parts.push(Arc::from(Vec::new()));
+        }
+        for members in parts {
+            // No follower is not an error.
+            let _ = self.changes.send(Committed {
+                seq: self.next_change.fetch_add(1, Ordering::Relaxed),
+                account_id: account_id.into(),
+                what: CommittedChange::Usage(members),
+            });
+        }
+    }
 }
 
 /// The handlers of `LicensingService`.
@@ -145,6 +186,14 @@ impl Licensing {
             change_reads_done: Arc::default(),
             authenticated,
             clock_moved: Arc::default(),
+        }
+    }
+
+    /// What ingestion announces its changes to `GetUsage` followers with.
+    pub fn usage_changes(&self) -> UsageChanges {
+        UsageChanges {
+            changes: self.changes.clone(),
+            next_change: self.next_change.clone(),
         }
     }
 

@@ -159,8 +159,8 @@ fn member_page(
 #[derive(Debug)]
 pub(super) struct ChangeRead {
     summary: api::UsageSummary,
-    /// The applied member's tier and row, if it still exists.
-    member: Option<(Tier, api::MemberUsage)>,
+    /// The changed members' tiers and rows, of those that still exist.
+    members: Vec<(Tier, api::MemberUsage)>,
 }
 
 /// Committed changes whose shared reads are kept, counted back from the newest.
@@ -342,18 +342,20 @@ impl Licensing {
             {
                 return;
             }
-            let part = match (&change.what, &read.member) {
-                (CommittedChange::Removed(member_id), _) => {
+            let part = match &change.what {
+                CommittedChange::Removed(member_id) => {
                     Some(Part::RemovedMemberId(member_id.clone()))
                 }
-                (CommittedChange::Member(_), Some((tier, row)))
-                    if view.tiers.is_empty() || view.tiers.contains(tier) =>
-                {
-                    Some(Part::Members(api::MemberUsageRows {
-                        rows: vec![row.clone()],
-                    }))
+                CommittedChange::Member(_) | CommittedChange::Usage(_) => {
+                    let rows: Vec<api::MemberUsage> = read
+                        .members
+                        .iter()
+                        .filter(|(tier, _)| view.tiers.is_empty() || view.tiers.contains(tier))
+                        .map(|(_, row)| row.clone())
+                        .collect();
+                    (!rows.is_empty()).then_some(Part::Members(api::MemberUsageRows { rows }))
                 }
-                (CommittedChange::Member(_) | CommittedChange::Account, _) => None,
+                CommittedChange::Account => None,
             };
             if let Some(part) = part
                 && outbox.send(usage(part)).await.is_err()
@@ -383,12 +385,13 @@ impl Licensing {
             let _permit = self.follow_reads.acquire().await;
             self.change_reads_done
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let member_id = match &change.what {
-                CommittedChange::Member(member) => Some(member.clone()),
-                CommittedChange::Removed(_) | CommittedChange::Account => None,
+            let members: Vec<String> = match &change.what {
+                CommittedChange::Member(member) => vec![member.clone()],
+                CommittedChange::Usage(members) => members.to_vec(),
+                CommittedChange::Removed(_) | CommittedChange::Account => Vec::new(),
             };
             let (account_id, prices) = (change.account_id.clone(), self.prices.clone());
-            self.blocking(move |store| read_change(store, &account_id, month, member_id, &prices))
+            self.blocking(move |store| read_change(store, &account_id, month, &members, &prices))
                 .await
                 .map(Arc::new)
         })
@@ -493,19 +496,19 @@ fn read_change(
     store: &Store,
     account_id: &str,
     month: Option<BillingMonth>,
-    member_id: Option<String>,
+    member_ids: &[String],
     prices: &PriceList,
 ) -> Result<ChangeRead, OpError> {
     let real_now = Licensing::real_now();
     let account = store.account(account_id)?;
     let summary = summary(store, &account, month, real_now)?;
-    let member = match member_id {
-        None => None,
-        Some(member_id) => match store.member(&account.id, &member_id) {
+    let shown = shown_month(&account, month, real_now);
+    let mut members = Vec::with_capacity(member_ids.len());
+    for member_id in member_ids {
+        match store.member(&account.id, member_id) {
             Ok(member) => {
-                let shown = shown_month(&account, month, real_now);
                 let days = store
-                    .login_days(&account.id, &member_id, shown)?
+                    .login_days(&account.id, member_id, shown)?
                     .into_iter()
                     .map(|(date, day)| to_proto::login_day(date, &day))
                     .collect();
@@ -514,17 +517,18 @@ fn read_change(
                     account.settings.recording_retention,
                     prices,
                 );
-                Some((
+                members.push((
                     resolution.tier,
                     to_proto::member_usage(&member, &resolution, days),
-                ))
+                ));
             }
-            // Removed again since: its removal follows as its own change.
-            Err(OpError::MemberNotFound { .. }) => None,
+            // Removed again since (its removal follows as its own change), or a member the
+            // account does not know (unlicensed usage, in the summary).
+            Err(OpError::MemberNotFound { .. }) => {}
             Err(e) => return Err(e),
-        },
-    };
-    Ok(ChangeRead { summary, member })
+        }
+    }
+    Ok(ChangeRead { summary, members })
 }
 
 #[cfg(test)]

@@ -285,21 +285,46 @@ impl Store {
         let zone = &account.settings.zone;
         let mut batch = sled::Batch::default();
         let mut deleted = 0;
-        let sessions_from = crate::accounts::prefix(&account.id);
-        let mut sessions_to = sessions_from.clone();
+        let prefix = crate::accounts::prefix(&account.id);
+        let mut sessions_to = prefix.clone();
         sessions_to.extend_from_slice(&crate::ingest::sortable(floor_at));
-        for item in self
-            .sessions
-            .range(sessions_from..sessions_to)
-            .keys()
-            .take(chunk)
+        // Where the last chunk stopped: every session change before it is deleted. Starting
+        // there, a chunk never walks again over the (emptied) part of the tree already done.
+        let mut cursor_key = prefix.clone();
+        cursor_key.extend_from_slice(b"swept");
+        let sessions_from = match self
+            .session_floor
+            .get(&cursor_key)
+            .map_err(|source| self.storage(source))?
         {
-            batch.remove(item.map_err(|source| self.storage(source))?);
-            deleted += 1;
+            Some(swept) if swept.as_ref() > prefix.as_slice() => swept.to_vec(),
+            _ => prefix.clone(),
+        };
+        let mut last = None;
+        if sessions_from < sessions_to {
+            for item in self
+                .sessions
+                .range(sessions_from..sessions_to)
+                .keys()
+                .take(chunk)
+            {
+                let key = item.map_err(|source| self.storage(source))?;
+                last = Some(key.clone());
+                batch.remove(key);
+                deleted += 1;
+            }
         }
         self.sessions
             .apply_batch(batch)
             .map_err(|source| self.storage(source))?;
+        if let Some(last) = last {
+            // The least key after `last`.
+            let mut swept = last.to_vec();
+            swept.push(0);
+            self.session_floor
+                .insert(cursor_key, swept)
+                .map_err(|source| self.storage(source))?;
+        }
         // Checkpoints and day peaks of this zone's months before the floor's month.
         let mut within_zone = crate::accounts::prefix(&account.id);
         within_zone.extend_from_slice(zone.name().as_bytes());
