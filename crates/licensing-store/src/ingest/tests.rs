@@ -696,7 +696,7 @@ fn compact_all(store: &Store, chunk: usize) -> Compacted {
         let mut deleted = 0;
         loop {
             let step = store
-                .compact(Timestamp::UNIX_EPOCH, after.as_deref(), 1, chunk)
+                .compact(Timestamp::UNIX_EPOCH, after.as_deref(), 8, chunk)
                 .expect("compact");
             deleted += step.deleted;
             total.floors_moved += step.floors_moved;
@@ -912,4 +912,71 @@ proptest! {
             );
         }
     }
+}
+
+#[test]
+fn compaction_month_after_month_keeps_only_the_open_months_session_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-01-01T00:00:00Z", 5);
+    // More session changes a month than one chunk deletes.
+    const PER_DAY: usize = 40;
+    let mut n = 0;
+    for month in 1..=4i8 {
+        let first = jiff::civil::date(2026, month, 1);
+        let last = first.last_of_month();
+        store
+            .advance_clock(
+                "acme",
+                last.to_zoned(jiff::tz::TimeZone::UTC)
+                    .expect("zoned")
+                    .timestamp()
+                    + 86_399.seconds(),
+                "test",
+            )
+            .expect("advance");
+        compact_all(&store, 4096);
+        let mut events = Vec::new();
+        let mut day = first;
+        while day <= last {
+            for (member, hour) in [("pro", 8), ("std", 9)] {
+                for k in 0..PER_DAY {
+                    let kind = if k % 2 == 0 {
+                        EventKind::AgentLogin
+                    } else {
+                        EventKind::AgentLogout
+                    };
+                    n += 1;
+                    let at = day
+                        .to_zoned(jiff::tz::TimeZone::UTC)
+                        .expect("zoned")
+                        .timestamp()
+                        + i64::from(hour).hours()
+                        + (k as i64).minutes();
+                    events.push(Event {
+                        occurred_at: at,
+                        ..event(&format!("e{n}"), member, "2026-01-01T00:00:00Z", kind)
+                    });
+                }
+            }
+            day = day.tomorrow().expect("tomorrow");
+        }
+        for outcome in ingest(&store, events) {
+            assert_eq!(outcome, Outcome::Applied);
+        }
+    }
+    // The clock on April 30: March closed on April 6, so the floor is March 30.
+    let kept: Vec<Timestamp> = store
+        .sessions
+        .iter()
+        .keys()
+        .map(|k| unsortable(&k.expect("key")[5..]).expect("time"))
+        .collect();
+    assert!(
+        kept.iter().all(|t| *t >= at("2026-03-30T00:00:00Z")),
+        "{} kept, first {:?}",
+        kept.len(),
+        kept.first()
+    );
+    assert_eq!(kept.len(), (2 + 30) * 2 * PER_DAY);
 }
