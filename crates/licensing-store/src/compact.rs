@@ -6,10 +6,7 @@
 
 use jiff::Timestamp;
 use licensing_core::{Account, BillingMonth, Concurrency, month_closes_at};
-use sled::{
-    Transactional as _,
-    transaction::{ConflictableTransactionError, TransactionError},
-};
+use sled::{Transactional as _, transaction::ConflictableTransactionError};
 
 use crate::{
     OpError, Store, StoreError,
@@ -125,12 +122,7 @@ impl Store {
         chunk: usize,
     ) -> Result<Compacted, OpError> {
         let mut done = Compacted::default();
-        let range = match after {
-            Some(after) => self
-                .accounts
-                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => self.accounts.iter(),
-        };
+        let range = crate::after(&self.accounts, after);
         let mut seen = 0;
         for item in range {
             if self.has_failed() || seen == limit {
@@ -250,16 +242,7 @@ impl Store {
             floors.insert(account.id.as_bytes(), encode(&record))?;
             Ok::<(), ConflictableTransactionError<StoreError>>(())
         });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(e)) => return Err(OpError::Store(e)),
-            Err(TransactionError::Storage(source)) => {
-                return Err(OpError::Store(self.failed_with(StoreError::Storage {
-                    path: self.path.clone(),
-                    source,
-                })));
-            }
-        }
+        self.finish_store(result)?;
         done.floors_moved += 1;
         done.months_kept += months_kept;
         tracing::debug!(

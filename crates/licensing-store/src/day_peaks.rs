@@ -8,10 +8,7 @@ use std::collections::BTreeMap;
 use jiff::civil;
 use licensing_core::{Account, BillingMonth, Concurrency};
 use sha2::{Digest as _, Sha256};
-use sled::{
-    IVec, Transactional as _,
-    transaction::{ConflictableTransactionError, TransactionError},
-};
+use sled::{IVec, Transactional as _, transaction::ConflictableTransactionError};
 
 use crate::{
     OpError, Store, StoreError,
@@ -222,16 +219,7 @@ impl Store {
             }
             Ok::<(), ConflictableTransactionError<StoreError>>(())
         });
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(OpError::Store(e)),
-            Err(TransactionError::Storage(source)) => {
-                Err(OpError::Store(self.failed_with(StoreError::Storage {
-                    path: self.path.clone(),
-                    source,
-                })))
-            }
-        }
+        self.finish_store(result)
     }
 }
 
@@ -257,12 +245,7 @@ impl Store {
         limit: usize,
     ) -> Result<KeptDays, OpError> {
         let mut kept = KeptDays::default();
-        let range = match after {
-            Some(after) => self
-                .day_peaks_dirty
-                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => self.day_peaks_dirty.iter(),
-        };
+        let range = crate::after(&self.day_peaks_dirty, after);
         for item in range {
             if self.has_failed() {
                 break;

@@ -10,10 +10,7 @@ use licensing_core::{
     MeterTotals, MeterUse, Outcome, PriceList, Refusal, SessionChange, SessionKind, Transition,
     accept, effects, month_closes_at,
 };
-use sled::{
-    Transactional as _,
-    transaction::{ConflictableTransactionError, TransactionError},
-};
+use sled::{Transactional as _, transaction::ConflictableTransactionError};
 
 use crate::{
     OpError, Store, StoreError,
@@ -435,16 +432,7 @@ impl Store {
                 Ok(outcomes)
             },
         );
-        match result {
-            Ok(outcomes) => Ok(outcomes),
-            Err(TransactionError::Abort(e)) => Err(OpError::Store(e)),
-            Err(TransactionError::Storage(source)) => {
-                Err(OpError::Store(self.failed_with(StoreError::Storage {
-                    path: self.path.clone(),
-                    source,
-                })))
-            }
-        }
+        self.finish_store(result)
     }
 
     /// A member's login days in `month`, oldest first.
@@ -773,16 +761,7 @@ impl Store {
                 Ok::<(), ConflictableTransactionError<StoreError>>(())
             },
         );
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(OpError::Store(e)),
-            Err(TransactionError::Storage(source)) => {
-                Err(OpError::Store(self.failed_with(StoreError::Storage {
-                    path: self.path.clone(),
-                    source,
-                })))
-            }
-        }
+        self.finish_store(result)
     }
 
     /// The account's session changes in `[from, to)` (from its first when `from` is `None`), in
@@ -918,12 +897,7 @@ impl Store {
     ) -> Result<DedupeSweep, OpError> {
         let mut sweep = DedupeSweep::default();
         let mut accounts: HashMap<Vec<u8>, Option<Account>> = HashMap::new();
-        let items = match after {
-            None => self.dedupe.range::<&[u8], _>(..),
-            Some(after) => self
-                .dedupe
-                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-        };
+        let items = crate::after(&self.dedupe, after);
         for (read, item) in items.enumerate() {
             if read == limit {
                 return Ok(sweep);

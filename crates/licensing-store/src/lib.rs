@@ -119,6 +119,17 @@ pub struct Store {
     failed: Arc<AtomicBool>,
 }
 
+/// The records of `tree` after the key `after` (all of them without one), in key order: where a
+/// sweep in chunks goes on.
+pub(crate) fn after(tree: &sled::Tree, after: Option<&[u8]>) -> sled::Iter {
+    match after {
+        Some(after) => {
+            tree.range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+        }
+        None => tree.iter(),
+    }
+}
+
 impl Store {
     /// Opens (or creates) the database, checking its format version.
     ///
@@ -227,6 +238,24 @@ impl Store {
     /// Whether a storage error has stopped writes.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// Turns the result of a transaction over derived or ingested records into an operation
+    /// result, remembering storage failures.
+    pub(crate) fn finish_store<T>(
+        &self,
+        result: Result<T, sled::transaction::TransactionError<StoreError>>,
+    ) -> Result<T, OpError> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(sled::transaction::TransactionError::Abort(e)) => Err(OpError::Store(e)),
+            Err(sled::transaction::TransactionError::Storage(source)) => {
+                Err(OpError::Store(self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })))
+            }
+        }
     }
 
     /// Records that storage failed with `error` (for I/O errors, not refusals) and returns it.
