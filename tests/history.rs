@@ -333,7 +333,7 @@ fn wait_for_log(server: &Licensing, from: usize, text: &str, deadline: Duration)
         {
             return true;
         }
-        thread::sleep(Duration::from_millis(2));
+        thread::sleep(Duration::from_millis(2)); // between polls, within the deadline
     }
     false
 }
@@ -453,6 +453,7 @@ fn nothing_is_lost_or_counted_twice_when_killed_while_recounting_or_compacting()
                 wait_for_log(&server, before, "compacting closed months", DEADLINE),
                 "seed {seed}: compaction never started with a grace period of {grace} days"
             );
+            // A random kill point, 0 to 2 ms after compaction started: no deadline waited for.
             thread::sleep(Duration::from_millis(rng.below(3)));
         }
         let lines = server.logs();

@@ -21,7 +21,7 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 
 /// The epoch and marked days `record` means for an account now in `zone`: another zone's
 /// record means the next epoch, with nothing marked in it yet.
-fn view(record: Option<PeaksDirty>, zone: &str) -> (u64, u64, BTreeMap<String, u64>) {
+pub(crate) fn view(record: Option<PeaksDirty>, zone: &str) -> (u64, u64, BTreeMap<String, u64>) {
     match record {
         None => (0, 0, BTreeMap::new()),
         Some(PeaksDirty::V1 {

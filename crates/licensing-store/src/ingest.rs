@@ -78,18 +78,7 @@ type TxError = ConflictableTransactionError<StoreError>;
 /// `dirty` with `marked` (days in `zone`) marked by its next generation; a zone other than the
 /// record's starts a new epoch, in which only these days are marked.
 fn mark_dirty(dirty: Option<PeaksDirty>, zone: &str, marked: &BTreeSet<civil::Date>) -> PeaksDirty {
-    let (epoch, next, mut days) = match dirty {
-        None => (0, 0, Default::default()),
-        Some(PeaksDirty::V1 {
-            zone: in_zone,
-            epoch,
-            next,
-            days,
-        }) if in_zone == zone => (epoch, next, days),
-        Some(PeaksDirty::V1 { epoch, next, .. }) => {
-            (epoch.wrapping_add(1), next, Default::default())
-        }
-    };
+    let (epoch, next, mut days) = crate::day_peaks::view(dirty, zone);
     for day in marked {
         days.insert(day.to_string(), next);
     }
