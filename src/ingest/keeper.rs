@@ -1,5 +1,6 @@
 //! The peaks keeper: after commits, counts the days whose concurrency peaks they changed, so that
-//! a read of a month finds every day's peak kept and costs a record per day.
+//! a read of a month finds every day's peak kept and costs a record per day; then tells
+//! `GetUsage` followers which accounts and members ingestion changed.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -8,8 +9,7 @@ use std::{
 };
 
 use licensing_core::{Outcome, Timestamp};
-use licensing_store::Batch;
-use licensing_store::Store;
+use licensing_store::{Batch, Store};
 use tokio::sync::Notify;
 
 use crate::service::UsageChanges;
