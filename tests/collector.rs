@@ -20,7 +20,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use support::Licensing;
+use support::{Licensing, Rng};
 
 const ZONE: &str = "America/Los_Angeles";
 const MEMBERS: usize = 20;
@@ -34,22 +34,6 @@ fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// xorshift64*: deterministic, so a failure replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// A running collector on a spool folder, with its metrics endpoint.
@@ -347,7 +331,7 @@ fn nothing_is_lost_or_counted_twice_when_either_process_is_killed() {
     let count = env_number("COLLECTOR_EVENTS", 200_000);
     let kills = env_number("COLLECTOR_KILLS", 10);
     eprintln!("collector: seed {seed}, {count} events, {kills} kills");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let address = support::free_address();
     let database: PathBuf = dir.path().join("db");
@@ -396,7 +380,7 @@ fn nothing_is_lost_or_counted_twice_when_either_process_is_killed() {
     drop(replay);
 
     // The same events for a second account, shuffled: the same days and peaks.
-    let mut shuffled: Vec<Line> = events(count, &mut Rng(seed), "shuffled");
+    let mut shuffled: Vec<Line> = events(count, &mut Rng::new(seed), "shuffled");
     for i in (1..shuffled.len()).rev() {
         shuffled.swap(i, rng.below(i as u64 + 1) as usize);
     }

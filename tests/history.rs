@@ -23,7 +23,7 @@ use licensing::api::{
     self, ingestion_service_client::IngestionServiceClient,
     licensing_service_client::LicensingServiceClient,
 };
-use support::{Licensing, timestamp};
+use support::{Licensing, Rng, timestamp};
 use tonic::transport::Channel;
 
 const ACCOUNT: &str = "history";
@@ -32,22 +32,6 @@ const BATCH: usize = 250;
 const MONTHS: [&str; 4] = ["2026-01", "2026-02", "2026-03", "2026-04"];
 /// How long the compaction log line may take to appear after the clock moved.
 const DEADLINE: Duration = Duration::from_secs(300);
-
-/// xorshift64*: deterministic, so a failure replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One session change.
 #[derive(Debug, Clone)]
@@ -350,7 +334,7 @@ fn nothing_is_lost_or_counted_twice_when_killed_while_recounting_or_compacting()
                 | 1
         });
     eprintln!("history: seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let database = dir.path().join("db");

@@ -421,3 +421,29 @@ fn field(line: &str, name: &str) -> Option<String> {
         .collect();
     Some(value.trim_matches('"').to_owned())
 }
+
+/// xorshift64*: deterministic, so a failure replays from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// From `seed` (zero, the one state xorshift never leaves, is replaced).
+    pub fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

@@ -131,13 +131,8 @@ impl Store {
             let (key, _) = item.map_err(|source| self.storage(source))?;
             seen += 1;
             done.next = Some(key.to_vec());
-            let Ok(id) = std::str::from_utf8(&key) else {
+            let Some(account) = self.account_of_key(&key)? else {
                 continue;
-            };
-            let account = match self.account(id) {
-                Ok(account) => account,
-                Err(OpError::AccountNotFound(_)) => continue,
-                Err(e) => return Err(e),
             };
             self.compact_account(&account, real_now, chunk, &mut done)?;
         }

@@ -255,13 +255,8 @@ impl Store {
                 break;
             }
             kept.next = Some(key.to_vec());
-            let Ok(id) = std::str::from_utf8(&key) else {
+            let Some(account) = self.account_of_key(&key)? else {
                 continue;
-            };
-            let account = match self.account(id) {
-                Ok(account) => account,
-                Err(OpError::AccountNotFound(_)) => continue,
-                Err(e) => return Err(e),
             };
             let (_, _, marks) = view(decode_dirty(Some(&value))?, account.settings.zone.name());
             let months: std::collections::BTreeSet<BillingMonth> = marks

@@ -240,6 +240,22 @@ impl Store {
         self.failed.load(Ordering::Acquire)
     }
 
+    /// The account a per-account tree's key names (the whole key is the id), or `None` when it
+    /// names none (any more): what a sweep over such a tree skips.
+    pub(crate) fn account_of_key(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<licensing_core::Account>, OpError> {
+        let Ok(id) = std::str::from_utf8(key) else {
+            return Ok(None);
+        };
+        match self.account(id) {
+            Ok(account) => Ok(Some(account)),
+            Err(OpError::AccountNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Turns the result of a transaction over derived or ingested records into an operation
     /// result, remembering storage failures.
     pub(crate) fn finish_store<T>(
