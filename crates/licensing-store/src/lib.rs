@@ -376,7 +376,21 @@ mod tests {
             Err(OpError::AccountNotFound(_))
         ));
         drop(store);
-        let reopened = Store::open(&config(dir.path())).expect("reopen");
+        // sled's background flusher lets go of the folder's lock shortly after the last handle
+        // is dropped: poll for it, within a deadline.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let reopened = loop {
+            match Store::open(&config(dir.path())) {
+                Ok(store) => break store,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("reopen: {e:?}"),
+            }
+        };
         assert!(!reopened.has_failed());
         reopened
             .create_account(account, "test")
