@@ -261,7 +261,6 @@ impl Store {
             return Ok(());
         };
         let zone = &account.settings.zone;
-        let mut batch = sled::Batch::default();
         let mut deleted = 0;
         let prefix = crate::accounts::prefix(&account.id);
         let mut sessions_to = prefix.clone();
@@ -287,14 +286,11 @@ impl Store {
                 .take(chunk)
             {
                 let key = item.map_err(|source| self.storage(source))?;
-                last = Some(key.clone());
-                batch.remove(key);
+                self.forget(&self.sessions, &key)?;
+                last = Some(key);
                 deleted += 1;
             }
         }
-        self.sessions
-            .apply_batch(batch)
-            .map_err(|source| self.storage(source))?;
         if let Some(last) = last {
             // The least key after `last`.
             let mut swept = last.to_vec();
@@ -310,19 +306,26 @@ impl Store {
         let mut before = within_zone.clone();
         before.extend_from_slice(zone.month(floor_at).to_string().as_bytes());
         for tree in [&self.checkpoints, &self.day_peaks] {
-            let mut batch = sled::Batch::default();
             for item in tree
                 .range(within_zone.clone()..before.clone())
                 .keys()
                 .take(chunk.saturating_sub(deleted))
             {
-                batch.remove(item.map_err(|source| self.storage(source))?);
+                self.forget(tree, &item.map_err(|source| self.storage(source))?)?;
                 deleted += 1;
             }
-            tree.apply_batch(batch)
-                .map_err(|source| self.storage(source))?;
         }
         done.deleted += deleted;
+        Ok(())
+    }
+
+    /// Deletes one record nothing reads any more. One by one, not in a batch: a sled batch
+    /// (like a transaction) takes the database's one write lock, which every read and the
+    /// ingest's transactions wait for, while a single removal only shares it. A crash halfway
+    /// leaves some of a chunk deleted and the cursor behind them; the next chunk starts there
+    /// again and finds them gone.
+    fn forget(&self, tree: &sled::Tree, key: &[u8]) -> Result<(), StoreError> {
+        tree.remove(key).map_err(|source| self.storage(source))?;
         Ok(())
     }
 }
