@@ -158,7 +158,7 @@ pub async fn run(
     let streams = Streams::default();
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let clock_moved = Arc::new(Notify::new());
+    let clock_moved = Arc::new(crate::ingest::ClockMoves::default());
     let handlers = Licensing::new(
         options.prices.clone(),
         options.store.clone(),

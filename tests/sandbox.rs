@@ -186,3 +186,67 @@ fn clocks_only_move_forward_and_only_for_sandboxes() {
         "{start_without_sandbox}"
     );
 }
+
+/// Ingests one login event of `ann` and returns its outcome.
+fn ingest_login(server: &Licensing, at: &str) -> Value {
+    let answers = server.call_stream(
+        "licensing.v1.IngestionService/Ingest",
+        &json!({ "batchId": 1, "events": [{
+            "source": "desk", "eventId": "e1", "accountId": "sandbox", "memberId": "ann",
+            "occurredAt": at, "agentLogin": {}
+        }] }),
+    );
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    answers[0]["outcomes"][0].clone()
+}
+
+#[test]
+fn a_resend_is_a_duplicate_while_its_dedupe_record_is_kept_and_refused_once_the_clock_passed_it() {
+    let server = Licensing::start_with_args(&["--dedupe-retention-days", "3"]);
+    server.call(
+        &method("CreateAccount"),
+        &json!({
+            "accountId": "sandbox",
+            "settings": { "timeZone": "UTC", "autoGrowth": true },
+            "sandbox": true,
+            "sandboxClockStart": "2026-05-31T12:00:00Z"
+        }),
+    );
+    server.call(
+        &method("ResolveMember"),
+        &json!({ "accountId": "sandbox", "memberId": "ann", "apply": true, "settings": {
+            "role": "ROLE_USER", "skills": [{ "id": "voice", "channel": "CHANNEL_VOICE" }]
+        } }),
+    );
+    let first = ingest_login(&server, "2026-05-31T11:00:00Z");
+    assert_eq!(first["outcome"], "OUTCOME_APPLIED", "{first}");
+    // May closed on June 1; its dedupe records are kept 3 days more, until June 4.
+    advance(&server, "2026-06-03T23:00:00Z");
+    let kept = ingest_login(&server, "2026-05-31T11:00:00Z");
+    assert_eq!(kept["outcome"], "OUTCOME_DUPLICATE", "{kept}");
+    // Past the retention, the sweep of this account's records runs when its clock moves (not
+    // only at the hourly sweep): the resend is refused as its month is closed. The sweep runs
+    // in the background, so the answer is polled for (every 50 ms, within a generous deadline
+    // for a loaded machine).
+    advance(&server, "2026-06-04T00:00:01Z");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let resent = ingest_login(&server, "2026-05-31T11:00:00Z");
+        if resent["outcome"] == "OUTCOME_REFUSED" {
+            assert_eq!(resent["refusal"], "REFUSAL_REASON_MONTH_CLOSED", "{resent}");
+            break;
+        }
+        assert_eq!(resent["outcome"], "OUTCOME_DUPLICATE", "{resent}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired dedupe record was not deleted after the clock moved past it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let logs = server.logs().join("\n");
+    assert!(
+        logs.contains("expired dedupe records deleted expired=1")
+            && logs.contains("account=\"sandbox\""),
+        "{logs}"
+    );
+}

@@ -13,6 +13,8 @@
 
 mod keeper;
 mod sweep;
+
+pub use sweep::ClockMoves;
 mod writer;
 
 use std::{collections::HashSet, future::Future, sync::Arc};
@@ -59,7 +61,7 @@ pub struct Ingestion {
 impl Ingestion {
     /// Starts the writer, the peaks keeper and the sweep (dedupe records, compaction) on the
     /// current runtime. The writer stops when every handle is dropped, the others when
-    /// `shutdown` turns true; compaction also runs whenever `clock_moved` is notified, and the
+    /// `shutdown` turns true; they also run whenever a clock moves (`clock_moved`), and the
     /// keeper announces what ingestion changed with `usage_changes`. Dedupe records are kept
     /// `dedupe_retention_days` after their month closed. The writer reports a storage failure to
     /// `health` and its progress to `liveness`.
@@ -70,7 +72,7 @@ impl Ingestion {
         shutdown: watch::Receiver<bool>,
         (dedupe_retention_days, clock_moved, usage_changes): (
             u32,
-            Arc<tokio::sync::Notify>,
+            Arc<ClockMoves>,
             Option<crate::service::UsageChanges>,
         ),
         streams: Streams,

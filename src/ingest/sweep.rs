@@ -1,10 +1,41 @@
 //! Upkeep off the writer's path: the dedupe sweep deletes dedupe records whose retention after
 //! their month's close has passed, and compaction deletes the session changes of closed months.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, sync::Mutex, time::Duration};
 
 use licensing_core::Timestamp;
 use licensing_store::Store;
+use tokio::sync::Notify;
+
+/// The accounts whose clock moved since the sweep last looked: months of theirs may have closed
+/// (to compact) and their dedupe records' retention may have run out (to expire).
+#[derive(Debug, Default)]
+pub struct ClockMoves {
+    accounts: Mutex<BTreeSet<String>>,
+    wake: Notify,
+}
+
+impl ClockMoves {
+    /// `account`'s clock moved.
+    pub fn moved(&self, account: &str) {
+        self.accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(account.to_owned());
+        self.wake.notify_one();
+    }
+
+    /// Waits for a clock to move, then takes every account that moved.
+    async fn next(&self) -> BTreeSet<String> {
+        self.wake.notified().await;
+        std::mem::take(
+            &mut *self
+                .accounts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
 
 /// How often expired dedupe records are deleted.
 const DEDUPE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -18,13 +49,14 @@ const COMPACTION_ACCOUNTS: usize = 8;
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Deletes expired dedupe records and compacts closed months every [`DEDUPE_SWEEP_INTERVAL`],
-/// and compacts whenever `wake` is notified (an account's clock moved), off the writer's path: in chunks
-/// on the blocking pool, so that neither the writer nor the pool is held for long however large
-/// the trees. Deletions need no flush: one lost in a crash is deleted again by the next sweep.
+/// and whenever an account's clock moved (`moves`): compaction then looks at every account, the
+/// dedupe sweep only at the accounts that moved. Off the writer's path: in chunks on the
+/// blocking pool, so that neither the writer nor the pool is held for long however large the
+/// trees. Deletions need no flush: one lost in a crash is deleted again by the next sweep.
 pub(super) async fn sweep_dedupe(
     store: Store,
     retention_days: u32,
-    wake: std::sync::Arc<tokio::sync::Notify>,
+    moves: std::sync::Arc<ClockMoves>,
     stopping: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopping);
@@ -32,50 +64,67 @@ pub(super) async fn sweep_dedupe(
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // A clock that moved may have closed months: compaction looks at every account's
-        // floor (a record or two each). The dedupe sweep reads every dedupe record, so it keeps
-        // to its hourly tick.
-        let hourly = tokio::select! {
-            _ = every.tick() => true,
-            () = wake.notified() => false,
+        // floor (a record or two each), the dedupe sweep reads the records of the accounts
+        // that moved; the hourly sweep reads every dedupe record.
+        let accounts = tokio::select! {
+            _ = every.tick() => None,
+            moved = moves.next() => Some(moved),
             () = &mut stopping => return,
         };
         compact(&store).await;
-        if !hourly {
-            continue;
-        }
-        let (mut after, mut expired) = (None::<Vec<u8>>, 0);
-        while !store.has_failed() {
-            let (chunk_store, from) = (store.clone(), after.take());
-            let chunk = tokio::task::spawn_blocking(move || {
-                chunk_store.expire_dedupe(
-                    Timestamp::now(),
-                    retention_days,
-                    from.as_deref(),
-                    DEDUPE_SWEEP_CHUNK,
-                )
-            })
-            .await;
-            match chunk {
-                Ok(Ok(chunk)) => {
-                    expired += chunk.expired;
-                    match chunk.next {
-                        Some(next) => after = Some(next),
-                        None => break,
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "dedupe sweep failed; it runs again next hour");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "dedupe sweep task failed; it runs again next hour");
-                    break;
+        match accounts {
+            None => expire_dedupe(&store, retention_days, None).await,
+            Some(accounts) => {
+                for account in &accounts {
+                    expire_dedupe(&store, retention_days, Some(account)).await;
                 }
             }
         }
-        if expired > 0 {
-            tracing::info!(expired, retention_days, "expired dedupe records deleted");
+    }
+}
+
+/// Deletes the expired dedupe records (of the account `within`, or all), in chunks.
+async fn expire_dedupe(store: &Store, retention_days: u32, within: Option<&str>) {
+    let within = within.map(str::to_owned);
+    let (mut after, mut expired) = (None::<Vec<u8>>, 0);
+    while !store.has_failed() {
+        let (chunk_store, from, account) = (store.clone(), after.take(), within.clone());
+        let chunk = tokio::task::spawn_blocking(move || {
+            chunk_store.expire_dedupe(
+                Timestamp::now(),
+                retention_days,
+                account.as_deref(),
+                from.as_deref(),
+                DEDUPE_SWEEP_CHUNK,
+            )
+        })
+        .await;
+        match chunk {
+            Ok(Ok(chunk)) => {
+                expired += chunk.expired;
+                match chunk.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "dedupe sweep failed; it runs again next hour");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dedupe sweep task failed; it runs again next hour");
+                break;
+            }
         }
+    }
+    metrics::counter!("licensing_dedupe_expired_total").increment(expired as u64);
+    if expired > 0 {
+        tracing::info!(
+            expired,
+            retention_days,
+            account = within.as_deref().unwrap_or("(all)"),
+            "expired dedupe records deleted"
+        );
     }
 }
 

@@ -110,7 +110,7 @@ impl Licensing {
             .write(move |store| store.advance_clock(&id, to, &caller.actor()))
             .await?;
         self.announce(&account.id, CommittedChange::Account);
-        self.clock_moved.notify_one();
+        self.clock_moved.moved(&account.id);
         Ok(api::AdvanceClockResponse {
             account: Some(to_proto::account(&account, Self::real_now())),
         })

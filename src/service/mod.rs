@@ -134,8 +134,8 @@ pub struct Licensing {
     change_reads_done: Arc<AtomicU64>,
     /// Whether every call must carry a principal (authentication is on).
     authenticated: bool,
-    /// Notified when an account's clock moved: months may have closed, to compact.
-    clock_moved: Arc<tokio::sync::Notify>,
+    /// Told when an account's clock moved: months may have closed, to compact.
+    clock_moved: Arc<crate::ingest::ClockMoves>,
 }
 
 /// Counts a usage stream while it is alive.
@@ -197,9 +197,9 @@ impl Licensing {
         }
     }
 
-    /// Notifies `wake` whenever an account's clock moved (and months may have closed).
-    pub fn on_clock_moved(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
-        self.clock_moved = wake;
+    /// Tells `moves` whenever an account's clock moved (and months may have closed).
+    pub fn on_clock_moved(mut self, moves: Arc<crate::ingest::ClockMoves>) -> Self {
+        self.clock_moved = moves;
         self
     }
 

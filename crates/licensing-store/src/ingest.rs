@@ -875,23 +875,35 @@ impl Store {
     /// Deletes, among at most `limit` dedupe records after the key `after` (from the first when
     /// `None`), those whose month closed more than `retention_days` ago in their account's
     /// calendar: until then a redelivered event is answered DUPLICATE, after that MONTH_CLOSED.
-    /// Returns how many were deleted and the key to go on after, `None` once the tree was read to
-    /// its end. Bounded chunks let the caller sweep the whole tree without holding anything long.
+    /// Returns how many were deleted and the key to go on after, `None` once the tree (or the
+    /// records of the account `within`, when given) was read to its end. Bounded chunks let the
+    /// caller sweep the whole tree without holding anything long.
     pub fn expire_dedupe(
         &self,
         real_now: Timestamp,
         retention_days: u32,
+        within: Option<&str>,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<DedupeSweep, OpError> {
         let mut sweep = DedupeSweep::default();
         let mut accounts: HashMap<Vec<u8>, Option<Account>> = HashMap::new();
-        let items = crate::after(&self.dedupe, after);
+        let prefix = within.map(crate::accounts::prefix);
+        let items = match (&prefix, after) {
+            (Some(prefix), None) => self.dedupe.range(prefix.as_slice()..),
+            (_, after) => crate::after(&self.dedupe, after),
+        };
         for (read, item) in items.enumerate() {
             if read == limit {
                 return Ok(sweep);
             }
             let (key, value) = item.map_err(|source| self.storage(source))?;
+            if prefix
+                .as_ref()
+                .is_some_and(|prefix| !key.starts_with(prefix))
+            {
+                break;
+            }
             sweep.next = Some(key.to_vec());
             let account_id = key.split(|&b| b == 0).next().unwrap_or_default().to_vec();
             let account = match accounts.get(&account_id) {

@@ -352,6 +352,7 @@ fn sweep(store: &Store, retention_days: u32, limit: usize) -> usize {
             .expire_dedupe(
                 Timestamp::UNIX_EPOCH,
                 retention_days,
+                None,
                 after.as_deref(),
                 limit,
             )
@@ -412,11 +413,55 @@ fn the_dedupe_sweep_goes_through_the_tree_in_bounded_chunks() {
         .advance_clock("acme", at("2026-06-02T00:00:00Z"), "test")
         .expect("advance");
     let first = store
-        .expire_dedupe(Timestamp::UNIX_EPOCH, 0, None, 10)
+        .expire_dedupe(Timestamp::UNIX_EPOCH, 0, None, None, 10)
         .expect("sweep");
     assert_eq!(first.expired, 10, "one chunk reads at most its limit");
     assert!(first.next.is_some());
     assert_eq!(sweep(&store, 0, 7), 15, "the rest, in chunks of 7");
+    assert_eq!(store.dedupe.len(), 0);
+}
+
+#[test]
+fn a_dedupe_sweep_within_one_account_reads_and_deletes_only_its_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-05-31T12:00:00Z", 0);
+    let events: Vec<Event> = (0..9)
+        .map(|i| {
+            event(
+                &format!("e{i}"),
+                "std",
+                "2026-05-31T11:00:00Z",
+                EventKind::AgentLogin,
+            )
+        })
+        .collect();
+    ingest(&store, events);
+    store
+        .advance_clock("acme", at("2026-06-02T00:00:00Z"), "test")
+        .expect("advance");
+    // "acm" is a prefix of "acme", not its account.
+    let other = store
+        .expire_dedupe(Timestamp::UNIX_EPOCH, 0, Some("acm"), None, 100)
+        .expect("sweep");
+    assert_eq!((other.expired, other.next), (0, None));
+    assert_eq!(store.dedupe.len(), 9);
+    let mut expired = 0;
+    let mut after = None;
+    loop {
+        let chunk = store
+            .expire_dedupe(Timestamp::UNIX_EPOCH, 0, Some("acme"), after.as_deref(), 4)
+            .expect("sweep");
+        expired += chunk.expired;
+        match chunk.next {
+            None => break,
+            Some(next) => after = Some(next),
+        }
+    }
+    assert_eq!(
+        expired, 9,
+        "in chunks of 4, from the account's first record"
+    );
     assert_eq!(store.dedupe.len(), 0);
 }
 
