@@ -155,6 +155,41 @@ fn an_operator_walk_through_from_account_to_audit_trail() {
         .filter_map(|r| r["memberId"].as_str())
         .collect();
     assert_eq!(rows, ["alice", "bob"]);
+    let rows_of = |usage: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        usage[1..]
+            .iter()
+            .flat_map(|m| m["members"]["rows"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let full = rows_of(&usage);
+    assert!(
+        full.iter()
+            .all(|r| r["reasons"].as_array().is_some_and(|r| !r.is_empty())),
+        "{full:?}"
+    );
+    // The billing view: the same rows without their reasons.
+    let billing = server.call_stream(
+        &method("GetUsage"),
+        &json!({ "accountId": "acme", "view": "USAGE_VIEW_BILLING" }),
+    );
+    let without_reasons: Vec<serde_json::Value> = full
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().map(|r| r.remove("reasons"));
+            r
+        })
+        .collect();
+    assert_eq!(rows_of(&billing), without_reasons);
+    let unknown = server.call_err(
+        &method("GetUsage"),
+        &json!({ "accountId": "acme", "view": 7 }),
+    );
+    assert!(
+        unknown.contains("Code: InvalidArgument")
+            && unknown.contains("invalid view 7: unknown usage view number"),
+        "{unknown}"
+    );
 
     // A reduction below the seats in use names who holds them.
     let shrink = json!({ "accountId": "acme", "changes": [{ "product": "PRODUCT_STANDARD_SEAT", "seats": 1 }] });

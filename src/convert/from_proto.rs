@@ -335,6 +335,15 @@ pub fn tiers(field: &str, numbers: &[i32]) -> Result<Vec<Tier>, ApiError> {
         .collect()
 }
 
+/// Whether the usage rows of `view` carry the reasons of each member's tier.
+pub fn usage_view_has_reasons(field: &str, number: i32) -> Result<bool, ApiError> {
+    match api::UsageView::try_from(number) {
+        Ok(api::UsageView::Unspecified | api::UsageView::Full) => Ok(true),
+        Ok(api::UsageView::Billing) => Ok(false),
+        Err(_) => Err(unknown_enum(field, number, "usage view")),
+    }
+}
+
 /// An instant of a request, in the range the service takes (`licensing_core::EARLIEST..END`).
 pub fn timestamp(field: &str, value: &prost_types::Timestamp) -> Result<Timestamp, ApiError> {
     in_range(field, value).map_err(|(value, problem)| ApiError::invalid(field, value, problem))

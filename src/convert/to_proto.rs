@@ -293,10 +293,12 @@ pub fn cart_line(line: &CartLine, currency: Currency) -> api::CartLine {
 }
 
 /// One member's row of the usage overview, with their login days of the month shown.
+/// A member's usage row; its tier's reasons only `with_reasons` (the full view).
 pub fn member_usage(
     member: &StoredMember,
     resolution: &Resolution,
     days: Vec<api::LoginDay>,
+    with_reasons: bool,
 ) -> api::MemberUsage {
     api::MemberUsage {
         billable_days: days.iter().filter(|d| d.billable).count() as u32,
@@ -305,7 +307,11 @@ pub fn member_usage(
         tier: tier(resolution.tier) as i32,
         add_ons: resolution.add_ons().iter().map(add_on_line).collect(),
         billing_mode: billing_mode(resolution.billing.effective) as i32,
-        reasons: resolution.reasons().iter().map(reason).collect(),
+        reasons: if with_reasons {
+            resolution.reasons().iter().map(reason).collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 

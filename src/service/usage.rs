@@ -103,6 +103,8 @@ struct View {
     account_id: Arc<str>,
     tiers: Arc<[Tier]>,
     month: Option<BillingMonth>,
+    /// Whether rows carry their tier's reasons (the full view).
+    reasons: bool,
 }
 
 /// One message's worth of member rows, read after the member `after`, and where to go on from
@@ -148,7 +150,7 @@ fn member_page(
                 .into_iter()
                 .map(|(date, day)| to_proto::login_day(date, &day))
                 .collect();
-            to_proto::member_usage(member, resolution, days)
+            to_proto::member_usage(member, resolution, days, view.reasons)
         })
         .collect();
     Ok(MemberPage { rows, next })
@@ -269,6 +271,7 @@ impl Licensing {
             },
             tiers: from_proto::tiers("tiers", &request.tiers)?.into(),
             month: from_proto::month("month", &request.month)?,
+            reasons: from_proto::usage_view_has_reasons("view", request.view)?,
         };
         // Unknown accounts fail the call itself rather than the stream's first message.
         let id = view.account_id.clone();
@@ -351,7 +354,21 @@ impl Licensing {
                         .members
                         .iter()
                         .filter(|(tier, _)| view.tiers.is_empty() || view.tiers.contains(tier))
-                        .map(|(_, row)| row.clone())
+                        .map(|(_, row)| {
+                            if view.reasons {
+                                row.clone()
+                            } else {
+                                api::MemberUsage {
+                                    member_id: row.member_id.clone(),
+                                    tier: row.tier,
+                                    add_ons: row.add_ons.clone(),
+                                    billing_mode: row.billing_mode,
+                                    reasons: Vec::new(),
+                                    login_days: row.login_days.clone(),
+                                    billable_days: row.billable_days,
+                                }
+                            }
+                        })
                         .collect();
                     (!rows.is_empty()).then_some(Part::Members(api::MemberUsageRows { rows }))
                 }
@@ -519,7 +536,7 @@ fn read_change(
                 );
                 members.push((
                     resolution.tier,
-                    to_proto::member_usage(&member, &resolution, days),
+                    to_proto::member_usage(&member, &resolution, days, true),
                 ));
             }
             // Removed again since (its removal follows as its own change), or a member the

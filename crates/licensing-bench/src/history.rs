@@ -366,6 +366,7 @@ async fn read_month(
                 tiers: Vec::new(),
                 follow: false,
                 month: String::new(),
+                view: api::UsageView::Full as i32,
             })
             .await
             .context("GetUsage")?

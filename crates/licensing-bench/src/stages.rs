@@ -22,7 +22,7 @@ const ROWS_PER_MESSAGE: usize = 1024;
 pub(crate) const STEPS: [&str; 5] = [
     "decode records (Store::members)",
     "+ resolve",
-    "+ wire rows (to_proto::member_usage), batched",
+    "+ wire rows (to_proto::member_usage, view FULL), batched",
     "+ protobuf encode of each batch",
     "+ protobuf decode of each batch (client side)",
 ];
@@ -60,7 +60,7 @@ fn pass(store: &Store, prices: &PriceList, depth: usize) -> anyhow::Result<Pass>
         }
         // The benchmark's members have no login days (nothing was ingested), as in the
         // server's passes, where the merge with the login-days tree finds none.
-        batch.push(to_proto::member_usage(&member, &resolution, Vec::new()));
+        batch.push(to_proto::member_usage(&member, &resolution, Vec::new(), true));
         if batch.len() == ROWS_PER_MESSAGE {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(ROWS_PER_MESSAGE));
             bytes += send(full, depth, &mut buffer)?;

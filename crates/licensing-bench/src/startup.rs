@@ -222,7 +222,13 @@ async fn probe(
         None => None,
         Some(expected) => {
             let mut client = usage::usage_client(address).await?;
-            let pass = usage::read_usage(&mut client, expected, false).await?;
+            let pass = usage::read_usage(
+                &mut client,
+                expected,
+                false,
+                licensing::api::UsageView::Full,
+            )
+            .await?;
             Some((pass, Resident::of(&pid)?))
         }
     };

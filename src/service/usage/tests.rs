@@ -97,6 +97,7 @@ async fn followers_get_each_committed_change_and_end_when_the_client_leaves() {
             tiers: vec![],
             follow: true,
             month: String::new(),
+            view: api::UsageView::Full as i32,
         })
         .await
         .expect("follow")
