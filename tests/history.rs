@@ -304,6 +304,16 @@ async fn usage(channel: &Channel, month: &str) -> (u32, BTreeSet<(String, String
     (peak.expect("a summary"), days)
 }
 
+/// The log lines about compaction and clocks, one per line.
+fn compaction_lines(lines: &[String]) -> String {
+    lines
+        .iter()
+        .filter(|l| l.contains("compact") || l.contains("clock") || l.contains("listening"))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Polls `server`'s log until a line after the first `from` contains `text`; false when the
 /// deadline passed.
 fn wait_for_log(server: &Licensing, from: usize, text: &str, deadline: Duration) -> bool {
@@ -435,7 +445,9 @@ fn nothing_is_lost_or_counted_twice_when_killed_while_recounting_or_compacting()
         if n == 0 {
             assert!(
                 wait_for_log(&server, before, "compacting closed months", DEADLINE),
-                "seed {seed}: compaction never started with a grace period of {grace} days"
+                "seed {seed}: compaction never started with a grace period of {grace} days; \
+                 the server's log about it:\n{}",
+                compaction_lines(&server.logs())
             );
             // A random kill point, 0 to 2 ms after compaction started: no deadline waited for.
             thread::sleep(Duration::from_millis(rng.below(3)));

@@ -129,7 +129,8 @@ async fn expire_dedupe(store: &Store, retention_days: u32, within: Option<&str>)
 }
 
 /// Compacts every account's closed months, in chunks, until nothing is left to delete; logs
-/// when it starts doing something, its progress every [`PROGRESS_EVERY`], and what it did.
+/// when it starts doing something and whenever a floor moves, its progress every
+/// [`PROGRESS_EVERY`], and what it did.
 async fn compact(store: &Store) {
     let started = std::time::Instant::now();
     let mut reported = started;
@@ -164,7 +165,9 @@ async fn compact(store: &Store) {
             total.floors_moved += chunk.floors_moved;
             total.months_kept += chunk.months_kept;
             total.deleted += chunk.deleted;
-            if first && (chunk.floors_moved > 0 || chunk.deleted > 0) {
+            // A line whenever a floor moves (months newly compacted, also in a pass that was
+            // already going when another clock moved), and when deleting starts.
+            if chunk.floors_moved > 0 || (first && chunk.deleted > 0) {
                 tracing::info!(
                     floors_moved = chunk.floors_moved,
                     deleted = chunk.deleted,
