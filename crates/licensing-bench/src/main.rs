@@ -109,6 +109,14 @@ struct ResolveArgs {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
+    // The in-process server's log, to stderr, when asked for (a filter like `info`): what its
+    // background work (compaction, the peaks keeper) did during a run.
+    if let Ok(filter) = std::env::var("LICENSING_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match Cli::parse().command {
         Command::Resolve(args) => bench_resolve(&args),
         Command::Usage(args) => usage::run(&args),
