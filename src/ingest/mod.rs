@@ -84,7 +84,15 @@ impl Ingestion {
             prices,
         };
         let feed = Arc::new(keeper::Feed::new(usage_changes));
-        tokio::spawn(writer::write(jobs, target, health, liveness, feed.clone()));
+        let tidy = Arc::new(writer::Tidy::default());
+        tokio::spawn(writer::write(
+            jobs,
+            target,
+            health,
+            liveness,
+            feed.clone(),
+            tidy.clone(),
+        ));
         tokio::spawn(keeper::keep_peaks(
             store.clone(),
             feed,
@@ -93,7 +101,7 @@ impl Ingestion {
         tokio::spawn(sweep::sweep_dedupe(
             store,
             dedupe_retention_days,
-            clock_moved,
+            (clock_moved, tidy),
             crate::service::stopping(shutdown.clone()),
         ));
         Ingestion {

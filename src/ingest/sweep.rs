@@ -1,5 +1,6 @@
 //! Upkeep off the writer's path: the dedupe sweep deletes dedupe records whose retention after
-//! their month's close has passed, and compaction deletes the session changes of closed months.
+//! their month's close has passed, and compaction moves the floor below which the session
+//! changes of closed months are deleted (by the writer, between its commits).
 
 use std::{collections::BTreeSet, sync::Mutex, time::Duration};
 
@@ -41,8 +42,6 @@ impl ClockMoves {
 const DEDUPE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 /// Dedupe records the sweep reads per step on the blocking pool.
 const DEDUPE_SWEEP_CHUNK: usize = 1024;
-/// Records compaction deletes per account and step on the blocking pool.
-const COMPACTION_CHUNK: usize = 4096;
 /// Accounts compaction looks at per step.
 const COMPACTION_ACCOUNTS: usize = 8;
 /// How often a long compaction logs its progress.
@@ -56,7 +55,10 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 pub(super) async fn sweep_dedupe(
     store: Store,
     retention_days: u32,
-    moves: std::sync::Arc<ClockMoves>,
+    (moves, tidy): (
+        std::sync::Arc<ClockMoves>,
+        std::sync::Arc<super::writer::Tidy>,
+    ),
     stopping: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopping);
@@ -71,7 +73,7 @@ pub(super) async fn sweep_dedupe(
             moved = moves.next() => Some(moved),
             () = &mut stopping => return,
         };
-        compact(&store).await;
+        compact(&store, &tidy).await;
         match accounts {
             None => expire_dedupe(&store, retention_days, None).await,
             Some(accounts) => {
@@ -128,74 +130,59 @@ async fn expire_dedupe(store: &Store, retention_days: u32, within: Option<&str>)
     }
 }
 
-/// Compacts every account's closed months, in chunks, until nothing is left to delete; logs
-/// when it starts doing something and whenever a floor moves, its progress every
-/// [`PROGRESS_EVERY`], and what it did.
-async fn compact(store: &Store) {
+/// Moves the floor of every account whose months closed and hands the accounts with records
+/// below their floor to the writer, which deletes them ([`super::writer::Tidy`]); logs whenever
+/// a floor moves, its progress every [`PROGRESS_EVERY`], and what it did.
+async fn compact(store: &Store, tidy: &super::writer::Tidy) {
     let started = std::time::Instant::now();
     let mut reported = started;
     let mut total = licensing_store::Compacted::default();
-    loop {
-        let mut after = None::<Vec<u8>>;
-        let mut deleted = 0;
-        while !store.has_failed() {
-            let (chunk_store, from) = (store.clone(), after.take());
-            let chunk = tokio::task::spawn_blocking(move || {
-                chunk_store.compact(
-                    Timestamp::now(),
-                    from.as_deref(),
-                    COMPACTION_ACCOUNTS,
-                    COMPACTION_CHUNK,
-                )
-            })
-            .await;
-            let chunk = match chunk {
-                Ok(Ok(chunk)) => chunk,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "compaction failed; it runs again next hour");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "compaction task failed; it runs again next hour");
-                    return;
-                }
-            };
-            let first = total == licensing_store::Compacted::default();
-            deleted += chunk.deleted;
-            total.floors_moved += chunk.floors_moved;
-            total.months_kept += chunk.months_kept;
-            total.deleted += chunk.deleted;
-            // A line whenever a floor moves (months newly compacted, also in a pass that was
-            // already going when another clock moved), and when deleting starts.
-            if chunk.floors_moved > 0 || (first && chunk.deleted > 0) {
-                tracing::info!(
-                    floors_moved = chunk.floors_moved,
-                    deleted = chunk.deleted,
-                    "compacting closed months"
-                );
-            } else if reported.elapsed() >= PROGRESS_EVERY {
-                reported = std::time::Instant::now();
-                tracing::info!(
-                    deleted = total.deleted,
-                    "compacting closed months: still going"
-                );
+    let mut after = None::<Vec<u8>>;
+    while !store.has_failed() {
+        let (chunk_store, from) = (store.clone(), after.take());
+        let chunk = tokio::task::spawn_blocking(move || {
+            chunk_store.compact(Timestamp::now(), from.as_deref(), COMPACTION_ACCOUNTS, 0)
+        })
+        .await;
+        let chunk = match chunk {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "compaction failed; it runs again next hour");
+                return;
             }
-            match chunk.next {
-                Some(next) => after = Some(next),
-                None => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "compaction task failed; it runs again next hour");
+                return;
             }
+        };
+        total.floors_moved += chunk.floors_moved;
+        total.months_kept += chunk.months_kept;
+        if chunk.floors_moved > 0 {
+            tracing::info!(
+                floors_moved = chunk.floors_moved,
+                months_kept = chunk.months_kept,
+                "compacting closed months"
+            );
+        } else if reported.elapsed() >= PROGRESS_EVERY {
+            reported = std::time::Instant::now();
+            tracing::info!(
+                floors_moved = total.floors_moved,
+                "compacting closed months: still going"
+            );
         }
-        // A pass that deleted nothing: every account is compacted up to its floor.
-        if deleted == 0 || store.has_failed() {
-            break;
+        for account in chunk.pending {
+            tidy.want(account);
+        }
+        match chunk.next {
+            Some(next) => after = Some(next),
+            None => break,
         }
     }
-    metrics::counter!("licensing_compacted_records_total").increment(total.deleted as u64);
-    if total.floors_moved > 0 || total.deleted > 0 {
+    if total.floors_moved > 0 {
         tracing::info!(
             floors_moved = total.floors_moved,
             months_kept = total.months_kept,
-            deleted = total.deleted,
+            accounts_to_tidy = tidy.waiting(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "closed months compacted"
         );

@@ -6,12 +6,22 @@
 //! account, a defect that panicked), its batches are committed again one by one, so only the
 //! culprit's batch is refused and every other tenant's batch in the group is applied. A panic
 //! while committing is caught on the blocking pool: it fails its batch, never the writer.
+//!
+//! Between groups it also deletes what compaction left below the accounts' floors ([`Tidy`]): a
+//! slice after each group, back to back while no batch waits. sled's reads and removals wait
+//! for a transaction's write lock, so a sweep on another thread advances by about one record per
+//! group commit while ingestion runs; here nothing else holds the lock.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::Instant,
+};
 
 use licensing_core::{Outcome, PriceList, Refusal, Timestamp};
 use licensing_store::{Batch, OpError, Store, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::Status;
 use tonic_health::server::HealthReporter;
 use tracing::Instrument as _;
@@ -23,6 +33,90 @@ use crate::{
 
 /// Batches the writer commits in one transaction, at most.
 const MAX_BATCHES_PER_GROUP: usize = 256;
+/// Records below a floor deleted after a group commit: a bounded delay for the next group.
+const BUSY_SLICE: usize = 256;
+/// Records below a floor deleted per slice while no batch waits.
+const IDLE_SLICE: usize = 4096;
+
+/// The accounts whose records below their floor are still to be deleted: compaction moves the
+/// floors and names the accounts here, the writer deletes in slices.
+#[derive(Debug, Default)]
+pub(super) struct Tidy {
+    pending: Mutex<BTreeMap<String, Tidying>>,
+    wake: Notify,
+}
+
+/// An account being tidied: what was deleted since when.
+#[derive(Debug)]
+struct Tidying {
+    deleted: usize,
+    since: Instant,
+}
+
+impl Tidy {
+    /// `account` has records below its floor.
+    pub(super) fn want(&self, account: String) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(account)
+            .or_insert_with(|| Tidying {
+                deleted: 0,
+                since: Instant::now(),
+            });
+        self.wake.notify_one();
+    }
+
+    /// Accounts waiting to be tidied.
+    pub(super) fn waiting(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn first(&self) -> Option<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .next()
+            .cloned()
+    }
+
+    /// Returns once an account waits.
+    async fn wanted(&self) {
+        loop {
+            let notified = self.wake.notified();
+            if self.first().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A slice of `account` deleted `deleted` records (0: nothing is left, or `done`).
+    fn deleted(&self, account: &str, deleted: usize, done: bool) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tidying) = pending.get_mut(account) else {
+            return;
+        };
+        tidying.deleted += deleted;
+        if deleted > 0 && !done {
+            return;
+        }
+        if let Some(tidying) = pending.remove(account)
+            && tidying.deleted > 0
+        {
+            tracing::info!(
+                account,
+                deleted = tidying.deleted,
+                elapsed_ms = tidying.since.elapsed().as_millis() as u64,
+                "records below the floor deleted"
+            );
+        }
+    }
+}
 
 /// One batch waiting for the writer, and where its answer goes.
 pub(super) struct Job {
@@ -46,6 +140,11 @@ pub(super) trait Commit: Clone + Send + Sync + 'static {
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Whether storage failed: writes are refused until a restart.
     fn has_failed(&self) -> bool;
+    /// Deletes up to `records` of what lies below `account`'s floor; returns how many.
+    fn tidy(&self, account: &str, records: usize) -> Result<usize, OpError> {
+        let _ = (account, records);
+        Ok(0)
+    }
 }
 
 /// The store under the configured price list, at the real time of each commit.
@@ -68,6 +167,14 @@ impl Commit for StoreCommit {
     fn has_failed(&self) -> bool {
         self.store.has_failed()
     }
+
+    fn tidy(&self, account: &str, records: usize) -> Result<usize, OpError> {
+        match self.store.delete_below_floor(account, records) {
+            // Deleted since: nothing of it is left to delete.
+            Err(OpError::AccountNotFound(_)) => Ok(0),
+            deleted => deleted,
+        }
+    }
 }
 
 /// The writer loop: runs until every sender of `jobs` is gone.
@@ -77,8 +184,20 @@ pub(super) async fn write(
     health: HealthReporter,
     liveness: Arc<crate::health::Liveness>,
     feed: Arc<super::keeper::Feed>,
+    tidy: Arc<Tidy>,
 ) {
-    while let Some(first) = jobs.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+            () = tidy.wanted() => {
+                tidy_slice(&target, &tidy, IDLE_SLICE).await;
+                continue;
+            }
+        };
         let mut group = vec![first];
         while group.len() < MAX_BATCHES_PER_GROUP {
             match jobs.try_recv() {
@@ -109,6 +228,36 @@ pub(super) async fn write(
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A stream that went away simply does not hear its answer; it will resend.
             let _ = reply.send(answer);
+        }
+        tidy_slice(&target, &tidy, BUSY_SLICE).await;
+    }
+}
+
+/// Deletes up to `records` below the floor of the first account waiting, on the blocking pool.
+async fn tidy_slice(target: &impl Commit, tidy: &Tidy, records: usize) {
+    let Some(account) = tidy.first() else {
+        return;
+    };
+    if target.has_failed() {
+        // Nothing is written any more; compaction names the account again after a restart.
+        tidy.deleted(&account, 0, true);
+        return;
+    }
+    let (slice_target, slice_account) = (target.clone(), account.clone());
+    let deleted =
+        tokio::task::spawn_blocking(move || slice_target.tidy(&slice_account, records)).await;
+    match deleted {
+        Ok(Ok(deleted)) => {
+            metrics::counter!("licensing_compacted_records_total").increment(deleted as u64);
+            tidy.deleted(&account, deleted, false);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(account, error = %e, "deleting records below the floor failed; compaction tries again at its next run");
+            tidy.deleted(&account, 0, true);
+        }
+        Err(e) => {
+            tracing::warn!(account, error = %e, "deleting records below the floor failed; compaction tries again at its next run");
+            tidy.deleted(&account, 0, true);
         }
     }
 }
@@ -361,6 +510,7 @@ mod tests {
             health,
             liveness,
             Default::default(),
+            Default::default(),
         ));
         let mut codes = Vec::new();
         for answer in answers {
@@ -414,5 +564,87 @@ mod tests {
         writer
             .await
             .expect("the writer ends when its senders are gone");
+    }
+
+    /// Records below a floor, deleted as the writer tidies; and the slices asked for.
+    #[derive(Debug, Clone)]
+    struct Below(Arc<AtomicUsize>, Arc<Mutex<Vec<usize>>>);
+
+    impl Commit for Below {
+        fn commit(&self, batches: &[Batch]) -> Result<Vec<Vec<Outcome>>, OpError> {
+            Ok(batches
+                .iter()
+                .map(|b| vec![Outcome::Applied; b.len()])
+                .collect())
+        }
+
+        async fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn has_failed(&self) -> bool {
+            false
+        }
+
+        fn tidy(&self, account: &str, records: usize) -> Result<usize, OpError> {
+            assert_eq!(account, "acme");
+            self.1.lock().expect("lock").push(records);
+            let left = self.0.load(Ordering::Relaxed);
+            let deleted = left.min(records);
+            self.0.store(left - deleted, Ordering::Relaxed);
+            Ok(deleted)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_deletes_what_lies_below_a_floor_in_slices_between_its_commits() {
+        let below = Below(Arc::new(AtomicUsize::new(10_000)), Arc::default());
+        let (health, _) = tonic_health::server::health_reporter();
+        let (jobs_tx, jobs) = mpsc::channel(64);
+        let tidy = Arc::new(Tidy::default());
+        // A batch queued first: it is committed before any slice (the writer prefers batches).
+        let (reply, answer) = oneshot::channel();
+        jobs_tx
+            .send(Job {
+                batch: batch("acme", "ann", "e1"),
+                reply,
+                span: tracing::Span::none(),
+            })
+            .await
+            .expect("queued");
+        tidy.want("acme".into());
+        let writer = tokio::spawn(write(
+            jobs,
+            below.clone(),
+            health,
+            Arc::new(crate::health::Liveness::default()),
+            Default::default(),
+            tidy.clone(),
+        ));
+        assert_eq!(
+            answer.await.expect("answered").expect("applied"),
+            [Outcome::Applied]
+        );
+        // Then slices until nothing is left: polled, within a generous deadline.
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while tidy.waiting() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never finished tidying"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(below.0.load(Ordering::Relaxed), 0);
+        let slices = below.1.lock().expect("lock").clone();
+        // After the group commit, a short slice; then, idle, long ones until one deletes none.
+        assert_eq!(slices.first(), Some(&BUSY_SLICE), "{slices:?}");
+        assert!(slices[1..].iter().all(|&n| n == IDLE_SLICE), "{slices:?}");
+        assert_eq!(
+            slices.len(),
+            1 + (10_000 - BUSY_SLICE).div_ceil(IDLE_SLICE) + 1,
+            "{slices:?}"
+        );
+        drop(jobs_tx);
+        writer.await.expect("the writer ends");
     }
 }

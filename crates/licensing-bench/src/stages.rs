@@ -60,7 +60,12 @@ fn pass(store: &Store, prices: &PriceList, depth: usize) -> anyhow::Result<Pass>
         }
         // The benchmark's members have no login days (nothing was ingested), as in the
         // server's passes, where the merge with the login-days tree finds none.
-        batch.push(to_proto::member_usage(&member, &resolution, Vec::new(), true));
+        batch.push(to_proto::member_usage(
+            &member,
+            &resolution,
+            Vec::new(),
+            true,
+        ));
         if batch.len() == ROWS_PER_MESSAGE {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(ROWS_PER_MESSAGE));
             bytes += send(full, depth, &mut buffer)?;

@@ -70,8 +70,20 @@ pub struct Compacted {
     pub months_kept: usize,
     /// Records deleted (session changes, and the checkpoints and day peaks before the floor).
     pub deleted: usize,
+    /// Accounts with records below their floor still to delete ([`Store::delete_below_floor`]).
+    pub pending: Vec<String>,
     /// The account to go on after; `None` when every account was seen.
     pub next: Option<Vec<u8>>,
+}
+
+/// The keys below an account's floor ([`Store::below_floor`]).
+struct BelowFloor {
+    /// Session changes: from the deletion cursor to the floor.
+    sessions: (Vec<u8>, Vec<u8>),
+    /// Where the deletion cursor is kept (`session_floor` tree).
+    cursor_key: Vec<u8>,
+    /// Checkpoints and day peaks of the floor's zone before its month.
+    months: (Vec<u8>, Vec<u8>),
 }
 
 fn month_key(account_id: &str, month: BillingMonth) -> Vec<u8> {
@@ -112,8 +124,9 @@ impl Store {
         }
     }
 
-    /// Compacts up to `limit` accounts after `after`, deleting at most `chunk` records of each:
-    /// call again with `next` until it is `None`, and again later for what is left.
+    /// Compacts up to `limit` accounts after `after`, deleting at most `chunk` records of each
+    /// (none with 0: only the floors move): call again with `next` until it is `None`, and
+    /// again later for what is left, or delete it with [`Store::delete_below_floor`].
     pub fn compact(
         &self,
         real_now: Timestamp,
@@ -164,7 +177,90 @@ impl Store {
         if first_open > created && complete_at.is_none_or(|at| at < target) {
             self.move_floor(account, real_now, first_open, target, floor, done)?;
         }
-        self.delete_before_floor(account, chunk, done)
+        if chunk > 0 {
+            self.delete_before_floor(account, chunk, done)?;
+        }
+        if self.below_floor_left(account)? {
+            done.pending.push(account.id.clone());
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `chunk` of the records below `account_id`'s floor (session changes, then
+    /// the checkpoints and kept day peaks of the months before it); returns how many, 0 once
+    /// none is left.
+    pub fn delete_below_floor(&self, account_id: &str, chunk: usize) -> Result<usize, OpError> {
+        let account = self.account(account_id)?;
+        let mut done = Compacted::default();
+        self.delete_before_floor(&account, chunk, &mut done)?;
+        Ok(done.deleted)
+    }
+
+    /// Where the session changes below the account's floor start (the least key not deleted yet)
+    /// and end, and the zone's range of checkpoints and day peaks before the floor's month;
+    /// `None` without a complete floor.
+    fn below_floor(&self, account: &Account) -> Result<Option<BelowFloor>, OpError> {
+        let Some((floor_at, _)) = self.floor(&account.id)?.complete else {
+            return Ok(None);
+        };
+        let zone = &account.settings.zone;
+        let prefix = crate::accounts::prefix(&account.id);
+        let mut sessions_to = prefix.clone();
+        sessions_to.extend_from_slice(&crate::ingest::sortable(floor_at));
+        // Where the last chunk stopped: every session change before it is deleted. Starting
+        // there, a chunk never walks again over the (emptied) part of the tree already done.
+        let mut cursor_key = prefix.clone();
+        cursor_key.extend_from_slice(b"swept");
+        let sessions_from = match self
+            .session_floor
+            .get(&cursor_key)
+            .map_err(|source| self.storage(source))?
+        {
+            Some(swept) if swept.as_ref() > prefix.as_slice() => swept.to_vec(),
+            _ => prefix.clone(),
+        };
+        let mut months_from = prefix;
+        months_from.extend_from_slice(zone.name().as_bytes());
+        months_from.push(0);
+        let mut months_to = months_from.clone();
+        months_to.extend_from_slice(zone.month(floor_at).to_string().as_bytes());
+        Ok(Some(BelowFloor {
+            sessions: (sessions_from, sessions_to),
+            cursor_key,
+            months: (months_from, months_to),
+        }))
+    }
+
+    /// Whether any record below the account's floor is left: one key looked up per tree.
+    fn below_floor_left(&self, account: &Account) -> Result<bool, OpError> {
+        let Some(below) = self.below_floor(account)? else {
+            return Ok(false);
+        };
+        let (from, to) = &below.sessions;
+        if from < to
+            && self
+                .sessions
+                .range(from.as_slice()..to.as_slice())
+                .next()
+                .transpose()
+                .map_err(|source| self.storage(source))?
+                .is_some()
+        {
+            return Ok(true);
+        }
+        let (from, to) = &below.months;
+        for tree in [&self.checkpoints, &self.day_peaks] {
+            if tree
+                .range(from.as_slice()..to.as_slice())
+                .next()
+                .transpose()
+                .map_err(|source| self.storage(source))?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Moves the floor to `target` (before `first_open`, every month before which is closed).
@@ -257,26 +353,12 @@ impl Store {
         chunk: usize,
         done: &mut Compacted,
     ) -> Result<(), OpError> {
-        let Some((floor_at, _)) = self.floor(&account.id)?.complete else {
+        let Some(below) = self.below_floor(account)? else {
             return Ok(());
         };
-        let zone = &account.settings.zone;
         let mut deleted = 0;
-        let prefix = crate::accounts::prefix(&account.id);
-        let mut sessions_to = prefix.clone();
-        sessions_to.extend_from_slice(&crate::ingest::sortable(floor_at));
-        // Where the last chunk stopped: every session change before it is deleted. Starting
-        // there, a chunk never walks again over the (emptied) part of the tree already done.
-        let mut cursor_key = prefix.clone();
-        cursor_key.extend_from_slice(b"swept");
-        let sessions_from = match self
-            .session_floor
-            .get(&cursor_key)
-            .map_err(|source| self.storage(source))?
-        {
-            Some(swept) if swept.as_ref() > prefix.as_slice() => swept.to_vec(),
-            _ => prefix.clone(),
-        };
+        let (sessions_from, sessions_to) = below.sessions;
+        let cursor_key = below.cursor_key;
         let mut last = None;
         if sessions_from < sessions_to {
             for item in self
@@ -300,11 +382,7 @@ impl Store {
                 .map_err(|source| self.storage(source))?;
         }
         // Checkpoints and day peaks of this zone's months before the floor's month.
-        let mut within_zone = crate::accounts::prefix(&account.id);
-        within_zone.extend_from_slice(zone.name().as_bytes());
-        within_zone.push(0);
-        let mut before = within_zone.clone();
-        before.extend_from_slice(zone.month(floor_at).to_string().as_bytes());
+        let (within_zone, before) = below.months;
         for tree in [&self.checkpoints, &self.day_peaks] {
             for item in tree
                 .range(within_zone.clone()..before.clone())
