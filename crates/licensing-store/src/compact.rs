@@ -314,12 +314,39 @@ impl Store {
             }
             month = month.next();
         }
-        // Who was logged in at `target`: from the start of its month, onwards to it.
+        // Who was logged in at `target` (the start of a day): from the start of its month, by
+        // the kept days before it, else by the session changes up to it.
         let target_month = zone.month(target);
-        let mut state = self.month_start_state(account, target_month, real_now, floor.complete)?;
-        for transition in self.transitions(&account.id, Some(zone.start_of(target_month)), target) {
-            state.apply(transition?);
-        }
+        let dirty = self
+            .day_peaks_dirty
+            .get(account.id.as_bytes())
+            .map_err(|source| self.storage(source))?;
+        let start = self.month_start_state(account, target_month, real_now, floor.complete)?;
+        let target_day = zone.day(target);
+        let from_days = (zone.start_of_day(target_day) == target)
+            .then(|| {
+                self.state_from_kept_days(
+                    account,
+                    target_month,
+                    Some(target_day),
+                    &start,
+                    dirty.as_ref(),
+                )
+            })
+            .transpose()?
+            .flatten();
+        let state = match from_days {
+            Some(state) => state,
+            None => {
+                let mut state = start;
+                for transition in
+                    self.transitions(&account.id, Some(zone.start_of(target_month)), target)
+                {
+                    state.apply(transition?);
+                }
+                state
+            }
+        };
         let record = FloorRecord::V1 {
             complete: Some((target.into(), CheckpointRecord::new(&state))),
             pending: None,

@@ -176,6 +176,67 @@ impl Store {
         Ok((peaks, count))
     }
 
+    /// Who was logged in at the start of `until` (a day of `month`; `None`: the start of the
+    /// next month), from the kept records of `month`'s days before it, when each of them is
+    /// kept in the current epoch, unmarked, and follows from `start` (who was logged in at the
+    /// month's first instant); `None` when one is not, and the caller counts from the session
+    /// changes. `seen` is the account's `day_peaks_dirty` record, as for [`Self::peaks_by_day`].
+    /// At most a month's day records are read, whatever the number of session changes.
+    pub(crate) fn state_from_kept_days(
+        &self,
+        account: &Account,
+        month: BillingMonth,
+        until: Option<civil::Date>,
+        start: &Concurrency,
+        seen: Option<&IVec>,
+    ) -> Result<Option<Concurrency>, OpError> {
+        let zone = &account.settings.zone;
+        let (epoch, _, marks) = view(decode_dirty(seen.map(|b| &b[..]))?, zone.name());
+        let days: Vec<civil::Date> = month
+            .days()
+            .take_while(|day| until.is_none_or(|until| *day < until))
+            .collect();
+        let Some(last) = days.last() else {
+            return Ok(Some(start.clone()));
+        };
+        let mut chain = digest(&encode(&CheckpointRecord::new(start)));
+        let mut end = None;
+        for day in &days {
+            let text = day.to_string();
+            if marks.contains_key(&text) {
+                return Ok(None);
+            }
+            let Some(value) = self
+                .day_peaks
+                .get(day_key(account, &text))
+                .map_err(|source| self.storage(source))?
+            else {
+                return Ok(None);
+            };
+            let DayPeaksRecord::V1 {
+                epoch: in_epoch,
+                start: day_start,
+                end: day_end,
+                end_digest,
+                ..
+            } = decode::<DayPeaksRecord>("day peaks", &value).map_err(StoreError::from)?;
+            if in_epoch != epoch || day_start != chain {
+                return Ok(None);
+            }
+            chain = end_digest;
+            if day == last {
+                end = Some(day_end);
+            }
+        }
+        let Some(end) = end else {
+            return Ok(None);
+        };
+        let state = decode::<CheckpointRecord>("day peaks", &end)
+            .and_then(CheckpointRecord::decode)
+            .map_err(StoreError::from)?;
+        Ok(Some(state))
+    }
+
     /// Writes the days a read counted, each only if its mark is still the one the read saw (a
     /// commit since may have changed the day), and removes their marks.
     fn keep_days(

@@ -686,12 +686,26 @@ impl Store {
                 (at, state)
             }
         };
+        // Month by month: from the month's kept days (a record per day), else from its session
+        // changes.
+        let dirty = if at < month {
+            self.day_peaks_dirty
+                .get(account.id.as_bytes())
+                .map_err(|source| self.storage(source))?
+        } else {
+            None
+        };
         while at < month {
             let next = at.next();
-            for transition in
-                self.transitions(&account.id, Some(zone.start_of(at)), zone.start_of(next))
-            {
-                state.apply(transition?);
+            match self.state_from_kept_days(account, at, None, &state, dirty.as_ref())? {
+                Some(end) => state = end,
+                None => {
+                    for transition in
+                        self.transitions(&account.id, Some(zone.start_of(at)), zone.start_of(next))
+                    {
+                        state.apply(transition?);
+                    }
+                }
             }
             at = next;
             written.push((at, CheckpointRecord::new(&state)));

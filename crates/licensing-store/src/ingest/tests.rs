@@ -1025,3 +1025,32 @@ fn compaction_month_after_month_keeps_only_the_open_months_session_changes() {
     );
     assert_eq!(kept.len(), (2 + 30) * 2 * PER_DAY);
 }
+
+#[test]
+fn a_later_month_starts_from_the_kept_days_of_the_months_before_not_their_session_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-05-03T10:00:00Z", 40);
+    // std logs in on May 3 and stays logged in.
+    let login = event("e1", "std", "2026-05-03T09:00:00Z", EventKind::AgentLogin);
+    assert_eq!(ingest(&store, vec![login]), [Outcome::Applied]);
+    store
+        .advance_clock("acme", at("2026-06-10T12:00:00Z"), "test")
+        .expect("advance");
+    let account = store.account("acme").expect("account");
+    let may = BillingMonth::parse("2026-05").expect("month");
+    let june = may.next();
+    // Reading May keeps its days (and May's start checkpoint).
+    let (may_peaks, counted) = store
+        .concurrency_peaks_counted(&account, may, Timestamp::UNIX_EPOCH)
+        .expect("peaks");
+    assert_eq!((may_peaks.iter().sum::<u32>(), counted), (1, 31));
+    // Take May's session changes away: June can only know std is logged in from May's days.
+    for key in store.sessions.iter().keys() {
+        store.sessions.remove(key.expect("key")).expect("remove");
+    }
+    let june_peaks = store
+        .concurrency_peaks(&account, june, Timestamp::UNIX_EPOCH)
+        .expect("peaks");
+    assert_eq!(june_peaks.iter().sum::<u32>(), 1, "{june_peaks:?}");
+}
