@@ -1,6 +1,6 @@
-//! Upkeep off the writer's path: the dedupe sweep deletes dedupe records whose retention after
-//! their month's close has passed, and compaction moves the floor below which the session
-//! changes of closed months are deleted (by the writer, between its commits).
+//! Upkeep: compaction moves the floor below which the session changes of closed months are
+//! deleted, and the dedupe sweep names the accounts whose dedupe records past their retention
+//! after their month's close are to be deleted; the writer deletes both, between its commits.
 
 use std::{collections::BTreeSet, sync::Mutex, time::Duration};
 
@@ -40,18 +40,18 @@ impl ClockMoves {
 
 /// How often expired dedupe records are deleted.
 const DEDUPE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
-/// Dedupe records the sweep reads per step on the blocking pool.
+/// Accounts the hourly dedupe sweep lists per step on the blocking pool.
 const DEDUPE_SWEEP_CHUNK: usize = 1024;
 /// Accounts compaction looks at per step.
 const COMPACTION_ACCOUNTS: usize = 8;
 /// How often a long compaction logs its progress.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Deletes expired dedupe records and compacts closed months every [`DEDUPE_SWEEP_INTERVAL`],
-/// and whenever an account's clock moved (`moves`): compaction then looks at every account, the
-/// dedupe sweep only at the accounts that moved. Off the writer's path: in chunks on the
-/// blocking pool, so that neither the writer nor the pool is held for long however large the
-/// trees. Deletions need no flush: one lost in a crash is deleted again by the next sweep.
+/// Compacts closed months and has expired dedupe records deleted every
+/// [`DEDUPE_SWEEP_INTERVAL`], and whenever an account's clock moved (`moves`): compaction then
+/// looks at every account, the dedupe expiry only at the accounts that moved. The sweep moves
+/// floors and names accounts; the deleting is the writer's, in slices between its commits
+/// (`tidy`). Deletions need no flush: one lost in a crash is deleted again by the next sweep.
 pub(super) async fn sweep_dedupe(
     store: Store,
     retention_days: u32,
@@ -66,8 +66,8 @@ pub(super) async fn sweep_dedupe(
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // A clock that moved may have closed months: compaction looks at every account's
-        // floor (a record or two each), the dedupe sweep reads the records of the accounts
-        // that moved; the hourly sweep reads every dedupe record.
+        // floor (a record or two each), the dedupe expiry at the records of the accounts that
+        // moved; every hour, at every account's.
         let accounts = tokio::select! {
             _ = every.tick() => None,
             moved = moves.next() => Some(moved),
@@ -75,58 +75,44 @@ pub(super) async fn sweep_dedupe(
         };
         compact(&store, &tidy).await;
         match accounts {
-            None => expire_dedupe(&store, retention_days, None).await,
+            None => every_account_to_expire(&store, &tidy, retention_days).await,
             Some(accounts) => {
-                for account in &accounts {
-                    expire_dedupe(&store, retention_days, Some(account)).await;
+                for account in accounts {
+                    tidy.want_dedupe(account, retention_days);
                 }
             }
         }
     }
 }
 
-/// Deletes the expired dedupe records (of the account `within`, or all), in chunks.
-async fn expire_dedupe(store: &Store, retention_days: u32, within: Option<&str>) {
-    let within = within.map(str::to_owned);
-    let (mut after, mut expired) = (None::<Vec<u8>>, 0);
+/// Asks the writer to expire every account's dedupe records, listing the accounts in chunks.
+async fn every_account_to_expire(store: &Store, tidy: &super::writer::Tidy, retention_days: u32) {
+    let mut after = None::<String>;
     while !store.has_failed() {
-        let (chunk_store, from, account) = (store.clone(), after.take(), within.clone());
-        let chunk = tokio::task::spawn_blocking(move || {
-            chunk_store.expire_dedupe(
-                Timestamp::now(),
-                retention_days,
-                account.as_deref(),
-                from.as_deref(),
-                DEDUPE_SWEEP_CHUNK,
-            )
+        let (chunk_store, from) = (store.clone(), after.take());
+        let listed = tokio::task::spawn_blocking(move || {
+            chunk_store.account_ids(from.as_deref(), DEDUPE_SWEEP_CHUNK)
         })
         .await;
-        match chunk {
-            Ok(Ok(chunk)) => {
-                expired += chunk.expired;
-                match chunk.next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
+        let ids = match listed {
+            Ok(Ok(ids)) => ids,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "dedupe sweep failed; it runs again next hour");
-                break;
+                return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "dedupe sweep task failed; it runs again next hour");
-                break;
+                return;
             }
+        };
+        let last = ids.len() < DEDUPE_SWEEP_CHUNK;
+        after = ids.last().cloned();
+        for id in ids {
+            tidy.want_dedupe(id, retention_days);
         }
-    }
-    metrics::counter!("licensing_dedupe_expired_total").increment(expired as u64);
-    if expired > 0 {
-        tracing::info!(
-            expired,
-            retention_days,
-            account = within.as_deref().unwrap_or("(all)"),
-            "expired dedupe records deleted"
-        );
+        if last {
+            return;
+        }
     }
 }
 

@@ -7,8 +7,8 @@
 //! culprit's batch is refused and every other tenant's batch in the group is applied. A panic
 //! while committing is caught on the blocking pool: it fails its batch, never the writer.
 //!
-//! Between groups it also deletes what compaction left below the accounts' floors ([`Tidy`]): a
-//! slice after each group, back to back while no batch waits. sled's reads and removals wait
+//! Between groups it also deletes what compaction left below the accounts' floors and expired
+//! dedupe records ([`Tidy`]): a slice after each group, back to back while no batch waits. sled's reads and removals wait
 //! for a transaction's write lock, so a sweep on another thread advances by about one record per
 //! group commit while ingestion runs; here nothing else holds the lock.
 
@@ -38,32 +38,63 @@ const BUSY_SLICE: usize = 256;
 /// Records below a floor deleted per slice while no batch waits.
 const IDLE_SLICE: usize = 4096;
 
-/// The accounts whose records below their floor are still to be deleted: compaction moves the
-/// floors and names the accounts here, the writer deletes in slices.
+/// Per account, what is left to delete: the records below its floor (compaction moved the floor)
+/// and its expired dedupe records (a sweep asked); the writer deletes them in slices.
 #[derive(Debug, Default)]
 pub(super) struct Tidy {
     pending: Mutex<BTreeMap<String, Tidying>>,
     wake: Notify,
 }
 
-/// An account being tidied: what was deleted since when.
+/// What is left to delete of one account, and what was since when.
 #[derive(Debug)]
 struct Tidying {
+    below_floor: bool,
+    /// The dedupe records' retention after their month's close, and the key to go on after.
+    dedupe: Option<(u32, Option<Vec<u8>>)>,
     deleted: usize,
+    expired: usize,
     since: Instant,
 }
 
+/// The next slice of an account's tidying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slice {
+    BelowFloor,
+    Dedupe {
+        retention_days: u32,
+        after: Option<Vec<u8>>,
+    },
+}
+
 impl Tidy {
+    fn entry(pending: &mut BTreeMap<String, Tidying>, account: String) -> &mut Tidying {
+        pending.entry(account).or_insert_with(|| Tidying {
+            below_floor: false,
+            dedupe: None,
+            deleted: 0,
+            expired: 0,
+            since: Instant::now(),
+        })
+    }
+
     /// `account` has records below its floor.
     pub(super) fn want(&self, account: String) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(account)
-            .or_insert_with(|| Tidying {
-                deleted: 0,
-                since: Instant::now(),
-            });
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::entry(&mut pending, account).below_floor = true;
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    /// `account`'s dedupe records are to be read and those past `retention_days` after their
+    /// month's close deleted (from the first, unless a scan of them is going on).
+    pub(super) fn want_dedupe(&self, account: String, retention_days: u32) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let tidying = Self::entry(&mut pending, account);
+        if tidying.dedupe.is_none() {
+            tidying.dedupe = Some((retention_days, None));
+        }
+        drop(pending);
         self.wake.notify_one();
     }
 
@@ -75,13 +106,19 @@ impl Tidy {
             .len()
     }
 
-    fn first(&self) -> Option<String> {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .next()
-            .cloned()
+    /// The first account waiting and its next slice.
+    fn first(&self) -> Option<(String, Slice)> {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let (account, tidying) = pending.iter().next()?;
+        let slice = match &tidying.dedupe {
+            _ if tidying.below_floor => Slice::BelowFloor,
+            Some((retention_days, after)) => Slice::Dedupe {
+                retention_days: *retention_days,
+                after: after.clone(),
+            },
+            None => Slice::BelowFloor,
+        };
+        Some((account.clone(), slice))
     }
 
     /// Returns once an account waits.
@@ -95,24 +132,44 @@ impl Tidy {
         }
     }
 
-    /// A slice of `account` deleted `deleted` records (0: nothing is left, or `done`).
-    fn deleted(&self, account: &str, deleted: usize, done: bool) {
+    /// A slice of `account` deleted `deleted` records; `rest`: where its work goes on (`None`:
+    /// that kind of work is done, or given up after a failure).
+    fn sliced(&self, account: &str, slice: &Slice, deleted: usize, rest: Option<Option<Vec<u8>>>) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(tidying) = pending.get_mut(account) else {
             return;
         };
-        tidying.deleted += deleted;
-        if deleted > 0 && !done {
+        match slice {
+            Slice::BelowFloor => {
+                tidying.deleted += deleted;
+                tidying.below_floor = rest.is_some();
+            }
+            Slice::Dedupe { retention_days, .. } => {
+                tidying.expired += deleted;
+                tidying.dedupe = rest.map(|after| (*retention_days, after));
+            }
+        }
+        if tidying.below_floor || tidying.dedupe.is_some() {
             return;
         }
-        if let Some(tidying) = pending.remove(account)
-            && tidying.deleted > 0
-        {
+        let Some(tidying) = pending.remove(account) else {
+            return;
+        };
+        let elapsed_ms = tidying.since.elapsed().as_millis() as u64;
+        if tidying.deleted > 0 {
             tracing::info!(
                 account,
                 deleted = tidying.deleted,
-                elapsed_ms = tidying.since.elapsed().as_millis() as u64,
+                elapsed_ms,
                 "records below the floor deleted"
+            );
+        }
+        if tidying.expired > 0 {
+            tracing::info!(
+                expired = tidying.expired,
+                account,
+                elapsed_ms,
+                "expired dedupe records deleted"
             );
         }
     }
@@ -145,6 +202,18 @@ pub(super) trait Commit: Clone + Send + Sync + 'static {
         let _ = (account, records);
         Ok(0)
     }
+    /// Reads up to `records` of `account`'s dedupe records after `after` and deletes those
+    /// expired; returns how many, and the key to go on after (`None`: the last was read).
+    fn expire(
+        &self,
+        account: &str,
+        retention_days: u32,
+        after: Option<&[u8]>,
+        records: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), OpError> {
+        let _ = (account, retention_days, after, records);
+        Ok((0, None))
+    }
 }
 
 /// The store under the configured price list, at the real time of each commit.
@@ -174,6 +243,23 @@ impl Commit for StoreCommit {
             Err(OpError::AccountNotFound(_)) => Ok(0),
             deleted => deleted,
         }
+    }
+
+    fn expire(
+        &self,
+        account: &str,
+        retention_days: u32,
+        after: Option<&[u8]>,
+        records: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), OpError> {
+        let sweep = self.store.expire_dedupe(
+            Timestamp::now(),
+            retention_days,
+            Some(account),
+            after,
+            records,
+        )?;
+        Ok((sweep.expired, sweep.next))
     }
 }
 
@@ -233,31 +319,46 @@ pub(super) async fn write(
     }
 }
 
-/// Deletes up to `records` below the floor of the first account waiting, on the blocking pool.
+/// One slice of the first account's tidying (up to `records` records), on the blocking pool.
 async fn tidy_slice(target: &impl Commit, tidy: &Tidy, records: usize) {
-    let Some(account) = tidy.first() else {
+    let Some((account, slice)) = tidy.first() else {
         return;
     };
     if target.has_failed() {
         // Nothing is written any more; compaction names the account again after a restart.
-        tidy.deleted(&account, 0, true);
+        tidy.sliced(&account, &slice, 0, None);
         return;
     }
-    let (slice_target, slice_account) = (target.clone(), account.clone());
-    let deleted =
-        tokio::task::spawn_blocking(move || slice_target.tidy(&slice_account, records)).await;
-    match deleted {
-        Ok(Ok(deleted)) => {
-            metrics::counter!("licensing_compacted_records_total").increment(deleted as u64);
-            tidy.deleted(&account, deleted, false);
+    let (slice_target, slice_account, what) = (target.clone(), account.clone(), slice.clone());
+    let done = tokio::task::spawn_blocking(move || match what {
+        Slice::BelowFloor => slice_target.tidy(&slice_account, records).map(|deleted| {
+            let rest = (deleted > 0).then_some(None);
+            (deleted, rest)
+        }),
+        Slice::Dedupe {
+            retention_days,
+            after,
+        } => slice_target
+            .expire(&slice_account, retention_days, after.as_deref(), records)
+            .map(|(expired, next)| (expired, next.map(Some))),
+    })
+    .await;
+    match done {
+        Ok(Ok((deleted, rest))) => {
+            let counter = match slice {
+                Slice::BelowFloor => "licensing_compacted_records_total",
+                Slice::Dedupe { .. } => "licensing_dedupe_expired_total",
+            };
+            metrics::counter!(counter).increment(deleted as u64);
+            tidy.sliced(&account, &slice, deleted, rest);
         }
         Ok(Err(e)) => {
-            tracing::warn!(account, error = %e, "deleting records below the floor failed; compaction tries again at its next run");
-            tidy.deleted(&account, 0, true);
+            tracing::warn!(account, error = %e, "deleting old records failed; the next sweep tries again");
+            tidy.sliced(&account, &slice, 0, None);
         }
         Err(e) => {
-            tracing::warn!(account, error = %e, "deleting records below the floor failed; compaction tries again at its next run");
-            tidy.deleted(&account, 0, true);
+            tracing::warn!(account, error = %e, "deleting old records failed; the next sweep tries again");
+            tidy.sliced(&account, &slice, 0, None);
         }
     }
 }

@@ -242,6 +242,22 @@ impl Store {
 
     /// The account a per-account tree's key names (the whole key is the id), or `None` when it
     /// names none (any more): what a sweep over such a tree skips.
+    /// Up to `limit` account ids after `after` (from the first when `None`), in key order; fewer
+    /// than `limit` once the last was listed.
+    pub fn account_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, OpError> {
+        let mut ids = Vec::new();
+        for item in crate::after(&self.accounts, after.map(str::as_bytes)).keys() {
+            if ids.len() == limit {
+                break;
+            }
+            let key = item.map_err(|source| self.storage(source))?;
+            if let Ok(id) = std::str::from_utf8(&key) {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
     pub(crate) fn account_of_key(
         &self,
         key: &[u8],
