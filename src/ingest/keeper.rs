@@ -112,7 +112,6 @@ pub(super) async fn keep_peaks(store: Store, feed: Arc<Feed>, stopping: impl Fut
         while !store.has_failed() {
             let (chunk_store, from) = (store.clone(), after.take());
             let chunk = tokio::task::spawn_blocking(move || {
-                let _in = super::InStore::enter();
                 chunk_store.keep_day_peaks(Timestamp::now(), from.as_deref(), KEEPER_CHUNK)
             })
             .await;

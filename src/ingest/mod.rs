@@ -17,35 +17,6 @@ mod sweep;
 pub use sweep::ClockMoves;
 mod writer;
 
-/// Work on other threads inside the database now: calls (through `Licensing::blocking`), the
-/// peaks keeper, compaction. sled makes every read and write wait while a transaction holds its
-/// write lock, and the writer, busy with back-to-back group commits, would hold it almost all
-/// the time; while any such work is in, the writer leaves the database free for a moment after
-/// each group ([`writer`]).
-static OTHERS_IN_STORE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Counts its holder in [`OTHERS_IN_STORE`] while it lives.
-#[derive(Debug)]
-pub(crate) struct InStore(());
-
-impl InStore {
-    pub(crate) fn enter() -> InStore {
-        OTHERS_IN_STORE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InStore(())
-    }
-}
-
-impl Drop for InStore {
-    fn drop(&mut self) {
-        OTHERS_IN_STORE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Whether other work is inside the database now.
-fn others_in_store() -> bool {
-    OTHERS_IN_STORE.load(std::sync::atomic::Ordering::Relaxed) > 0
-}
-
 use std::{collections::HashSet, future::Future, sync::Arc};
 
 use futures::{StreamExt as _, stream::FuturesOrdered};

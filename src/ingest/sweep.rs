@@ -91,7 +91,6 @@ async fn every_account_to_expire(store: &Store, tidy: &super::writer::Tidy, rete
     while !store.has_failed() {
         let (chunk_store, from) = (store.clone(), after.take());
         let listed = tokio::task::spawn_blocking(move || {
-            let _in = super::InStore::enter();
             chunk_store.account_ids(from.as_deref(), DEDUPE_SWEEP_CHUNK)
         })
         .await;
@@ -128,7 +127,6 @@ async fn compact(store: &Store, tidy: &super::writer::Tidy) {
     while !store.has_failed() {
         let (chunk_store, from) = (store.clone(), after.take());
         let chunk = tokio::task::spawn_blocking(move || {
-            let _in = super::InStore::enter();
             chunk_store.compact(Timestamp::now(), from.as_deref(), COMPACTION_ACCOUNTS, 0)
         })
         .await;

@@ -37,10 +37,6 @@ const MAX_BATCHES_PER_GROUP: usize = 256;
 const BUSY_SLICE: usize = 256;
 /// Records below a floor deleted per slice while no batch waits.
 const IDLE_SLICE: usize = 4096;
-/// The shortest and the longest pause after a group commit while other work is inside the
-/// database (see [`super::OTHERS_IN_STORE`]).
-const BREATHER_MIN: std::time::Duration = std::time::Duration::from_millis(1);
-const BREATHER_MAX: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Per account, what is left to delete: the records below its floor (compaction moved the floor)
 /// and its expired dedupe records (a sweep asked); the writer deletes them in slices.
@@ -320,12 +316,6 @@ pub(super) async fn write(
             let _ = reply.send(answer);
         }
         tidy_slice(&target, &tidy, BUSY_SLICE).await;
-        if super::others_in_store() {
-            // Other work waits for the database while a group commit holds it: a breather of
-            // an eighth of the commit (1 to 5 ms), at most about a ninth of the writer's time.
-            let commit = started.elapsed() / 8;
-            tokio::time::sleep(commit.clamp(BREATHER_MIN, BREATHER_MAX)).await;
-        }
     }
 }
 

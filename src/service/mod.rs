@@ -260,10 +260,7 @@ impl Licensing {
             let _waiting = crate::telemetry::metrics::Held::new(self.waiting.clone());
             self.blocking_calls.acquire().await
         };
-        let result = tokio::task::spawn_blocking(move || {
-            let _in = crate::ingest::InStore::enter();
-            op(&store)
-        })
+        let result = tokio::task::spawn_blocking(move || op(&store))
             .await
             .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?;
         result.map_err(|e| self.refused(e))
