@@ -2,9 +2,13 @@
 //! deleted, and the dedupe sweep names the accounts whose dedupe records past their retention
 //! after their month's close are to be deleted; the writer deletes both, between its commits.
 
-use std::{collections::BTreeSet, sync::Mutex, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Mutex,
+    time::Duration,
+};
 
-use licensing_core::Timestamp;
+use licensing_core::{BillingMonth, Timestamp, last_expired_month};
 use licensing_store::Store;
 use tokio::sync::Notify;
 
@@ -62,6 +66,8 @@ pub(super) async fn sweep_dedupe(
     stopping: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopping);
+    // Per account, the last month whose dedupe records were asked to expire on a clock move.
+    let mut asked: HashMap<String, BillingMonth> = HashMap::new();
     let mut every = tokio::time::interval(DEDUPE_SWEEP_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -77,8 +83,27 @@ pub(super) async fn sweep_dedupe(
         match accounts {
             None => every_account_to_expire(&store, &tidy, retention_days).await,
             Some(accounts) => {
-                for account in accounts {
-                    tidy.want_dedupe(account, retention_days);
+                // Only the accounts where another month's records expire now: reading an
+                // account's records costs what it holds.
+                let read_store = store.clone();
+                let months = tokio::task::spawn_blocking(move || {
+                    accounts
+                        .into_iter()
+                        .filter_map(|id| {
+                            let account = read_store.account(&id).ok()?;
+                            let now = account.now(Timestamp::now());
+                            let month = last_expired_month(&account, now, retention_days)?;
+                            Some((id, month))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                for (account, month) in months {
+                    if asked.get(&account).is_none_or(|asked| *asked < month) {
+                        asked.insert(account.clone(), month);
+                        tidy.want_dedupe(account, retention_days);
+                    }
                 }
             }
         }

@@ -269,6 +269,34 @@ pub fn month_closes_at(account: &Account, month: BillingMonth) -> Timestamp {
     zone.add_days(next, days)
 }
 
+/// The latest month of the account whose dedupe records expire by `now` (its close plus
+/// `retention_days`), if any: an account's clock moving asks to expire its records only when
+/// this changed.
+pub fn last_expired_month(
+    account: &Account,
+    now: Timestamp,
+    retention_days: u32,
+) -> Option<BillingMonth> {
+    let zone = &account.settings.zone;
+    let expires = |month| zone.add_days(month_closes_at(account, month), i64::from(retention_days));
+    // A month whose records expire by `now` closed (began its successor plus the grace
+    // period) at least `retention_days` before: no need to look at the months before the one
+    // that far back, less a margin for the month lengths.
+    let back = i64::from(retention_days)
+        .saturating_add(i64::from(account.settings.grace_period_days))
+        .saturating_add(62);
+    let mut month = zone
+        .month(zone.add_days(now, back.saturating_neg()))
+        .max(zone.month(account.created_at));
+    let mut last = None;
+    // A month not begun by `now` has not closed either (and the calendar ends in 9999).
+    while month < zone.month(now) && expires(month) <= now {
+        last = Some(month);
+        month = month.next();
+    }
+    last
+}
+
 /// The month `occurred_at` counts in, if the account accepts the event at `real_now`.
 pub fn accept(
     account: &Account,

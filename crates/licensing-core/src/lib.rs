@@ -38,7 +38,8 @@ pub use effects::{Effects, MemberUse, SessionKind, effects};
 pub use events::{
     Concurrency, Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, MAX_METER_MONTH_TOTAL,
     MAX_METERED_QUANTITY, Meter, MeterTotals, MeterUse, OpenSession, Outcome, Refusal,
-    SessionChange, Transition, accept, concurrency_peaks, month_closes_at, service_on,
+    SessionChange, Transition, accept, concurrency_peaks, last_expired_month, month_closes_at,
+    service_on,
 };
 pub use ids::{IdKind, InvalidId};
 pub use inventory::{

@@ -288,6 +288,32 @@ fn any_second() -> impl Strategy<Value = i64> {
     prop_oneof![min..=max, (max - NEAR)..=max, min..=(min + NEAR)]
 }
 
+#[test]
+fn the_last_month_whose_dedupe_records_expired_is_its_close_plus_the_retention_ago() {
+    // Created in March; a grace of 2 days: March closes on April 3, April on May 3.
+    let account = account("UTC", 2, "2026-03-10T00:00:00Z");
+    let at = |text: &str| text.parse::<Timestamp>().expect("time");
+    let month = |text: &str| BillingMonth::parse(text).expect("month");
+    // With 10 days of retention, March's records expire on April 13.
+    assert_eq!(
+        last_expired_month(&account, at("2026-04-12T23:59:59Z"), 10),
+        None
+    );
+    assert_eq!(
+        last_expired_month(&account, at("2026-04-13T00:00:00Z"), 10),
+        Some(month("2026-03"))
+    );
+    assert_eq!(
+        last_expired_month(&account, at("2026-05-13T00:00:00Z"), 10),
+        Some(month("2026-04"))
+    );
+    // No retention: a month's records expire when it closes.
+    assert_eq!(
+        last_expired_month(&account, at("2026-05-03T00:00:00Z"), 0),
+        Some(month("2026-04"))
+    );
+}
+
 proptest! {
     /// No instant jiff can represent, as the account's clock or the event's time, makes the
     /// acceptance window panic (a clock at 9999-12-30 once overflowed `now + 15 minutes`).
@@ -305,5 +331,6 @@ proptest! {
         let _ = accept(&account, occurred, Timestamp::UNIX_EPOCH);
         let month = account.settings.zone.month(occurred);
         let _ = month_closes_at(&account, month.next());
+        let _ = last_expired_month(&account, clock, grace);
     }
 }
