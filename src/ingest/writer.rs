@@ -343,8 +343,12 @@ async fn tidy_slice(target: &impl Commit, tidy: &Tidy, records: usize) {
             .map(|(expired, next)| (expired, next.map(Some))),
     })
     .await;
+    // A panic on the pool fails the slice like an error does.
+    let done = done
+        .map_err(|e| e.to_string())
+        .and_then(|done| done.map_err(|e| e.to_string()));
     match done {
-        Ok(Ok((deleted, rest))) => {
+        Ok((deleted, rest)) => {
             let counter = match slice {
                 Slice::BelowFloor => "licensing_compacted_records_total",
                 Slice::Dedupe { .. } => "licensing_dedupe_expired_total",
@@ -352,12 +356,12 @@ async fn tidy_slice(target: &impl Commit, tidy: &Tidy, records: usize) {
             metrics::counter!(counter).increment(deleted as u64);
             tidy.sliced(&account, &slice, deleted, rest);
         }
-        Ok(Err(e)) => {
-            tracing::warn!(account, error = %e, "deleting old records failed; the next sweep tries again");
-            tidy.sliced(&account, &slice, 0, None);
-        }
-        Err(e) => {
-            tracing::warn!(account, error = %e, "deleting old records failed; the next sweep tries again");
+        Err(error) => {
+            tracing::warn!(
+                account,
+                error,
+                "deleting old records failed; the next sweep tries again"
+            );
             tidy.sliced(&account, &slice, 0, None);
         }
     }

@@ -236,31 +236,21 @@ impl Store {
         let Some(below) = self.below_floor(account)? else {
             return Ok(false);
         };
-        let (from, to) = &below.sessions;
-        if from < to
-            && self
-                .sessions
-                .range(from.as_slice()..to.as_slice())
-                .next()
-                .transpose()
-                .map_err(|source| self.storage(source))?
-                .is_some()
-        {
-            return Ok(true);
-        }
-        let (from, to) = &below.months;
-        for tree in [&self.checkpoints, &self.day_peaks] {
-            if tree
-                .range(from.as_slice()..to.as_slice())
-                .next()
-                .transpose()
-                .map_err(|source| self.storage(source))?
-                .is_some()
-            {
-                return Ok(true);
+        let any_in = |tree: &sled::Tree, (from, to): &(Vec<u8>, Vec<u8>)| {
+            if from >= to {
+                return Ok(false);
             }
-        }
-        Ok(false)
+            let first = tree
+                .range(from.as_slice()..to.as_slice())
+                .next()
+                .transpose();
+            first
+                .map(|first| first.is_some())
+                .map_err(|source| self.storage(source))
+        };
+        Ok(any_in(&self.sessions, &below.sessions)?
+            || any_in(&self.checkpoints, &below.months)?
+            || any_in(&self.day_peaks, &below.months)?)
     }
 
     /// Moves the floor to `target` (before `first_open`, every month before which is closed).
