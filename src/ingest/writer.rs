@@ -33,9 +33,9 @@ use crate::{
 
 /// Batches the writer commits in one transaction, at most.
 const MAX_BATCHES_PER_GROUP: usize = 256;
-/// Records below a floor deleted after a group commit: a bounded delay for the next group.
+/// Records a tidying slice reads after a group commit: a bounded delay for the next group.
 const BUSY_SLICE: usize = 256;
-/// Records below a floor deleted per slice while no batch waits.
+/// Records a tidying slice reads while no batch waits.
 const IDLE_SLICE: usize = 4096;
 
 /// Per account, what is left to delete: the records below its floor (compaction moved the floor)
@@ -110,13 +110,14 @@ impl Tidy {
     fn first(&self) -> Option<(String, Slice)> {
         let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let (account, tidying) = pending.iter().next()?;
-        let slice = match &tidying.dedupe {
-            _ if tidying.below_floor => Slice::BelowFloor,
-            Some((retention_days, after)) => Slice::Dedupe {
+        // The records below the floor first; an entry with nothing left is removed by the
+        // slice that finds nothing.
+        let slice = match (&tidying.dedupe, tidying.below_floor) {
+            (Some((retention_days, after)), false) => Slice::Dedupe {
                 retention_days: *retention_days,
                 after: after.clone(),
             },
-            None => Slice::BelowFloor,
+            _ => Slice::BelowFloor,
         };
         Some((account.clone(), slice))
     }
