@@ -345,6 +345,12 @@ proptest! {
 
 /// Sweeps the whole dedupe tree in chunks of `limit`, returning how many records expired.
 fn sweep(store: &Store, retention_days: u32, limit: usize) -> usize {
+    sweep_within(store, retention_days, None, limit)
+}
+
+/// Sweeps the dedupe records (of the account `within`, or all) in chunks of `limit`, returning
+/// how many expired.
+fn sweep_within(store: &Store, retention_days: u32, within: Option<&str>, limit: usize) -> usize {
     let mut expired = 0;
     let mut after = None;
     loop {
@@ -352,7 +358,7 @@ fn sweep(store: &Store, retention_days: u32, limit: usize) -> usize {
             .expire_dedupe(
                 Timestamp::UNIX_EPOCH,
                 retention_days,
-                None,
+                within,
                 after.as_deref(),
                 limit,
             )
@@ -446,20 +452,9 @@ fn a_dedupe_sweep_within_one_account_reads_and_deletes_only_its_records() {
         .expect("sweep");
     assert_eq!((other.expired, other.next), (0, None));
     assert_eq!(store.dedupe.len(), 9);
-    let mut expired = 0;
-    let mut after = None;
-    loop {
-        let chunk = store
-            .expire_dedupe(Timestamp::UNIX_EPOCH, 0, Some("acme"), after.as_deref(), 4)
-            .expect("sweep");
-        expired += chunk.expired;
-        match chunk.next {
-            None => break,
-            Some(next) => after = Some(next),
-        }
-    }
     assert_eq!(
-        expired, 9,
+        sweep_within(&store, 0, Some("acme"), 4),
+        9,
         "in chunks of 4, from the account's first record"
     );
     assert_eq!(store.dedupe.len(), 0);
