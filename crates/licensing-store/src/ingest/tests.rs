@@ -399,12 +399,12 @@ fn a_redelivery_after_the_month_closed_is_a_duplicate_while_its_record_is_kept()
     ));
 }
 
-#[test]
-fn the_dedupe_sweep_goes_through_the_tree_in_bounded_chunks() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
+/// A store in `dir` with `count` logins of May 31 (events `e00`, `e01`, ...), its clock on
+/// June 2: May is closed (no grace period), so with no retention their dedupe records expire.
+fn logins_of_a_closed_may(dir: &std::path::Path, count: usize) -> Store {
+    let store = open(dir);
     setup(&store, "UTC", "2026-05-31T12:00:00Z", 0);
-    let events: Vec<Event> = (0..25)
+    let events: Vec<Event> = (0..count)
         .map(|i| {
             event(
                 &format!("e{i:02}"),
@@ -418,6 +418,13 @@ fn the_dedupe_sweep_goes_through_the_tree_in_bounded_chunks() {
     store
         .advance_clock("acme", at("2026-06-02T00:00:00Z"), "test")
         .expect("advance");
+    store
+}
+
+#[test]
+fn the_dedupe_sweep_goes_through_the_tree_in_bounded_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = logins_of_a_closed_may(dir.path(), 25);
     let first = store
         .expire_dedupe(Timestamp::UNIX_EPOCH, 0, None, None, 10)
         .expect("sweep");
@@ -430,22 +437,7 @@ fn the_dedupe_sweep_goes_through_the_tree_in_bounded_chunks() {
 #[test]
 fn a_dedupe_sweep_within_one_account_reads_and_deletes_only_its_records() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    setup(&store, "UTC", "2026-05-31T12:00:00Z", 0);
-    let events: Vec<Event> = (0..9)
-        .map(|i| {
-            event(
-                &format!("e{i}"),
-                "std",
-                "2026-05-31T11:00:00Z",
-                EventKind::AgentLogin,
-            )
-        })
-        .collect();
-    ingest(&store, events);
-    store
-        .advance_clock("acme", at("2026-06-02T00:00:00Z"), "test")
-        .expect("advance");
+    let store = logins_of_a_closed_may(dir.path(), 9);
     // "acm" is a prefix of "acme", not its account.
     let other = store
         .expire_dedupe(Timestamp::UNIX_EPOCH, 0, Some("acm"), None, 100)
