@@ -11,6 +11,7 @@ mod billing;
 mod inventory;
 mod members;
 mod usage;
+pub use usage::Licences;
 
 use std::sync::{
     Arc,

@@ -5,12 +5,12 @@
 //! its own stream only, a client that stops reading holds no thread and is cut off after the
 //! outbox's stall timeout, and a client that leaves ends its stream at the next send.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use licensing_core::{
     Account, BillingMonth, MeterCaps, PriceList, Tier, Timestamp, meter_billing, resolve,
 };
-use licensing_store::{OpError, Store};
+use licensing_store::{OpError, RawMember, Store};
 use tokio::sync::broadcast;
 
 use tonic::Request;
@@ -114,10 +114,72 @@ struct MemberPage {
     next: Option<String>,
 }
 
+/// Distinct licences a snapshot keeps resolved at most; past it they are forgotten and resolved
+/// again (an account whose members all differ costs a resolution per member, as without them).
+const LICENCES_KEPT: usize = 4096;
+
+/// The licences one snapshot resolved, by the stored settings part that decides them
+/// ([`RawMember::settings_part`]), each as the row it gives without member id and days: under
+/// one account's settings and one price list, members with the same settings have the same
+/// licence, so a snapshot resolves each distinct settings once, not every member.
+#[derive(Debug)]
+pub struct Licences {
+    known: HashMap<Vec<u8>, (Tier, api::MemberUsage)>,
+    /// At most this many are kept.
+    kept: usize,
+}
+
+impl Default for Licences {
+    fn default() -> Licences {
+        Licences::keeping(LICENCES_KEPT)
+    }
+}
+
+impl Licences {
+    /// Keeping at most `kept` licences.
+    pub fn keeping(kept: usize) -> Licences {
+        Licences {
+            known: HashMap::new(),
+            kept,
+        }
+    }
+
+    /// The member's tier and row (without id and days), resolved or remembered.
+    pub fn of(
+        &mut self,
+        member: &RawMember,
+        account: &Account,
+        prices: &PriceList,
+        reasons: bool,
+    ) -> Result<(Tier, api::MemberUsage), OpError> {
+        let part = member.settings_part();
+        if let Some(known) = part.and_then(|part| self.known.get(part)) {
+            return Ok(known.clone());
+        }
+        let stored = member.decode()?;
+        let resolution = resolve(
+            &stored.settings,
+            account.settings.recording_retention,
+            prices,
+        );
+        let mut row = to_proto::member_usage(&stored, &resolution, Vec::new(), reasons);
+        row.member_id = String::new();
+        let licence = (resolution.tier, row);
+        if let Some(part) = part {
+            if self.known.len() >= self.kept {
+                self.known.clear();
+            }
+            self.known.insert(part.to_vec(), licence.clone());
+        }
+        Ok(licence)
+    }
+}
+
 /// Reads the next [`ROWS_PER_MESSAGE`] members after `after` with their login days of `month`;
 /// blocking, and bounded, so that no read holds a thread for long however large the account, and
 /// none waits for the client. The members' days are read from the month's own records
-/// ([`Store::members_login_days`]): the cost does not grow with the months of history.
+/// ([`Store::members_login_days`]): the cost does not grow with the months of history. Members
+/// are resolved through `licences`, once per distinct settings.
 fn member_page(
     store: &Store,
     account: &Account,
@@ -125,32 +187,36 @@ fn member_page(
     month: BillingMonth,
     prices: &PriceList,
     after: Option<&str>,
+    licences: &mut Licences,
 ) -> Result<MemberPage, OpError> {
     let members = store
-        .members(&account.id, after)
+        .raw_members(&account.id, after)
         .take(ROWS_PER_MESSAGE)
         .collect::<Result<Vec<_>, _>>()?;
     let next = members
         .last()
         .filter(|_| members.len() == ROWS_PER_MESSAGE)
-        .map(|last| last.member_id.clone());
-    let retention = account.settings.recording_retention;
-    let shown: Vec<_> = members
-        .iter()
-        .map(|member| (member, resolve(&member.settings, retention, prices)))
-        .filter(|(_, resolution)| view.tiers.is_empty() || view.tiers.contains(&resolution.tier))
-        .collect();
-    let ids: Vec<&str> = shown.iter().map(|(m, _)| m.member_id.as_str()).collect();
+        .map(|last| last.member_id().to_owned());
+    let mut shown = Vec::with_capacity(members.len());
+    for member in &members {
+        let (tier, row) = licences.of(member, account, prices, view.reasons)?;
+        if view.tiers.is_empty() || view.tiers.contains(&tier) {
+            shown.push((member.member_id(), row));
+        }
+    }
+    let ids: Vec<&str> = shown.iter().map(|(id, _)| *id).collect();
     let days = store.members_login_days(&account.id, &ids, month)?;
     let rows = shown
-        .iter()
+        .into_iter()
         .zip(days)
-        .map(|((member, resolution), days)| {
-            let days = days
+        .map(|((member_id, mut row), days)| {
+            row.member_id = member_id.to_owned();
+            row.login_days = days
                 .into_iter()
                 .map(|(date, day)| to_proto::login_day(date, &day))
                 .collect();
-            to_proto::member_usage(member, resolution, days, view.reasons)
+            row.billable_days = row.login_days.iter().filter(|d| d.billable).count() as u32;
+            row
         })
         .collect();
     Ok(MemberPage { rows, next })
@@ -204,14 +270,26 @@ impl Licensing {
         let account = Arc::new(account);
         let account_id = view.account_id.clone();
         let mut after: Option<String> = None;
+        let licences = Arc::new(std::sync::Mutex::new(Licences::default()));
         // A snapshot that takes long says how far it got, every SNAPSHOT_PROGRESS.
         let (started, mut reported, mut sent) = (Instant::now(), Instant::now(), 0usize);
         loop {
             let (account, view, prices) = (account.clone(), view.clone(), self.prices.clone());
-            let from = after.take();
+            let (from, licences) = (after.take(), licences.clone());
             let page = self
                 .stream_blocking(move |store| {
-                    member_page(store, &account, &view, month, &prices, from.as_deref())
+                    let mut licences = licences
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    member_page(
+                        store,
+                        &account,
+                        &view,
+                        month,
+                        &prices,
+                        from.as_deref(),
+                        &mut licences,
+                    )
                 })
                 .await;
             let page = match page {

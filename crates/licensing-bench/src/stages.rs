@@ -7,9 +7,9 @@ use std::{hint::black_box, time::Instant};
 use anyhow::Context as _;
 use licensing::{
     api::{self, get_usage_response::Part},
-    convert::to_proto,
+    service::Licences,
 };
-use licensing_core::{PriceList, resolve};
+use licensing_core::PriceList;
 use licensing_store::Store;
 use prost::Message as _;
 
@@ -20,9 +20,9 @@ const ROWS_PER_MESSAGE: usize = 1024;
 
 /// The steps, each pass doing its own and all before it.
 pub(crate) const STEPS: [&str; 5] = [
-    "decode records (Store::members)",
-    "+ resolve",
-    "+ wire rows (to_proto::member_usage, view FULL), batched",
+    "scan records and their settings parts (Store::raw_members)",
+    "+ licence per distinct settings (service::Licences, view FULL)",
+    "+ wire rows (member id into the licence's row), batched",
     "+ protobuf encode of each batch",
     "+ protobuf decode of each batch (client side)",
 ];
@@ -37,35 +37,30 @@ pub(crate) fn measure(store: &Store, prices: &PriceList) -> anyhow::Result<Vec<P
 /// Reads every member of the account, doing the first `depth + 1` steps for each.
 fn pass(store: &Store, prices: &PriceList, depth: usize) -> anyhow::Result<Pass> {
     let started = Instant::now();
-    let retention = store
-        .account(ACCOUNT_ID)
-        .context("reading the account")?
-        .settings
-        .recording_retention;
+    let account = store.account(ACCOUNT_ID).context("reading the account")?;
+    let mut licences = Licences::default();
     let mut rows = 0u64;
     let mut bytes = 0u64;
     let mut batch = Vec::with_capacity(ROWS_PER_MESSAGE);
     let mut buffer = Vec::new();
-    for member in store.members(ACCOUNT_ID, None) {
+    for member in store.raw_members(ACCOUNT_ID, None) {
         let member = member.context("reading the members")?;
         rows += 1;
         if depth == 0 {
-            black_box(&member);
+            black_box((member.member_id(), member.settings_part()));
             continue;
         }
-        let resolution = resolve(&member.settings, retention, prices);
+        let (tier, mut row) = licences
+            .of(&member, &account, prices, true)
+            .context("resolving a member")?;
         if depth == 1 {
-            black_box(&resolution);
+            black_box((tier, row));
             continue;
         }
         // The benchmark's members have no login days (nothing was ingested), as in the
         // server's passes, where the merge with the login-days tree finds none.
-        batch.push(to_proto::member_usage(
-            &member,
-            &resolution,
-            Vec::new(),
-            true,
-        ));
+        row.member_id = member.member_id().to_owned();
+        batch.push(row);
         if batch.len() == ROWS_PER_MESSAGE {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(ROWS_PER_MESSAGE));
             bytes += send(full, depth, &mut buffer)?;

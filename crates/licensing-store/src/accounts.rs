@@ -629,6 +629,38 @@ impl Store {
         })
     }
 
+    /// The account's members in id order after `after`, as stored, for readers of many members
+    /// that decode only what they need ([`RawMember`]).
+    pub fn raw_members<'a>(
+        &'a self,
+        account_id: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<RawMember, OpError>> + 'a {
+        let prefix = prefix(account_id);
+        let start = match after {
+            Some(member) => {
+                let mut k = key(account_id, member.as_bytes());
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last = SEP + 1;
+        }
+        let skip = prefix.len();
+        self.members.range(start..end).map(move |item| {
+            let (key, value) = item.map_err(|source| {
+                self.failed_with(StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                })
+            })?;
+            Ok(RawMember { key, value, skip })
+        })
+    }
+
     /// The account's audit trail from sequence `from` on (1 is the first entry).
     pub fn audit_trail<'a>(
         &'a self,
@@ -688,3 +720,35 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// A member's record as stored, decoded on demand: [`Store::raw_members`].
+#[derive(Debug, Clone)]
+pub struct RawMember {
+    key: sled::IVec,
+    value: sled::IVec,
+    /// Where the member id starts in the key.
+    skip: usize,
+}
+
+impl RawMember {
+    /// The member's id.
+    pub fn member_id(&self) -> &str {
+        std::str::from_utf8(self.key.get(self.skip..).unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// The stored bytes that decide the member's licence: the same for every member with the
+    /// same settings and billing preference, whatever seats they hold or when they changed. A
+    /// reader may resolve once per distinct settings part under the same account settings and
+    /// price list. `None` when the record is not one this version writes: decode it.
+    pub fn settings_part(&self) -> Option<&[u8]> {
+        let len = crate::records::member_settings_len(&self.value)?;
+        self.value.get(..len)
+    }
+
+    /// The whole member.
+    pub fn decode(&self) -> Result<StoredMember, OpError> {
+        decode::<MemberRecord>("member", &self.value)
+            .and_then(|r| r.decode(self.member_id()))
+            .map_err(|e| OpError::Store(StoreError::Corrupt(e)))
+    }
+}

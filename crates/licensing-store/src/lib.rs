@@ -19,7 +19,7 @@ use std::{
     },
 };
 
-pub use accounts::{Adjusted, Applied, OpError};
+pub use accounts::{Adjusted, Applied, OpError, RawMember};
 pub use compact::Compacted;
 pub use day_peaks::KeptDays;
 pub use ingest::{Batch, DedupeSweep};

@@ -317,6 +317,44 @@ impl MemberV1 {
     }
 }
 
+/// One unsigned LEB128 varint (postcard's encoding of lengths and enum variants) at `at`: its
+/// value and the offset after it.
+fn varint(bytes: &[u8], mut at: usize) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for shift in (0..35).step_by(7) {
+        let byte = *bytes.get(at)?;
+        at = at.checked_add(1)?;
+        value |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some((value, at));
+        }
+    }
+    None
+}
+
+/// The length of the part of an encoded [`MemberRecord`] that decides the member's licence: the
+/// variant, the role, permissions, skills, the three switches and the billing preference, that
+/// is, everything before the seats held and the time of the last change. Two members whose
+/// records start with the same such bytes have the same settings. `None` when the bytes are not
+/// a version-1 record (the caller decodes them in full, and reports what is wrong).
+pub(crate) fn member_settings_len(value: &[u8]) -> Option<usize> {
+    // Variant 0 (V1), one byte of role.
+    if value.first() != Some(&0) {
+        return None;
+    }
+    let at = 2usize;
+    let (permissions, at) = varint(value, at)?;
+    let (skills, mut at) = varint(value, at.checked_add(permissions)?)?;
+    for _ in 0..skills {
+        let (id, after) = varint(value, at)?;
+        // The id, then the channel's byte.
+        at = after.checked_add(id)?.checked_add(1)?;
+    }
+    // track_statistics, call_recording, outbound_calling, daily.
+    let end = at.checked_add(4)?;
+    (end <= value.len()).then_some(end)
+}
+
 impl From<&StoredMember> for MemberRecord {
     fn from(m: &StoredMember) -> MemberRecord {
         MemberRecord::V1(MemberV1::from(m))
@@ -971,5 +1009,83 @@ impl StatementRecord {
         .map_err(|e| corrupt(WHAT, e))?;
         statement.unbilled = unbilled;
         Ok(statement)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{MemberRecord, MemberV1, Time, encode, member_settings_len};
+
+    fn member() -> impl Strategy<Value = MemberV1> {
+        (
+            (
+                0u8..4,
+                proptest::collection::vec(0u8..8, 0..200),
+                // Ids long enough for lengths of two varint bytes.
+                proptest::collection::vec(("[a-z0-9-]{0,300}", 0u8..4), 0..6),
+            ),
+            (any::<[bool; 4]>(), any::<[u32; 6]>(), any::<(i64, i32)>()),
+        )
+            .prop_map(
+                |((role, permissions, skills), (switches, held, (seconds, nanos)))| MemberV1 {
+                    role,
+                    permissions,
+                    skills,
+                    track_statistics: switches[0],
+                    call_recording: switches[1],
+                    outbound_calling: switches[2],
+                    daily: switches[3],
+                    held,
+                    updated_at: Time(seconds, nanos),
+                },
+            )
+    }
+
+    proptest! {
+        /// The settings part is exactly what comes before the seats held and the time, so it is
+        /// the same for two members with the same settings and different seats or times.
+        #[test]
+        fn the_settings_part_of_a_member_record_ends_where_its_seats_begin(
+            member in member(),
+            other_held in any::<[u32; 6]>(),
+            other_time in any::<(i64, i32)>(),
+        ) {
+            let bytes = encode(&MemberRecord::V1(member.clone()));
+            let tail = postcard::to_allocvec(&(member.held, member.updated_at)).unwrap();
+            prop_assert_eq!(member_settings_len(&bytes), Some(bytes.len() - tail.len()));
+
+            let mut moved = member.clone();
+            moved.held = other_held;
+            moved.updated_at = Time(other_time.0, other_time.1);
+            let moved_bytes = encode(&MemberRecord::V1(moved));
+            let len = member_settings_len(&moved_bytes).unwrap();
+            prop_assert_eq!(&moved_bytes[..len], &bytes[..bytes.len() - tail.len()]);
+        }
+
+        /// Settings that differ give different settings parts.
+        #[test]
+        fn members_with_different_settings_have_different_settings_parts(
+            a in member(),
+            b in member(),
+        ) {
+            let same = (&a.role, &a.permissions, &a.skills, a.track_statistics, a.call_recording,
+                a.outbound_calling, a.daily)
+                == (&b.role, &b.permissions, &b.skills, b.track_statistics, b.call_recording,
+                    b.outbound_calling, b.daily);
+            let (a, b) = (encode(&MemberRecord::V1(a)), encode(&MemberRecord::V1(b)));
+            let (a_len, b_len) = (member_settings_len(&a).unwrap(), member_settings_len(&b).unwrap());
+            prop_assert_eq!(a[..a_len] == b[..b_len], same);
+        }
+
+        /// Cut short or not a record: no settings part, never a panic.
+        #[test]
+        fn a_truncated_member_record_has_no_settings_part(member in member(), cut in 0usize..64) {
+            let bytes = encode(&MemberRecord::V1(member));
+            let full = member_settings_len(&bytes).unwrap();
+            let cut = cut.min(full.saturating_sub(1));
+            prop_assert_eq!(member_settings_len(&bytes[..cut]), None);
+        }
     }
 }

@@ -198,3 +198,160 @@ async fn a_change_is_read_once_for_all_its_followers() {
         "{FOLLOWERS} followers, one read"
     );
 }
+
+/// Snapshot pages read through the licences they remember give every member the row of its own
+/// resolution: members sharing settings with different seats and times, billed monthly and
+/// daily, over more than one page, filtered by tier, and with fewer licences kept than there are
+/// distinct settings.
+#[test]
+fn snapshot_pages_give_each_member_the_row_of_its_own_resolution() {
+    use licensing_core::{
+        AccountSettings, BillingMode, Channel, Inventory, MemberSettings, MemberSettingsInput,
+        Role, Skill, UNAUTHENTICATED, Zone,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&StoreConfig {
+        path: dir.path().join("db"),
+        cache_capacity_bytes: 8 << 20,
+    })
+    .expect("open");
+    let prices = crate::price_list::sample().expect("sample prices");
+    let now = Timestamp::now();
+    let mut settings = AccountSettings::new(Zone::utc());
+    settings.auto_growth = true;
+    store
+        .create_account(
+            Account {
+                inventory: Inventory::new(settings.zone.month(now)),
+                id: "acme".to_owned(),
+                settings,
+                sandbox: false,
+                created_at: now,
+                clock: None,
+                audit_sequence: 0,
+            },
+            UNAUTHENTICATED,
+        )
+        .expect("account");
+    let skill = |id: &str, channel| Skill {
+        id: id.to_owned(),
+        channel,
+    };
+    let variants: Vec<MemberSettings> = [
+        (
+            Some(Role::User),
+            vec![skill("voice", Channel::Voice)],
+            false,
+            BillingMode::Monthly,
+        ),
+        (
+            Some(Role::User),
+            vec![skill("voice", Channel::Voice)],
+            false,
+            BillingMode::Daily,
+        ),
+        (
+            Some(Role::TeamLeader),
+            vec![skill("voice", Channel::Voice), skill("chat", Channel::Chat)],
+            true,
+            BillingMode::Monthly,
+        ),
+        (
+            Some(Role::TeamLeader),
+            vec![skill("voice", Channel::Voice), skill("chat", Channel::Chat)],
+            true,
+            BillingMode::Daily,
+        ),
+        (
+            Some(Role::Administrator),
+            Vec::new(),
+            false,
+            BillingMode::Daily,
+        ),
+        (
+            None,
+            vec![skill("email", Channel::Email)],
+            true,
+            BillingMode::Monthly,
+        ),
+    ]
+    .into_iter()
+    .map(|(role, skills, track_statistics, billing_preference)| {
+        MemberSettings::new(MemberSettingsInput {
+            role,
+            skills,
+            track_statistics,
+            billing_preference,
+            ..MemberSettingsInput::default()
+        })
+        .expect("valid settings")
+    })
+    .collect();
+    // More than a page (1,024 rows), each variant many times over.
+    for n in 0..1_500usize {
+        let settings = &variants[n % variants.len()];
+        store
+            .apply_member(
+                "acme",
+                &format!("m{n:05}"),
+                settings,
+                Timestamp::now(),
+                &prices,
+                UNAUTHENTICATED,
+            )
+            .expect("member");
+    }
+    let account = store.account("acme").expect("account");
+    let month = account.settings.zone.month(now);
+    let retention = account.settings.recording_retention;
+
+    for (kept, tiers, reasons) in [
+        (LICENCES_KEPT, Vec::new(), true),
+        (LICENCES_KEPT, Vec::new(), false),
+        (2, Vec::new(), true),
+        (1, vec![Tier::Professional], false),
+    ] {
+        let view = View {
+            account_id: "acme".into(),
+            tiers: tiers.clone().into(),
+            month: None,
+            reasons,
+        };
+        let mut licences = Licences::keeping(kept);
+        let (mut rows, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let page = member_page(
+                &store,
+                &account,
+                &view,
+                month,
+                &prices,
+                after.as_deref(),
+                &mut licences,
+            )
+            .expect("page");
+            rows.extend(page.rows);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<api::MemberUsage> = store
+            .members("acme", None)
+            .map(|member| {
+                let member = member.expect("member");
+                let resolution = resolve(&member.settings, retention, &prices);
+                let row = to_proto::member_usage(&member, &resolution, Vec::new(), reasons);
+                (resolution.tier, row)
+            })
+            .filter(|(tier, _)| tiers.is_empty() || tiers.contains(tier))
+            .map(|(_, row)| row)
+            .collect();
+        assert!(!expected.is_empty(), "kept {kept}, tiers {tiers:?}");
+        assert_eq!(
+            rows, expected,
+            "kept {kept}, tiers {tiers:?}, reasons {reasons}"
+        );
+    }
+}
