@@ -92,6 +92,45 @@ fn month_key(account_id: &str, month: BillingMonth) -> Vec<u8> {
     key
 }
 
+/// The first month of `account` not closed yet and where its floor belongs, when the floor is
+/// behind it (some month before it closed since the floor last moved).
+fn floor_to_move(
+    account: &Account,
+    real_now: Timestamp,
+    floor: &Floor,
+) -> Option<(BillingMonth, Timestamp)> {
+    let zone = &account.settings.zone;
+    let now = account.now(real_now);
+    let created = zone.month(account.created_at);
+    let current = zone.month(now);
+    let mut first_open = created;
+    while first_open < current && month_closes_at(account, first_open) <= now {
+        first_open = first_open.next();
+    }
+    let target = zone.add_days(zone.start_of(first_open), -FLOOR_MARGIN_DAYS);
+    let complete_at = floor.complete.as_ref().map(|(at, _)| *at);
+    (first_open > created && complete_at.is_none_or(|at| at < target))
+        .then_some((first_open, target))
+}
+
+/// The background work an account still waits for ([`Store::backlog`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Days whose concurrency peaks are to be counted again (reads count them themselves).
+    pub marked_days: usize,
+    /// A month closed and the floor has not moved past it yet.
+    pub floor_behind: bool,
+    /// Records below the floor are still to be deleted.
+    pub below_floor: bool,
+}
+
+impl Backlog {
+    /// Nothing left to do.
+    pub fn is_empty(&self) -> bool {
+        *self == Backlog::default()
+    }
+}
+
 impl Store {
     pub(crate) fn floor(&self, account_id: &str) -> Result<Floor, OpError> {
         match self
@@ -122,6 +161,27 @@ impl Store {
                 Ok(peaks)
             }
         }
+    }
+
+    /// What background work `account_id` waits for: the peaks keeper's marked days, a floor
+    /// to move, records below the floor to delete (a few reads; dedupe records due to expire
+    /// are not counted). For operators and benchmarks that wait for the service to catch up.
+    pub fn backlog(&self, account_id: &str, real_now: Timestamp) -> Result<Backlog, OpError> {
+        let account = self.account(account_id)?;
+        let marked = self
+            .day_peaks_dirty
+            .get(account_id.as_bytes())
+            .map_err(|source| self.storage(source))?
+            .map(|bytes| decode::<crate::records::PeaksDirty>("day peaks dirty", &bytes))
+            .transpose()
+            .map_err(StoreError::from)?;
+        let (_, _, marks) = crate::day_peaks::view(marked, account.settings.zone.name());
+        let floor = self.floor(account_id)?;
+        Ok(Backlog {
+            marked_days: marks.len(),
+            floor_behind: floor_to_move(&account, real_now, &floor).is_some(),
+            below_floor: self.below_floor_left(&account)?,
+        })
     }
 
     /// Compacts up to `limit` accounts after `after`, deleting at most `chunk` records of each
@@ -162,19 +222,8 @@ impl Store {
         chunk: usize,
         done: &mut Compacted,
     ) -> Result<(), OpError> {
-        let zone = &account.settings.zone;
-        let now = account.now(real_now);
-        // The first month not closed yet.
-        let created = zone.month(account.created_at);
-        let current = zone.month(now);
-        let mut first_open = created;
-        while first_open < current && month_closes_at(account, first_open) <= now {
-            first_open = first_open.next();
-        }
-        let target = zone.add_days(zone.start_of(first_open), -FLOOR_MARGIN_DAYS);
         let floor = self.floor(&account.id)?;
-        let complete_at = floor.complete.as_ref().map(|(at, _)| *at);
-        if first_open > created && complete_at.is_none_or(|at| at < target) {
+        if let Some((first_open, target)) = floor_to_move(account, real_now, &floor) {
             self.move_floor(account, real_now, first_open, target, floor, done)?;
         }
         if chunk > 0 {

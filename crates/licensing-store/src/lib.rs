@@ -20,7 +20,7 @@ use std::{
 };
 
 pub use accounts::{Adjusted, Applied, OpError, RawMember};
-pub use compact::Compacted;
+pub use compact::{Backlog, Compacted};
 pub use day_peaks::KeptDays;
 pub use ingest::{Batch, DedupeSweep};
 pub use records::Corrupt;
