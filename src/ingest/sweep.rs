@@ -2,13 +2,9 @@
 //! deleted, and the dedupe sweep names the accounts whose dedupe records past their retention
 //! after their month's close are to be deleted; the writer deletes both, between its commits.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeSet, sync::Mutex, time::Duration};
 
-use licensing_core::{BillingMonth, Timestamp, last_expired_month};
+use licensing_core::Timestamp;
 use licensing_store::Store;
 use tokio::sync::Notify;
 
@@ -66,8 +62,6 @@ pub(super) async fn sweep_dedupe(
     stopping: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopping);
-    // Per account, the last month whose dedupe records were asked to expire on a clock move.
-    let mut asked: HashMap<String, BillingMonth> = HashMap::new();
     let mut every = tokio::time::interval(DEDUPE_SWEEP_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -83,34 +77,50 @@ pub(super) async fn sweep_dedupe(
         match accounts {
             None => every_account_to_expire(&store, &tidy, retention_days).await,
             Some(accounts) => {
-                // Only the accounts where another month's records expire now: reading an
-                // account's records costs what it holds.
-                let read_store = store.clone();
-                let months = tokio::task::spawn_blocking(move || {
-                    accounts
-                        .into_iter()
-                        .filter_map(|id| {
-                            let account = read_store.account(&id).ok()?;
-                            let now = account.now(Timestamp::now());
-                            let month = last_expired_month(&account, now, retention_days)?;
-                            Some((id, month))
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .await
-                .unwrap_or_default();
-                for (account, month) in months {
-                    if asked.get(&account).is_none_or(|asked| *asked < month) {
-                        asked.insert(account.clone(), month);
-                        tidy.want_dedupe(account, retention_days);
-                    }
-                }
+                ask_due(
+                    &store,
+                    &tidy,
+                    retention_days,
+                    accounts.into_iter().collect(),
+                )
+                .await;
             }
         }
     }
 }
 
-/// Asks the writer to expire every account's dedupe records, listing the accounts in chunks.
+/// Asks the writer to expire the dedupe records of those `accounts` for which a month expired
+/// since their records were last read to the end ([`Store::dedupe_expiry_due`]): reading an
+/// account's records costs what it holds, so they are read once per month that expires.
+async fn ask_due(
+    store: &Store,
+    tidy: &super::writer::Tidy,
+    retention_days: u32,
+    accounts: Vec<String>,
+) {
+    let read_store = store.clone();
+    let due = tokio::task::spawn_blocking(move || {
+        let now = Timestamp::now();
+        accounts
+            .into_iter()
+            .filter_map(|id| {
+                let account = read_store.account(&id).ok()?;
+                let month = read_store
+                    .dedupe_expiry_due(&account, now, retention_days)
+                    .ok()??;
+                Some((id, month))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (account, month) in due {
+        tidy.want_dedupe(account, retention_days, month);
+    }
+}
+
+/// Asks the writer to expire the dedupe records of every account where some are due, listing
+/// the accounts in chunks.
 async fn every_account_to_expire(store: &Store, tidy: &super::writer::Tidy, retention_days: u32) {
     let mut after = None::<String>;
     while !store.has_failed() {
@@ -132,9 +142,7 @@ async fn every_account_to_expire(store: &Store, tidy: &super::writer::Tidy, rete
         };
         let last = ids.len() < DEDUPE_SWEEP_CHUNK;
         after = ids.last().cloned();
-        for id in ids {
-            tidy.want_dedupe(id, retention_days);
-        }
+        ask_due(store, tidy, retention_days, ids).await;
         if last {
             return;
         }

@@ -19,7 +19,7 @@ use std::{
     time::Instant,
 };
 
-use licensing_core::{Outcome, PriceList, Refusal, Timestamp};
+use licensing_core::{BillingMonth, Outcome, PriceList, Refusal, Timestamp};
 use licensing_store::{Batch, OpError, Store, StoreError};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::Status;
@@ -50,8 +50,9 @@ pub(super) struct Tidy {
 #[derive(Debug)]
 struct Tidying {
     below_floor: bool,
-    /// The dedupe records' retention after their month's close, and the key to go on after.
-    dedupe: Option<(u32, Option<Vec<u8>>)>,
+    /// The dedupe records' retention after their month's close, the latest month expired when
+    /// asked, and the key to go on after.
+    dedupe: Option<(u32, BillingMonth, Option<Vec<u8>>)>,
     deleted: usize,
     expired: usize,
     since: Instant,
@@ -63,6 +64,7 @@ enum Slice {
     BelowFloor,
     Dedupe {
         retention_days: u32,
+        through: BillingMonth,
         after: Option<Vec<u8>>,
     },
 }
@@ -87,12 +89,13 @@ impl Tidy {
     }
 
     /// `account`'s dedupe records are to be read and those past `retention_days` after their
-    /// month's close deleted (from the first, unless a scan of them is going on).
-    pub(super) fn want_dedupe(&self, account: String, retention_days: u32) {
+    /// month's close deleted (from the first, unless a scan of them is going on), `through`
+    /// being the latest month expired now: once read to the end, the store notes it.
+    pub(super) fn want_dedupe(&self, account: String, retention_days: u32, through: BillingMonth) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let tidying = Self::entry(&mut pending, account);
         if tidying.dedupe.is_none() {
-            tidying.dedupe = Some((retention_days, None));
+            tidying.dedupe = Some((retention_days, through, None));
         }
         drop(pending);
         self.wake.notify_one();
@@ -113,8 +116,9 @@ impl Tidy {
         // The records below the floor first; an entry with nothing left is removed by the
         // slice that finds nothing.
         let slice = match (&tidying.dedupe, tidying.below_floor) {
-            (Some((retention_days, after)), false) => Slice::Dedupe {
+            (Some((retention_days, through, after)), false) => Slice::Dedupe {
                 retention_days: *retention_days,
+                through: *through,
                 after: after.clone(),
             },
             _ => Slice::BelowFloor,
@@ -145,9 +149,13 @@ impl Tidy {
                 tidying.deleted += deleted;
                 tidying.below_floor = rest.is_some();
             }
-            Slice::Dedupe { retention_days, .. } => {
+            Slice::Dedupe {
+                retention_days,
+                through,
+                ..
+            } => {
                 tidying.expired += deleted;
-                tidying.dedupe = rest.map(|after| (*retention_days, after));
+                tidying.dedupe = rest.map(|after| (*retention_days, *through, after));
             }
         }
         if tidying.below_floor || tidying.dedupe.is_some() {
@@ -215,6 +223,11 @@ pub(super) trait Commit: Clone + Send + Sync + 'static {
         let _ = (account, retention_days, after, records);
         Ok((0, None))
     }
+    /// Notes that `account`'s dedupe records were read to their end after `month` expired.
+    fn expired_through(&self, account: &str, month: BillingMonth) -> Result<(), OpError> {
+        let _ = (account, month);
+        Ok(())
+    }
 }
 
 /// The store under the configured price list, at the real time of each commit.
@@ -261,6 +274,10 @@ impl Commit for StoreCommit {
             records,
         )?;
         Ok((sweep.expired, sweep.next))
+    }
+
+    fn expired_through(&self, account: &str, month: BillingMonth) -> Result<(), OpError> {
+        self.store.dedupe_expired_through(account, month)
     }
 }
 
@@ -338,10 +355,16 @@ async fn tidy_slice(target: &impl Commit, tidy: &Tidy, records: usize) {
         }),
         Slice::Dedupe {
             retention_days,
+            through,
             after,
-        } => slice_target
-            .expire(&slice_account, retention_days, after.as_deref(), records)
-            .map(|(expired, next)| (expired, next.map(Some))),
+        } => {
+            let (expired, next) =
+                slice_target.expire(&slice_account, retention_days, after.as_deref(), records)?;
+            if next.is_none() {
+                slice_target.expired_through(&slice_account, through)?;
+            }
+            Ok((expired, next.map(Some)))
+        }
     })
     .await;
     // A panic on the pool fails the slice like an error does.
@@ -749,6 +772,84 @@ mod tests {
             slices.len(),
             1 + (10_000 - BUSY_SLICE).div_ceil(IDLE_SLICE) + 1,
             "{slices:?}"
+        );
+        drop(jobs_tx);
+        writer.await.expect("the writer ends");
+    }
+
+    /// Dedupe records read in slices of `IDLE_SLICE`; the months noted as expired.
+    #[derive(Debug, Clone)]
+    struct Expiring(
+        Arc<AtomicUsize>,
+        Arc<Mutex<Vec<(String, BillingMonth, usize)>>>,
+    );
+
+    impl Commit for Expiring {
+        fn commit(&self, _: &[Batch]) -> Result<Vec<Vec<Outcome>>, OpError> {
+            Ok(Vec::new())
+        }
+
+        async fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn has_failed(&self) -> bool {
+            false
+        }
+
+        fn expire(
+            &self,
+            account: &str,
+            _: u32,
+            _: Option<&[u8]>,
+            records: usize,
+        ) -> Result<(usize, Option<Vec<u8>>), OpError> {
+            assert_eq!(account, "acme");
+            let left = self.0.load(Ordering::Relaxed);
+            let read = left.min(records);
+            self.0.store(left - read, Ordering::Relaxed);
+            Ok((read, (left > read).then(|| b"cursor".to_vec())))
+        }
+
+        fn expired_through(&self, account: &str, month: BillingMonth) -> Result<(), OpError> {
+            let left = self.0.load(Ordering::Relaxed);
+            self.1
+                .lock()
+                .expect("lock")
+                .push((account.to_owned(), month, left));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_month_asked_is_noted_once_the_dedupe_records_are_read_to_their_end() {
+        let expiring = Expiring(
+            Arc::new(AtomicUsize::new(3 * IDLE_SLICE + 1)),
+            Arc::default(),
+        );
+        let (health, _) = tonic_health::server::health_reporter();
+        let (jobs_tx, jobs) = mpsc::channel(64);
+        let tidy = Arc::new(Tidy::default());
+        let march = BillingMonth::parse("2026-03").expect("month");
+        tidy.want_dedupe("acme".into(), 35, march);
+        let writer = tokio::spawn(write(
+            jobs,
+            expiring.clone(),
+            health,
+            Arc::new(crate::health::Liveness::default()),
+            Default::default(),
+            tidy.clone(),
+        ));
+        // Polled, within a generous deadline.
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while tidy.waiting() > 0 {
+            assert!(Instant::now() < deadline, "the writer never finished");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Noted once, after the last record was read.
+        assert_eq!(
+            *expiring.1.lock().expect("lock"),
+            [("acme".to_owned(), march, 0)]
         );
         drop(jobs_tx);
         writer.await.expect("the writer ends");

@@ -11,7 +11,8 @@
 //!
 //! After the first month and after the last, the month in progress is read once right after the
 //! ingestion, then, once the account's background work caught up (every day's peaks kept, the
-//! floor moved past the closed months and the records below it deleted: `Store::backlog`,
+//! floor moved past the closed months and the records below it deleted, expired dedupe records
+//! deleted: `Store::backlog`,
 //! polled; the time it took is printed), `--reads` times each: `GetUsage` (the whole snapshot:
 //! summary, concurrency peaks, every member's row) and `GetStatement` of that month. The ingestion
 //! packs a month of events into well under a minute, so the work that a month of real time
@@ -379,15 +380,19 @@ const CATCH_UP_POLL: Duration = Duration::from_millis(200);
 const CATCH_UP_PROGRESS: Duration = Duration::from_secs(30);
 
 /// Waits until the account's background work is done: every day's peaks kept, the floor moved
-/// past the closed months, the records below it deleted ([`Store::backlog`]). Returns how long
-/// that took. Dedupe records due to expire are not waited for.
+/// past the closed months, the records below it deleted, the dedupe records past their retention
+/// expired ([`Store::backlog`]). Returns how long that took.
 async fn catch_up(store: &Store, label: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut reported = Instant::now();
     loop {
         let reading = store.clone();
         let backlog = tokio::task::spawn_blocking(move || {
-            reading.backlog(ACCOUNT_ID, jiff::Timestamp::now())
+            reading.backlog(
+                ACCOUNT_ID,
+                jiff::Timestamp::now(),
+                licensing::ingest::DEFAULT_DEDUPE_RETENTION_DAYS,
+            )
         })
         .await
         .context("the backlog reader failed")?

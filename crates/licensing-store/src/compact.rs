@@ -122,6 +122,9 @@ pub struct Backlog {
     pub floor_behind: bool,
     /// Records below the floor are still to be deleted.
     pub below_floor: bool,
+    /// A month's dedupe records expired and the account's were not read to their end since
+    /// ([`Store::dedupe_expiry_due`]).
+    pub dedupe_due: bool,
 }
 
 impl Backlog {
@@ -164,9 +167,15 @@ impl Store {
     }
 
     /// What background work `account_id` waits for: the peaks keeper's marked days, a floor
-    /// to move, records below the floor to delete (a few reads; dedupe records due to expire
-    /// are not counted). For operators and benchmarks that wait for the service to catch up.
-    pub fn backlog(&self, account_id: &str, real_now: Timestamp) -> Result<Backlog, OpError> {
+    /// to move, records below the floor to delete, dedupe records to expire (after
+    /// `dedupe_retention_days`); a few reads. For operators and benchmarks that wait for the
+    /// service to catch up.
+    pub fn backlog(
+        &self,
+        account_id: &str,
+        real_now: Timestamp,
+        dedupe_retention_days: u32,
+    ) -> Result<Backlog, OpError> {
         let account = self.account(account_id)?;
         let marked = self
             .day_peaks_dirty
@@ -181,7 +190,57 @@ impl Store {
             marked_days: marks.len(),
             floor_behind: floor_to_move(&account, real_now, &floor).is_some(),
             below_floor: self.below_floor_left(&account)?,
+            dedupe_due: self
+                .dedupe_expiry_due(&account, real_now, dedupe_retention_days)?
+                .is_some(),
         })
+    }
+
+    /// Where the month is kept through which `account_id`'s dedupe records were last expired
+    /// (`session_floor` tree, next to the deletion cursor).
+    fn dedupe_expired_key(account_id: &str) -> Vec<u8> {
+        let mut key = crate::accounts::prefix(account_id);
+        key.extend_from_slice(b"dedupe-expired");
+        key
+    }
+
+    /// The latest month of `account` whose dedupe records expire by now (`retention_days`
+    /// after it closed) if its records were not read to their end since that month expired
+    /// ([`Store::dedupe_expired_through`]); `None` when nothing is due.
+    pub fn dedupe_expiry_due(
+        &self,
+        account: &Account,
+        real_now: Timestamp,
+        retention_days: u32,
+    ) -> Result<Option<BillingMonth>, OpError> {
+        let Some(month) =
+            licensing_core::last_expired_month(account, account.now(real_now), retention_days)
+        else {
+            return Ok(None);
+        };
+        let done = self
+            .session_floor
+            .get(Self::dedupe_expired_key(&account.id))
+            .map_err(|source| self.storage(source))?
+            .and_then(|bytes| BillingMonth::parse(std::str::from_utf8(&bytes).ok()?).ok());
+        Ok(done.is_none_or(|done| done < month).then_some(month))
+    }
+
+    /// Notes that every dedupe record of `account_id` of `month` and before that expired was
+    /// deleted: a sweep read them all to their end after `month` expired. Needs no flush: lost in
+    /// a crash, the records are read again.
+    pub fn dedupe_expired_through(
+        &self,
+        account_id: &str,
+        month: BillingMonth,
+    ) -> Result<(), OpError> {
+        self.session_floor
+            .insert(
+                Self::dedupe_expired_key(account_id),
+                month.to_string().as_bytes(),
+            )
+            .map_err(|source| self.storage(source))?;
+        Ok(())
     }
 
     /// Compacts up to `limit` accounts after `after`, deleting at most `chunk` records of each

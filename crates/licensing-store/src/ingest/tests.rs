@@ -10,7 +10,7 @@ use licensing_core::{
 use proptest::prelude::*;
 
 use super::*;
-use crate::{Compacted, KeptDays, StoreConfig};
+use crate::{Backlog, Compacted, KeptDays, StoreConfig};
 use licensing_core::price::testing::prices;
 
 fn at(text: &str) -> Timestamp {
@@ -1040,4 +1040,82 @@ fn a_later_month_starts_from_the_kept_days_of_the_months_before_not_their_sessio
         .concurrency_peaks(&account, june, Timestamp::UNIX_EPOCH)
         .expect("peaks");
     assert_eq!(june_peaks.iter().sum::<u32>(), 1, "{june_peaks:?}");
+}
+
+/// The backlog names each kind of background work while it is due, and nothing once it is done:
+/// marked days until the peaks are kept, a floor behind a closed month until compaction moves
+/// it, records below the floor until they are deleted.
+#[test]
+fn the_backlog_names_the_work_left_until_it_is_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-03-01T00:00:00Z", 0);
+    // Dedupe records are kept 5 days after their month closed.
+    let backlog = || {
+        store
+            .backlog("acme", Timestamp::UNIX_EPOCH, 5)
+            .expect("backlog")
+    };
+    assert!(backlog().is_empty(), "a new account: {:?}", backlog());
+
+    store
+        .advance_clock("acme", at("2026-03-31T00:00:00Z"), "test")
+        .expect("advance");
+    ingest(
+        &store,
+        vec![
+            event("p1", "pro", "2026-03-02T08:00:00Z", EventKind::AgentLogin),
+            event("p2", "pro", "2026-03-03T16:00:00Z", EventKind::AgentLogout),
+        ],
+    );
+    assert_eq!(
+        backlog(),
+        Backlog {
+            marked_days: 2,
+            floor_behind: false,
+            below_floor: false,
+            dedupe_due: false,
+        }
+    );
+    store
+        .keep_day_peaks(Timestamp::UNIX_EPOCH, None, 16)
+        .expect("keep");
+    assert!(backlog().is_empty(), "peaks kept: {:?}", backlog());
+
+    // March closes: its floor is due, then what lies below it.
+    store
+        .advance_clock("acme", at("2026-05-10T00:00:00Z"), "test")
+        .expect("advance");
+    assert!(backlog().floor_behind, "{:?}", backlog());
+    store
+        .compact(Timestamp::UNIX_EPOCH, None, 8, 0)
+        .expect("move the floor");
+    let left = backlog();
+    assert!(!left.floor_behind && left.below_floor, "{left:?}");
+    while store.delete_below_floor("acme", 1).expect("delete") > 0 {}
+    // March's dedupe records expired on April 6th, April's (none) on May 6th: due until read to
+    // the end and noted.
+    let left = backlog();
+    assert!(!left.below_floor && left.dedupe_due, "{left:?}");
+    let account = store.account("acme").expect("account");
+    let due = store
+        .dedupe_expiry_due(&account, Timestamp::UNIX_EPOCH, 5)
+        .expect("due");
+    assert_eq!(due, Some(BillingMonth::parse("2026-04").expect("month")));
+    let mut after = None;
+    loop {
+        let sweep = store
+            .expire_dedupe(Timestamp::UNIX_EPOCH, 5, Some("acme"), after.as_deref(), 1)
+            .expect("expire");
+        match sweep.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert!(backlog().dedupe_due, "read, not noted yet: {:?}", backlog());
+    store
+        .dedupe_expired_through("acme", due.expect("due"))
+        .expect("note");
+    assert!(backlog().is_empty(), "all done: {:?}", backlog());
+    assert_eq!(store.dedupe.len(), 0, "March's records expired");
 }
