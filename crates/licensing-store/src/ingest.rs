@@ -45,6 +45,38 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
     key
 }
 
+/// A login day's key: account id, 0, `YYYY-MM`, 0, member id, 0, `YYYY-MM-DD`. The month comes
+/// before the member, so that a month's days of every member lie together: reading them touches
+/// that month's pages only, however many months the account keeps.
+pub(crate) fn day_key(account_id: &str, member_id: &str, date: &str) -> Vec<u8> {
+    let month = date.get(..7).unwrap_or(date);
+    join(&[
+        account_id.as_bytes(),
+        month.as_bytes(),
+        member_id.as_bytes(),
+        date.as_bytes(),
+    ])
+}
+
+/// The prefix of the keys of `account_id`'s login days in `month` (of one member's, given one).
+fn month_days_prefix(account_id: &str, month: &str, member_id: Option<&str>) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = vec![account_id.as_bytes(), month.as_bytes()];
+    if let Some(member) = member_id {
+        parts.push(member.as_bytes());
+    }
+    parts.push(b"");
+    join(&parts)
+}
+
+/// A login day's member id and date, from its key under `prefix` (the month's).
+fn day_of_key<'k>(key: &'k [u8], prefix: &[u8]) -> Option<(&'k str, &'k str)> {
+    let rest = key.get(prefix.len()..)?;
+    let separator = rest.iter().position(|&b| b == 0)?;
+    let member = std::str::from_utf8(rest.get(..separator)?).ok()?;
+    let date = std::str::from_utf8(rest.get(separator.checked_add(1)?..)?).ok()?;
+    Some((member, date))
+}
+
 /// Twelve bytes that sort like the instant: seconds with the sign bit flipped, then nanoseconds.
 pub(crate) fn sortable(at: Timestamp) -> [u8; 12] {
     let mut bytes = [0u8; 12];
@@ -333,11 +365,7 @@ impl Store {
                             .insert(dedupe_key, encode(&DedupeRecord::new(fingerprint, month)))?;
                         if let Some(date) = login_day {
                             let date = date.to_string();
-                            let key = join(&[
-                                event.account_id.as_bytes(),
-                                event.member_id.as_bytes(),
-                                date.as_bytes(),
-                            ]);
+                            let key = day_key(&event.account_id, &event.member_id, &date);
                             let day = match days.get(&key)? {
                                 None => None,
                                 Some(bytes) => Some(
@@ -431,16 +459,11 @@ impl Store {
         member_id: &str,
         month: BillingMonth,
     ) -> Result<Vec<(String, LoginDay)>, OpError> {
-        let month = format!("{month}-");
-        let start = join(&[
-            account_id.as_bytes(),
-            member_id.as_bytes(),
-            month.as_bytes(),
-        ]);
+        let start = month_days_prefix(account_id, &month.to_string(), Some(member_id));
         let mut result = Vec::new();
         for item in self.days.scan_prefix(&start) {
             let (key, value) = item.map_err(|source| self.storage(source))?;
-            let date = String::from_utf8_lossy(&key[start.len() - month.len()..]).into_owned();
+            let date = String::from_utf8_lossy(&key[start.len()..]).into_owned();
             let day = decode::<DayRecord>("login day", &value)
                 .and_then(DayRecord::decode)
                 .map_err(StoreError::from)?;
@@ -450,51 +473,52 @@ impl Store {
     }
 
     /// The login days in `month` of each of `members` (ascending ids, as [`Store::members`]
-    /// lists them), oldest first. One pass over the `days` tree that seeks only past days of
-    /// other months or members: members without days cost nothing, and other months' days are
-    /// skipped, never read.
+    /// lists them), oldest first. One pass over the month's days from the first member's:
+    /// members without days cost nothing, and other months' days are never read.
     pub fn members_login_days(
         &self,
         account_id: &str,
         members: &[&str],
         month: BillingMonth,
     ) -> Result<Vec<Vec<(String, LoginDay)>>, OpError> {
-        let month = format!("{month}-");
-        let mut end = prefix(account_id);
-        // The separator byte plus one bounds the account's keys: ids never contain byte 0.
-        if let Some(last) = end.last_mut() {
-            *last = 1;
-        }
-        let want =
-            |member: &str| join(&[account_id.as_bytes(), member.as_bytes(), month.as_bytes()]);
+        let prefix = month_days_prefix(account_id, &month.to_string(), None);
         let mut result = Vec::with_capacity(members.len());
         let Some(first) = members.first() else {
             return Ok(result);
         };
-        let mut days = self.days.range(want(first)..end.clone());
+        let mut end = prefix.clone();
+        // The separator byte plus one bounds the month's keys: ids never contain byte 0.
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
+        let mut from = prefix.clone();
+        from.extend_from_slice(first.as_bytes());
+        let mut days = self.days.range(from..end);
         let mut next = days
             .next()
             .transpose()
             .map_err(|source| self.storage(source))?;
         for member in members {
-            let wanted = want(member);
-            if next
-                .as_ref()
-                .is_some_and(|(key, _)| key.as_ref() < wanted.as_slice())
-            {
-                days = self.days.range(wanted.clone()..end.clone());
-                next = days
-                    .next()
-                    .transpose()
-                    .map_err(|source| self.storage(source))?;
-            }
             let mut member_days = Vec::new();
-            while let Some((key, value)) = next.take_if(|(key, _)| key.starts_with(&wanted)) {
-                let date = String::from_utf8_lossy(&key[wanted.len() - month.len()..]).into_owned();
-                let day = decode::<DayRecord>("login day", &value)
-                    .and_then(DayRecord::decode)
-                    .map_err(StoreError::from)?;
-                member_days.push((date, day));
+            while let Some((key, value)) = &next {
+                let Some((of, date)) = day_of_key(key, &prefix) else {
+                    return Err(StoreError::Corrupt(crate::Corrupt {
+                        what: "login day",
+                        problem: "key".into(),
+                    })
+                    .into());
+                };
+                match of.cmp(member) {
+                    // A member not asked for (of another tier, say): passed over.
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        let day = decode::<DayRecord>("login day", value)
+                            .and_then(DayRecord::decode)
+                            .map_err(StoreError::from)?;
+                        member_days.push((date.to_owned(), day));
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
                 next = days
                     .next()
                     .transpose()
@@ -506,36 +530,27 @@ impl Store {
     }
 
     /// The login days in `month` of every member the account has days for (removed members
-    /// too), by member id then date. Each member's month is read from its own key range and the
-    /// rest of their days skipped, so the cost is the month's days plus two seeks per member,
-    /// whatever the history.
+    /// too), by member id then date: one pass over the month's own keys, whatever the history.
     pub fn month_login_days(
         &self,
         account_id: &str,
         month: BillingMonth,
     ) -> Result<Vec<(String, String, LoginDay)>, OpError> {
-        let start = prefix(account_id);
-        let mut end = start.clone();
-        // The separator byte plus one bounds the account's keys: ids never contain byte 0.
-        if let Some(last) = end.last_mut() {
-            *last = 1;
-        }
+        let prefix = month_days_prefix(account_id, &month.to_string(), None);
         let mut result = Vec::new();
-        let mut from = start.clone();
-        loop {
-            let Some(item) = self.days.range(from..end.clone()).next() else {
-                break;
+        for item in self.days.scan_prefix(&prefix) {
+            let (key, value) = item.map_err(|source| self.storage(source))?;
+            let Some((member, date)) = day_of_key(&key, &prefix) else {
+                return Err(StoreError::Corrupt(crate::Corrupt {
+                    what: "login day",
+                    problem: "key".into(),
+                })
+                .into());
             };
-            let (key, _) = item.map_err(|source| self.storage(source))?;
-            let rest = &key[start.len()..];
-            let member_end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-            let member = String::from_utf8_lossy(&rest[..member_end]).into_owned();
-            for (date, day) in self.login_days(account_id, &member, month)? {
-                result.push((member.clone(), date, day));
-            }
-            // Past every key of this member: their id, then the separator plus one.
-            from = join(&[account_id.as_bytes(), member.as_bytes()]);
-            from.push(1);
+            let day = decode::<DayRecord>("login day", &value)
+                .and_then(DayRecord::decode)
+                .map_err(StoreError::from)?;
+            result.push((member.to_owned(), date.to_owned(), day));
         }
         Ok(result)
     }

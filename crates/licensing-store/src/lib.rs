@@ -27,8 +27,9 @@ pub use records::Corrupt;
 pub use statement::MonthStatement;
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change of the key
-/// layout or record encoding; a database of another version is refused at open, never rewritten.
-pub const FORMAT_VERSION: u32 = 1;
+/// layout or record encoding. A database of version 1 is upgraded at open ([`upgrade_from_1`]);
+/// one of any other version is refused, never rewritten.
+pub const FORMAT_VERSION: u32 = 2;
 
 const META_TREE: &str = "meta";
 const ACCOUNTS_TREE: &str = "accounts";
@@ -36,7 +37,10 @@ const MEMBERS_TREE: &str = "members";
 const PEAKS_TREE: &str = "peaks";
 const AUDIT_TREE: &str = "audit";
 const DEDUPE_TREE: &str = "dedupe";
-const DAYS_TREE: &str = "days";
+/// Login days, keyed account, month, member, date (since version 2).
+const DAYS_TREE: &str = "login_days";
+/// Version 1's login days, keyed account, member, date: moved to [`DAYS_TREE`] by the upgrade.
+const DAYS_TREE_V1: &str = "days";
 const SESSIONS_TREE: &str = "sessions";
 const CHECKPOINTS_TREE: &str = "checkpoints";
 const CHECKPOINTS_VALID_TREE: &str = "checkpoints_valid";
@@ -74,7 +78,7 @@ pub enum StoreError {
     },
     /// The database was written by an incompatible version of the service.
     #[error(
-        "database in {path} has format version {found}, this build reads only version {FORMAT_VERSION}"
+        "database in {path} has format version {found}, this build reads only version {FORMAT_VERSION} (and upgrades version 1)"
     )]
     UnsupportedFormat {
         /// The database folder.
@@ -130,6 +134,56 @@ pub(crate) fn after(tree: &sled::Tree, after: Option<&[u8]>) -> sled::Iter {
     }
 }
 
+/// Why an upgrade stopped (nothing is lost: the old records stay until it is complete).
+enum Upgrade {
+    Storage(sled::Error),
+    Corrupt(Corrupt),
+}
+
+impl From<sled::Error> for Upgrade {
+    fn from(e: sled::Error) -> Upgrade {
+        Upgrade::Storage(e)
+    }
+}
+
+/// Version 1 to 2: every login day moves from `days` (account, member, date) to `login_days`
+/// (account, month, member, date), in batches; the version is written once all are copied and
+/// durable, then the old tree is dropped. Interrupted, the database is still version 1 with its
+/// old tree whole, and the next open copies again (the same keys and values).
+fn upgrade_from_1(db: &sled::Db, meta: &sled::Tree) -> Result<(), Upgrade> {
+    const BATCH: usize = 10_000;
+    let old = db.open_tree(DAYS_TREE_V1)?;
+    let new = db.open_tree(DAYS_TREE)?;
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0usize;
+    for item in old.iter() {
+        let (key, value) = item?;
+        let parts: Vec<&[u8]> = key.splitn(3, |&b| b == 0).collect();
+        let (Some(account), Some(member), Some(date)) = (
+            parts.first().and_then(|p| std::str::from_utf8(p).ok()),
+            parts.get(1).and_then(|p| std::str::from_utf8(p).ok()),
+            parts.get(2).and_then(|p| std::str::from_utf8(p).ok()),
+        ) else {
+            return Err(Upgrade::Corrupt(Corrupt {
+                what: "login day",
+                problem: "version 1 key".into(),
+            }));
+        };
+        batch.insert(ingest::day_key(account, member, date), value);
+        in_batch += 1;
+        if in_batch == BATCH {
+            new.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    new.apply_batch(batch)?;
+    db.flush()?;
+    meta.insert(FORMAT_VERSION_KEY, &FORMAT_VERSION.to_be_bytes())?;
+    db.flush()?;
+    db.drop_tree(DAYS_TREE_V1)?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the database, checking its format version.
     ///
@@ -159,6 +213,13 @@ impl Store {
                 tracing::info!(path = %path.display(), version = FORMAT_VERSION, "created database");
             }
             Err(existing) if existing.current.as_deref() == Some(&current[..]) => {}
+            Err(existing) if existing.current.as_deref() == Some(&1u32.to_be_bytes()[..]) => {
+                upgrade_from_1(&db, &meta).map_err(|e| match e {
+                    Upgrade::Storage(source) => storage(source),
+                    Upgrade::Corrupt(corrupt) => StoreError::Corrupt(corrupt),
+                })?;
+                tracing::info!(path = %path.display(), from = 1, to = FORMAT_VERSION, "upgraded database");
+            }
             Err(existing) => {
                 let found = match existing.current.as_deref() {
                     Some(bytes) if bytes.len() == 4 => {
@@ -357,7 +418,10 @@ mod tests {
             .expect_err("opened version 7")
             .to_string();
         assert!(message.contains("format version 7"), "{message}");
-        assert!(message.contains("only version 1"), "{message}");
+        assert!(
+            message.contains(&format!("only version {FORMAT_VERSION}")),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1119,3 +1119,80 @@ fn the_backlog_names_the_work_left_until_it_is_done() {
     assert!(backlog().is_empty(), "all done: {:?}", backlog());
     assert_eq!(store.dedupe.len(), 0, "March's records expired");
 }
+
+/// A version-1 database (login days keyed account, member, date) opens as version 2 with every
+/// login day where this version reads it, and the old tree gone; opening again changes nothing.
+#[test]
+fn a_version_1_database_is_upgraded_with_its_login_days() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let months: Vec<BillingMonth> = ["2026-04", "2026-05", "2026-06"]
+        .iter()
+        .map(|m| BillingMonth::parse(m).expect("month"))
+        .collect();
+    let read = |store: &Store| -> Vec<_> {
+        months
+            .iter()
+            .map(|m| store.month_login_days("acme", *m).expect("days"))
+            .collect()
+    };
+    let before = {
+        let store = open(dir.path());
+        setup(&store, "UTC", "2026-06-20T00:00:00Z", 62);
+        let mut events = Vec::new();
+        for (i, when) in [
+            "2026-04-30T23:00:00Z",
+            "2026-05-01T08:00:00Z",
+            "2026-05-17T08:00:00Z",
+            "2026-06-01T00:00:00Z",
+        ]
+        .iter()
+        .enumerate()
+        {
+            for member in ["pro", "std"] {
+                events.push(event(
+                    &format!("{member}-{i}"),
+                    member,
+                    when,
+                    EventKind::AgentLogin,
+                ));
+            }
+        }
+        ingest(&store, events);
+        let before = read(&store);
+        assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 8);
+        // Back to version 1's layout: the same records under account, member, date.
+        let old = store.db.open_tree(crate::DAYS_TREE_V1).expect("old tree");
+        for item in store.days.iter() {
+            let (key, value) = item.expect("day");
+            let parts: Vec<&[u8]> = key.split(|&b| b == 0).collect();
+            assert_eq!(parts.len(), 4, "account, month, member, date");
+            old.insert(join(&[parts[0], parts[2], parts[3]]), value)
+                .expect("old day");
+        }
+        store.days.clear().expect("clear");
+        let meta = store.db.open_tree(crate::META_TREE).expect("meta");
+        meta.insert(crate::FORMAT_VERSION_KEY, &1u32.to_be_bytes())
+            .expect("version 1");
+        store.db.flush().expect("flush");
+        before
+    };
+    for _ in 0..2 {
+        let store = open(dir.path());
+        assert_eq!(read(&store), before);
+        let meta = store.db.open_tree(crate::META_TREE).expect("meta");
+        assert_eq!(
+            meta.get(crate::FORMAT_VERSION_KEY)
+                .expect("version")
+                .as_deref(),
+            Some(&crate::FORMAT_VERSION.to_be_bytes()[..])
+        );
+        assert!(
+            !store
+                .db
+                .tree_names()
+                .iter()
+                .any(|name| name.as_ref() == crate::DAYS_TREE_V1.as_bytes()),
+            "the old tree is dropped"
+        );
+    }
+}
