@@ -599,6 +599,17 @@ impl Store {
         account_id: &str,
         after: Option<&str>,
     ) -> impl Iterator<Item = Result<StoredMember, OpError>> + 'a {
+        self.raw_members(account_id, after)
+            .map(|member| member.and_then(|member| member.decode()))
+    }
+
+    /// The account's members in id order after `after`, as stored, for readers of many members
+    /// that decode only what they need ([`RawMember`]).
+    pub fn raw_members<'a>(
+        &'a self,
+        account_id: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<RawMember, OpError>> + 'a {
         let prefix = prefix(account_id);
         let start = match after {
             // The smallest key greater than the member's own.
@@ -611,41 +622,6 @@ impl Store {
         };
         let mut end = prefix.clone();
         // SEP + 1 bounds the prefix: ids never contain byte 0.
-        if let Some(last) = end.last_mut() {
-            *last = SEP + 1;
-        }
-        let skip = prefix.len();
-        self.members.range(start..end).map(move |item| {
-            let (k, v) = item.map_err(|source| {
-                self.failed_with(StoreError::Storage {
-                    path: self.path.clone(),
-                    source,
-                })
-            })?;
-            let member_id = std::str::from_utf8(&k[skip..]).unwrap_or_default();
-            decode::<MemberRecord>("member", &v)
-                .and_then(|r| r.decode(member_id))
-                .map_err(|e| OpError::Store(StoreError::Corrupt(e)))
-        })
-    }
-
-    /// The account's members in id order after `after`, as stored, for readers of many members
-    /// that decode only what they need ([`RawMember`]).
-    pub fn raw_members<'a>(
-        &'a self,
-        account_id: &str,
-        after: Option<&str>,
-    ) -> impl Iterator<Item = Result<RawMember, OpError>> + 'a {
-        let prefix = prefix(account_id);
-        let start = match after {
-            Some(member) => {
-                let mut k = key(account_id, member.as_bytes());
-                k.push(0);
-                k
-            }
-            None => prefix.clone(),
-        };
-        let mut end = prefix.clone();
         if let Some(last) = end.last_mut() {
             *last = SEP + 1;
         }

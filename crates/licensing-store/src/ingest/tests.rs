@@ -517,23 +517,11 @@ proptest! {
     }
 }
 
-#[test]
-fn a_month_of_login_days_is_read_from_the_month_alone_for_every_member() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    setup(&store, "UTC", "2026-06-20T00:00:00Z", 62);
+/// An agent login of each of `members` at each of `times`.
+fn logins(times: &[&str], members: &[&str]) -> Vec<Event> {
     let mut events = Vec::new();
-    for (i, when) in [
-        "2026-04-30T23:00:00Z",
-        "2026-05-01T08:00:00Z",
-        "2026-05-17T08:00:00Z",
-        "2026-05-31T23:59:59Z",
-        "2026-06-01T00:00:00Z",
-    ]
-    .iter()
-    .enumerate()
-    {
-        for member in ["pro", "std", "unknown"] {
+    for (i, when) in times.iter().enumerate() {
+        for member in members {
             events.push(event(
                 &format!("{member}-{i}"),
                 member,
@@ -542,7 +530,27 @@ fn a_month_of_login_days_is_read_from_the_month_alone_for_every_member() {
             ));
         }
     }
-    ingest(&store, events);
+    events
+}
+
+#[test]
+fn a_month_of_login_days_is_read_from_the_month_alone_for_every_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-06-20T00:00:00Z", 62);
+    ingest(
+        &store,
+        logins(
+            &[
+                "2026-04-30T23:00:00Z",
+                "2026-05-01T08:00:00Z",
+                "2026-05-17T08:00:00Z",
+                "2026-05-31T23:59:59Z",
+                "2026-06-01T00:00:00Z",
+            ],
+            &["pro", "std", "unknown"],
+        ),
+    );
     let may = BillingMonth::parse("2026-05").expect("month");
     let days = store.month_login_days("acme", may).expect("days");
     let mut expected = Vec::new();
@@ -1138,26 +1146,18 @@ fn a_version_1_database_is_upgraded_with_its_login_days() {
     let before = {
         let store = open(dir.path());
         setup(&store, "UTC", "2026-06-20T00:00:00Z", 62);
-        let mut events = Vec::new();
-        for (i, when) in [
-            "2026-04-30T23:00:00Z",
-            "2026-05-01T08:00:00Z",
-            "2026-05-17T08:00:00Z",
-            "2026-06-01T00:00:00Z",
-        ]
-        .iter()
-        .enumerate()
-        {
-            for member in ["pro", "std"] {
-                events.push(event(
-                    &format!("{member}-{i}"),
-                    member,
-                    when,
-                    EventKind::AgentLogin,
-                ));
-            }
-        }
-        ingest(&store, events);
+        ingest(
+            &store,
+            logins(
+                &[
+                    "2026-04-30T23:00:00Z",
+                    "2026-05-01T08:00:00Z",
+                    "2026-05-17T08:00:00Z",
+                    "2026-06-01T00:00:00Z",
+                ],
+                &["pro", "std"],
+            ),
+        );
         let before = read(&store);
         assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 8);
         // Back to version 1's layout: the same records under account, member, date.
