@@ -74,6 +74,14 @@ pub(crate) struct HistoryArgs {
     /// Upper bound of the database's page cache, in MiB (the binary's default).
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
+    /// Builds the database in this folder (which must not exist yet) and keeps it, so that
+    /// `--reread` can read its last month again.
+    #[arg(long, conflicts_with = "reread")]
+    keep: Option<std::path::PathBuf>,
+    /// Builds nothing: opens the database a `--keep` run left in this folder and reads the
+    /// account's month in progress `--reads` times each way (to profile a year's reads).
+    #[arg(long)]
+    reread: Option<std::path::PathBuf>,
 }
 
 /// The timed reads of one month.
@@ -103,59 +111,55 @@ pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     let prices = Arc::new(licensing::price_list::sample().map_err(anyhow::Error::msg)?);
     let server_runtime = runtime("server")?;
     let client_runtime = runtime("client")?;
-    let folder = tempfile::tempdir().context("creating the database folder")?;
+    let (folder, _temporary) = match (&args.keep, &args.reread) {
+        (Some(folder), _) => {
+            ensure!(
+                !folder.exists(),
+                "--keep {}: already exists; give a new folder",
+                folder.display()
+            );
+            (folder.clone(), None)
+        }
+        (None, Some(folder)) => {
+            ensure!(
+                folder.join("licensing").exists(),
+                "--reread {}: no database a `--keep` run left",
+                folder.display()
+            );
+            (folder.clone(), None)
+        }
+        (None, None) => {
+            let temporary = tempfile::tempdir().context("creating the database folder")?;
+            (temporary.path().to_owned(), Some(temporary))
+        }
+    };
     let store = Store::open(&StoreConfig {
-        path: folder.path().join("licensing"),
+        path: folder.join("licensing"),
         cache_capacity_bytes: args.cache_mb << 20,
     })
     .context("opening the service's database")?;
     let server = server_runtime.block_on(servers::start_licensing(prices, store.clone()))?;
+    if args.reread.is_some() {
+        let measured = client_runtime.block_on(reread(args, server.address, &store));
+        server_runtime.block_on(server.stop())?;
+        let reads = measured?;
+        print_reads(&[&reads]);
+        return Ok(ExitCode::SUCCESS);
+    }
     let measured = client_runtime.block_on(bench(args, server.address, &store));
     let (first, last) = match measured {
         Ok(reads) => reads,
         Err(error) => {
             // As in `ingest`: after a failure sled may hold its locks; leave at once.
             eprintln!("Error: {error:#}");
-            let _ = std::fs::remove_dir_all(folder.path());
+            if args.keep.is_none() {
+                let _ = std::fs::remove_dir_all(&folder);
+            }
             std::process::exit(1);
         }
     };
     server_runtime.block_on(server.stop())?;
-
-    println!();
-    for reads in [&first, &last] {
-        println!(
-            "{}: GetUsage {:.1} ms ({} rows), GetStatement {:.1} ms, {:.1} MiB on disk; \
-             right after ingestion GetUsage {:.1} ms, GetStatement {:.1} ms, caught up in {:.1} s",
-            reads.month,
-            ms(reads.usage),
-            reads.usage_rows,
-            ms(reads.statement),
-            reads.disk_bytes as f64 / f64::from(1 << 20),
-            ms(reads.right_after.0),
-            ms(reads.right_after.1),
-            reads.caught_up.as_secs_f64(),
-        );
-    }
-    for reads in [&first, &last] {
-        let bytes: u64 = reads.live.iter().map(|(_, _, b)| b).sum();
-        let trees: Vec<String> = reads
-            .live
-            .iter()
-            .map(|(name, records, bytes)| {
-                format!(
-                    "{name} {records} ({:.1} MiB)",
-                    *bytes as f64 / f64::from(1 << 20)
-                )
-            })
-            .collect();
-        println!(
-            "{}: records held {:.1} MiB: {}",
-            reads.month,
-            bytes as f64 / f64::from(1 << 20),
-            trees.join(", ")
-        );
-    }
+    print_reads(&[&first, &last]);
     let usage = last.usage.as_secs_f64() / first.usage.as_secs_f64();
     let statement = last.statement.as_secs_f64() / first.statement.as_secs_f64();
     let verdict = |ratio: f64| {
@@ -189,19 +193,90 @@ pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn bench(
-    args: &HistoryArgs,
+/// Prints each month's reads and the records held after it.
+fn print_reads(months: &[&Reads]) {
+    println!();
+    for reads in months {
+        println!(
+            "{}: GetUsage {:.1} ms ({} rows), GetStatement {:.1} ms, {:.1} MiB on disk; \
+             right after ingestion GetUsage {:.1} ms, GetStatement {:.1} ms, caught up in {:.1} s",
+            reads.month,
+            ms(reads.usage),
+            reads.usage_rows,
+            ms(reads.statement),
+            reads.disk_bytes as f64 / f64::from(1 << 20),
+            ms(reads.right_after.0),
+            ms(reads.right_after.1),
+            reads.caught_up.as_secs_f64(),
+        );
+    }
+    for reads in months {
+        let bytes: u64 = reads.live.iter().map(|(_, _, b)| b).sum();
+        let trees: Vec<String> = reads
+            .live
+            .iter()
+            .map(|(name, records, bytes)| {
+                format!(
+                    "{name} {records} ({:.1} MiB)",
+                    *bytes as f64 / f64::from(1 << 20)
+                )
+            })
+            .collect();
+        println!(
+            "{}: records held {:.1} MiB: {}",
+            reads.month,
+            bytes as f64 / f64::from(1 << 20),
+            trees.join(", ")
+        );
+    }
+}
+
+/// A channel to the server and a licensing client on it.
+async fn connect(
     address: std::net::SocketAddr,
-    store: &Store,
-) -> anyhow::Result<(Reads, Reads)> {
+) -> anyhow::Result<(Client, LicensingServiceClient<Client>)> {
     let channel = Endpoint::from_shared(format!("http://{address}"))?
         .tcp_nodelay(true)
         .connect()
         .await
         .with_context(|| format!("connecting to {address}"))?;
     let channel = InterceptedService::new(channel, Bearer::none());
-    let mut client = LicensingServiceClient::new(channel.clone())
+    let client = LicensingServiceClient::new(channel.clone())
         .max_decoding_message_size(licensing::server::MAX_ENCODING_MESSAGE_BYTES);
+    Ok((channel, client))
+}
+
+/// `--reread`: the month in progress of the account a `--keep` run left, read again.
+async fn reread(
+    args: &HistoryArgs,
+    address: std::net::SocketAddr,
+    store: &Store,
+) -> anyhow::Result<Reads> {
+    let (_, mut client) = connect(address).await?;
+    let account = client
+        .get_account(api::GetAccountRequest {
+            account_id: ACCOUNT_ID.to_owned(),
+        })
+        .await
+        .context("GetAccount")?
+        .into_inner()
+        .account
+        .context("GetAccount answered no account")?;
+    let now = account.now.context("the account has no clock")?;
+    let now = Timestamp::new(now.seconds, now.nanos)?.to_zoned(TimeZone::UTC);
+    let month = now.date().first_of_month();
+    let caught_up = catch_up(store, &month_label(month)).await?;
+    let mut reads = read_month(&mut client, store, month, args).await?;
+    reads.caught_up = caught_up;
+    Ok(reads)
+}
+
+async fn bench(
+    args: &HistoryArgs,
+    address: std::net::SocketAddr,
+    store: &Store,
+) -> anyhow::Result<(Reads, Reads)> {
+    let (channel, mut client) = connect(address).await?;
     let first_day: Date = FIRST_DAY.parse()?;
     let start = first_day.to_zoned(TimeZone::UTC)?.timestamp();
     client
