@@ -20,6 +20,11 @@
 //! month's to the first's (the target: at most 1.2, that is, reading a month costs the same in
 //! year one as in month one), the database's size on disk per month retained, and the records
 //! each tree holds after the first and the last month (a scan, not timed).
+//!
+//! With `--keep DIR` the database stays in `DIR` (`--months 1` is then allowed); `--reread DIR`
+//! opens it again in a new process and times the reads of its month in progress only. Rereading
+//! a one-month and a twelve-month database one after the other compares the two months in the
+//! same conditions: a new process each, nothing else in its heap or its page cache.
 
 use std::{
     process::ExitCode,
@@ -27,7 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use clap::Args;
 use jiff::{Timestamp, ToSpan as _, civil::Date, tz::TimeZone};
 use licensing::api::{
@@ -62,8 +67,8 @@ pub(crate) struct HistoryArgs {
     /// Members of the account.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     members: u32,
-    /// Months of history.
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(2..=60))]
+    /// Months of history (at least 2, or 1 with `--keep`: a database to `--reread`).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=60))]
     months: u32,
     /// Session changes per member per day: a login, queue logins and logouts, a logout (even).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=200))]
@@ -108,6 +113,11 @@ pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         "--changes-per-day {}: must be even (every login is followed by its logout)",
         args.changes_per_day
     );
+    ensure!(
+        args.months >= 2 || args.keep.is_some() || args.reread.is_some(),
+        "--months {}: at least 2 months are compared (1 only with --keep)",
+        args.months
+    );
     let prices = Arc::new(licensing::price_list::sample().map_err(anyhow::Error::msg)?);
     let server_runtime = runtime("server")?;
     let client_runtime = runtime("client")?;
@@ -147,7 +157,7 @@ pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let measured = client_runtime.block_on(bench(args, server.address, &store));
-    let (first, last) = match measured {
+    let months = match measured {
         Ok(reads) => reads,
         Err(error) => {
             // As in `ingest`: after a failure sled may hold its locks; leave at once.
@@ -159,7 +169,12 @@ pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         }
     };
     server_runtime.block_on(server.stop())?;
-    print_reads(&[&first, &last]);
+    let months: Vec<&Reads> = months.iter().collect();
+    print_reads(&months);
+    let (first, last) = match months[..] {
+        [first, .., last] => (first, last),
+        _ => return Ok(ExitCode::SUCCESS),
+    };
     let usage = last.usage.as_secs_f64() / first.usage.as_secs_f64();
     let statement = last.statement.as_secs_f64() / first.statement.as_secs_f64();
     let verdict = |ratio: f64| {
@@ -275,7 +290,7 @@ async fn bench(
     args: &HistoryArgs,
     address: std::net::SocketAddr,
     store: &Store,
-) -> anyhow::Result<(Reads, Reads)> {
+) -> anyhow::Result<Vec<Reads>> {
     let (channel, mut client) = connect(address).await?;
     let first_day: Date = FIRST_DAY.parse()?;
     let start = first_day.to_zoned(TimeZone::UTC)?.timestamp();
@@ -300,7 +315,7 @@ async fn bench(
         args.changes_per_day
     );
 
-    let mut first = None;
+    let mut read = Vec::new();
     for month in 0..args.months {
         let month_start = first_day.checked_add(i64::from(month).months())?;
         let next_start = month_start.checked_add(1.month())?;
@@ -333,15 +348,10 @@ async fn bench(
             let mut reads = read_month(&mut client, store, month_start, args).await?;
             reads.right_after = (usage, statement);
             reads.caught_up = caught_up;
-            if month == 0 {
-                first = Some(reads);
-            } else {
-                let first = first.context("no first month read")?;
-                return Ok((first, reads));
-            }
+            read.push(reads);
         }
     }
-    bail!("fewer than two months")
+    Ok(read)
 }
 
 /// Every member's session changes on every day of `[from, to)`, through one Ingest stream;
