@@ -402,13 +402,13 @@ pub fn meter(meter: Meter) -> api::Meter {
 }
 
 /// A member's login day.
-pub fn login_day(date: String, day: &LoginDay) -> api::LoginDay {
+pub fn login_day(date: String, day: LoginDay) -> api::LoginDay {
     api::LoginDay {
         date,
         tier: tier(day.tier) as i32,
         billable: day.billable,
         logins: day.logins,
-        event_ids: day.event_ids.clone(),
+        event_ids: day.event_ids,
     }
 }
 

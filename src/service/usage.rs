@@ -213,7 +213,7 @@ fn member_page(
             row.member_id = member_id.to_owned();
             row.login_days = days
                 .into_iter()
-                .map(|(date, day)| to_proto::login_day(date, &day))
+                .map(|(date, day)| to_proto::login_day(date, day))
                 .collect();
             row.billable_days = row.login_days.iter().filter(|d| d.billable).count() as u32;
             row
@@ -605,7 +605,7 @@ fn read_change(
                 let days = store
                     .login_days(&account.id, member_id, shown)?
                     .into_iter()
-                    .map(|(date, day)| to_proto::login_day(date, &day))
+                    .map(|(date, day)| to_proto::login_day(date, day))
                     .collect();
                 let resolution = resolve(
                     &member.settings,
