@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod account;
+pub mod advisor;
 pub mod audit;
 pub mod calendar;
 pub mod effects;

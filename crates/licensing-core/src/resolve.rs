@@ -367,4 +367,4 @@ pub fn resolve(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

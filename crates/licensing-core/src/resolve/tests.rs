@@ -7,7 +7,7 @@ use super::*;
 use crate::member::{Channel, MemberSettingsInput, Role, Skill};
 use crate::price::testing::prices;
 
-fn skills(channels: &[Channel]) -> Vec<Skill> {
+pub(crate) fn skills(channels: &[Channel]) -> Vec<Skill> {
     channels
         .iter()
         .enumerate()
@@ -471,7 +471,7 @@ fn billing_mode() -> impl Strategy<Value = BillingMode> {
 }
 
 /// Valid settings: distinct skill ids, and outbound only when a voice skill is present.
-fn settings_input() -> impl Strategy<Value = MemberSettingsInput> {
+pub(crate) fn settings_input() -> impl Strategy<Value = MemberSettingsInput> {
     (
         role(),
         proptest::collection::vec(permission(), 0..4),
@@ -505,7 +505,7 @@ fn settings_input() -> impl Strategy<Value = MemberSettingsInput> {
         )
 }
 
-fn retention() -> impl Strategy<Value = RecordingRetention> {
+pub(crate) fn retention() -> impl Strategy<Value = RecordingRetention> {
     prop_oneof![
         Just(RecordingRetention::FOURTEEN_DAYS),
         (1u32..=400).prop_map(|p| RecordingRetention::months(p * 3).expect("multiple of 3")),
