@@ -409,6 +409,8 @@ pub fn login_day(date: String, day: LoginDay) -> api::LoginDay {
         billable: day.billable,
         logins: day.logins,
         event_ids: day.event_ids,
+        queues: day.queues,
+        queues_incomplete: day.queues_truncated,
     }
 }
 

@@ -329,16 +329,34 @@ pub struct LoginDay {
     pub logins: u32,
     /// The smallest few `source/event_id`s of the day's logins.
     pub event_ids: Vec<String>,
+    /// The queues logged into that day, sorted and distinct: the smallest
+    /// [`QUEUES_PER_DAY`] of them.
+    pub queues: Vec<String>,
+    /// More queues were logged into than `queues` holds: the day says nothing of which queues
+    /// were not used.
+    pub queues_truncated: bool,
 }
 
+/// The queues a login day keeps (as many as a member may have skills).
+pub const QUEUES_PER_DAY: usize = crate::MAX_SKILLS;
+
 impl LoginDay {
-    /// Adds a login. Commutative and idempotent per event id, so arrival order does not matter.
-    pub fn add(day: Option<LoginDay>, tier: Tier, billable: bool, event: &str) -> LoginDay {
+    /// Adds a login, with its queue for a queue login. Commutative and idempotent per event id
+    /// and per queue, so arrival order does not matter.
+    pub fn add(
+        day: Option<LoginDay>,
+        tier: Tier,
+        billable: bool,
+        event: &str,
+        queue: Option<&str>,
+    ) -> LoginDay {
         let mut day = day.unwrap_or(LoginDay {
             tier,
             billable,
             logins: 0,
             event_ids: Vec::new(),
+            queues: Vec::new(),
+            queues_truncated: false,
         });
         day.tier = day.tier.max(tier);
         day.billable |= billable;
@@ -346,6 +364,15 @@ impl LoginDay {
         if let Err(at) = day.event_ids.binary_search_by(|id| id.as_str().cmp(event)) {
             day.event_ids.insert(at, event.to_owned());
             day.event_ids.truncate(EVENT_IDS_PER_DAY);
+        }
+        if let Some(queue) = queue
+            && let Err(at) = day.queues.binary_search_by(|q| q.as_str().cmp(queue))
+        {
+            day.queues.insert(at, queue.to_owned());
+            if day.queues.len() > QUEUES_PER_DAY {
+                day.queues.truncate(QUEUES_PER_DAY);
+                day.queues_truncated = true;
+            }
         }
         day
     }

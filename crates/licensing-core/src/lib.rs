@@ -38,9 +38,9 @@ pub use calendar::{
 pub use effects::{Effects, MemberUse, SessionKind, effects};
 pub use events::{
     Concurrency, Event, EventKind, LoginDay, MAX_FUTURE_SECONDS, MAX_METER_MONTH_TOTAL,
-    MAX_METERED_QUANTITY, Meter, MeterTotals, MeterUse, OpenSession, Outcome, Refusal,
-    SessionChange, Transition, accept, concurrency_peaks, last_expired_month, month_closes_at,
-    service_on,
+    MAX_METERED_QUANTITY, Meter, MeterTotals, MeterUse, OpenSession, Outcome, QUEUES_PER_DAY,
+    Refusal, SessionChange, Transition, accept, concurrency_peaks, last_expired_month,
+    month_closes_at, service_on,
 };
 pub use ids::{IdKind, InvalidId};
 pub use inventory::{

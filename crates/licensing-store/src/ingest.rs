@@ -376,7 +376,8 @@ impl Store {
                             };
                             let id = format!("{}/{}", event.source, event.event_id);
                             let daily = member.is_some_and(|m| m.daily);
-                            let day = LoginDay::add(day, tier, daily, &id);
+                            let queue = (change == SessionKind::QueueLogin).then_some(queue);
+                            let day = LoginDay::add(day, tier, daily, &id, queue);
                             days.insert(key, encode(&DayRecord::from(&day)))?;
                         }
                         {

@@ -27,9 +27,11 @@ pub use records::Corrupt;
 pub use statement::MonthStatement;
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change of the key
-/// layout or record encoding. A database of version 1 is upgraded at open ([`upgrade_from_1`]);
-/// one of any other version is refused, never rewritten.
-pub const FORMAT_VERSION: u32 = 2;
+/// layout or record encoding. A database of version 1 is upgraded at open ([`upgrade_from_1`]),
+/// one of version 2 too (version 3 adds a login-day record with queues, which version 2 cannot
+/// read; version 2's records are read as they are); one of any other version is refused, never
+/// rewritten.
+pub const FORMAT_VERSION: u32 = 3;
 
 const META_TREE: &str = "meta";
 const ACCOUNTS_TREE: &str = "accounts";
@@ -78,7 +80,7 @@ pub enum StoreError {
     },
     /// The database was written by an incompatible version of the service.
     #[error(
-        "database in {path} has format version {found}, this build reads only version {FORMAT_VERSION} (and upgrades version 1)"
+        "database in {path} has format version {found}, this build reads only version {FORMAT_VERSION} (and upgrades versions 1 and 2)"
     )]
     UnsupportedFormat {
         /// The database folder.
@@ -213,6 +215,14 @@ impl Store {
                 tracing::info!(path = %path.display(), version = FORMAT_VERSION, "created database");
             }
             Err(existing) if existing.current.as_deref() == Some(&current[..]) => {}
+            Err(existing) if existing.current.as_deref() == Some(&2u32.to_be_bytes()[..]) => {
+                // Nothing to rewrite: marking the version keeps a version-2 build from reading
+                // the records this one writes.
+                meta.insert(FORMAT_VERSION_KEY, &current[..])
+                    .map_err(storage)?;
+                db.flush().map_err(storage)?;
+                tracing::info!(path = %path.display(), from = 2, to = FORMAT_VERSION, "upgraded database");
+            }
             Err(existing) if existing.current.as_deref() == Some(&1u32.to_be_bytes()[..]) => {
                 upgrade_from_1(&db, &meta).map_err(|e| match e {
                     Upgrade::Storage(source) => storage(source),

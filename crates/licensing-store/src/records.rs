@@ -582,15 +582,26 @@ pub(crate) enum DayRecord {
         logins: u32,
         event_ids: Vec<String>,
     },
+    /// Since format version 3: with the queues logged into.
+    V2 {
+        tier: u8,
+        billable: bool,
+        logins: u32,
+        event_ids: Vec<String>,
+        queues: Vec<String>,
+        queues_truncated: bool,
+    },
 }
 
 impl From<&licensing_core::LoginDay> for DayRecord {
     fn from(d: &licensing_core::LoginDay) -> DayRecord {
-        DayRecord::V1 {
+        DayRecord::V2 {
             tier: d.tier as u8,
             billable: d.billable,
             logins: d.logins,
             event_ids: d.event_ids.clone(),
+            queues: d.queues.clone(),
+            queues_truncated: d.queues_truncated,
         }
     }
 }
@@ -604,17 +615,30 @@ pub(crate) fn tier_of(code: u8, what: &'static str) -> Result<licensing_core::Ti
 
 impl DayRecord {
     pub(crate) fn decode(self) -> Result<licensing_core::LoginDay, Corrupt> {
-        let DayRecord::V1 {
-            tier,
-            billable,
-            logins,
-            event_ids,
-        } = self;
+        let (tier, billable, logins, event_ids, queues, queues_truncated) = match self {
+            // Written before queues were kept: which queues were used is not known.
+            DayRecord::V1 {
+                tier,
+                billable,
+                logins,
+                event_ids,
+            } => (tier, billable, logins, event_ids, Vec::new(), true),
+            DayRecord::V2 {
+                tier,
+                billable,
+                logins,
+                event_ids,
+                queues,
+                queues_truncated,
+            } => (tier, billable, logins, event_ids, queues, queues_truncated),
+        };
         Ok(licensing_core::LoginDay {
             tier: tier_of(tier, "login day")?,
             billable,
             logins,
             event_ids,
+            queues,
+            queues_truncated,
         })
     }
 }

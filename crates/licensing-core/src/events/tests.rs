@@ -238,12 +238,13 @@ proptest! {
 
     #[test]
     fn login_days_do_not_depend_on_arrival_order(
-        logins in proptest::collection::vec((0usize..5, any::<bool>(), 0u16..500), 1..20),
+        logins in proptest::collection::vec((0usize..5, any::<bool>(), 0u16..500, proptest::option::of(0u16..400)), 1..20),
         seed in any::<u64>(),
     ) {
-        let fold = |order: &[(usize, bool, u16)]| {
-            order.iter().fold(None, |day, (tier, billable, id)| {
-                Some(LoginDay::add(day, Tier::ALL[*tier], *billable, &format!("s/{id:05}")))
+        let fold = |order: &[(usize, bool, u16, Option<u16>)]| {
+            order.iter().fold(None, |day, (tier, billable, id, queue)| {
+                let queue = queue.map(|q| format!("q{q}"));
+                Some(LoginDay::add(day, Tier::ALL[*tier], *billable, &format!("s/{id:05}"), queue.as_deref()))
             })
         };
         let mut shuffled = logins.clone();
@@ -333,4 +334,30 @@ proptest! {
         let _ = month_closes_at(&account, month.next());
         let _ = last_expired_month(&account, clock, grace);
     }
+}
+
+/// A login day keeps the queues logged into, once each, sorted; past [`QUEUES_PER_DAY`] it
+/// keeps the smallest and says it is incomplete.
+#[test]
+fn a_login_day_keeps_its_queues() {
+    let day = LoginDay::add(None, Tier::Standard, false, "s/1", None);
+    assert!(day.queues.is_empty());
+    let day = LoginDay::add(Some(day), Tier::Standard, false, "s/2", Some("sales"));
+    let day = LoginDay::add(Some(day), Tier::Standard, false, "s/3", Some("billing"));
+    let day = LoginDay::add(Some(day), Tier::Standard, false, "s/4", Some("sales"));
+    assert_eq!(day.queues, vec!["billing".to_owned(), "sales".to_owned()]);
+    assert!(!day.queues_truncated);
+    let full = (0..=QUEUES_PER_DAY).fold(None, |day, i| {
+        Some(LoginDay::add(
+            day,
+            Tier::Standard,
+            false,
+            "s/1",
+            Some(&format!("q{i:04}")),
+        ))
+    });
+    let full = full.expect("a day");
+    assert_eq!(full.queues.len(), QUEUES_PER_DAY);
+    assert_eq!(full.queues.first().map(String::as_str), Some("q0000"));
+    assert!(full.queues_truncated);
 }

@@ -1196,3 +1196,65 @@ fn a_version_1_database_is_upgraded_with_its_login_days() {
         );
     }
 }
+
+/// A version-2 database opens as version 3: its login days (written without queues) read with
+/// their queues unknown, and new queue logins are kept with their queue.
+#[test]
+fn a_version_2_database_is_upgraded_and_its_days_have_unknown_queues() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let may = BillingMonth::parse("2026-05").expect("month");
+    {
+        let store = open(dir.path());
+        setup(&store, "UTC", "2026-05-20T00:00:00Z", 0);
+        ingest(&store, logins(&["2026-05-17T08:00:00Z"], &["std"]));
+        // Back to version 2: the day as version 2 wrote it.
+        for item in store.days.iter() {
+            let (key, value) = item.expect("day");
+            let day = crate::records::decode::<crate::records::DayRecord>("login day", &value)
+                .expect("record")
+                .decode()
+                .expect("day");
+            let v1 = crate::records::DayRecord::V1 {
+                tier: day.tier as u8,
+                billable: day.billable,
+                logins: day.logins,
+                event_ids: day.event_ids,
+            };
+            store
+                .days
+                .insert(key, crate::records::encode(&v1))
+                .expect("v1 day");
+        }
+        let meta = store.db.open_tree(crate::META_TREE).expect("meta");
+        meta.insert(crate::FORMAT_VERSION_KEY, &2u32.to_be_bytes())
+            .expect("version 2");
+        store.db.flush().expect("flush");
+    }
+    let store = open(dir.path());
+    let meta = store.db.open_tree(crate::META_TREE).expect("meta");
+    assert_eq!(
+        meta.get(crate::FORMAT_VERSION_KEY)
+            .expect("version")
+            .as_deref(),
+        Some(&3u32.to_be_bytes()[..])
+    );
+    let days = store.month_login_days("acme", may).expect("days");
+    assert_eq!(days.len(), 1);
+    assert!(days[0].2.queues.is_empty() && days[0].2.queues_truncated);
+
+    let queue_login = event(
+        "q1",
+        "std",
+        "2026-05-18T08:00:00Z",
+        EventKind::QueueLogin("sales".into()),
+    );
+    assert_eq!(ingest(&store, vec![queue_login]), vec![Outcome::Applied]);
+    let days = store.month_login_days("acme", may).expect("days");
+    let day = &days
+        .iter()
+        .find(|(_, date, _)| date == "2026-05-18")
+        .expect("the 18th")
+        .2;
+    assert_eq!(day.queues, vec!["sales".to_owned()]);
+    assert!(!day.queues_truncated);
+}
