@@ -17,10 +17,12 @@
 //! - **Calls only.** A member all of whose skills are on the VOICE channel handles calls only;
 //!   WORKSPACE or API on such a member is a candidate.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::civil;
 
 use crate::{
-    BillingMode, Channel, MemberSettings, MemberSettingsInput, Permission, PermissionSet,
+    BillingMode, Channel, LoginDay, MemberSettings, MemberSettingsInput, Permission, PermissionSet,
     PriceList, Product, RecordingRetention, Resolution, Seats, Tier, Trigger, resolve,
 };
 
@@ -29,8 +31,44 @@ use crate::{
 pub struct MemberActivity {
     /// The queues the member logged into.
     pub queues: BTreeSet<String>,
+    /// Some day of the window does not list every queue logged into (more than
+    /// [`crate::QUEUES_PER_DAY`], or recorded before queues were kept): no skill is called
+    /// unused.
+    pub queues_unknown: bool,
     /// Calendar days with at least one login, for the prices of daily-billed members.
     pub login_days: u32,
+}
+
+impl MemberActivity {
+    /// Adds one login day of the window.
+    pub fn add_day(&mut self, day: &LoginDay) {
+        self.login_days = self.login_days.saturating_add(1);
+        self.queues.extend(day.queues.iter().cloned());
+        self.queues_unknown |= day.queues_truncated;
+    }
+}
+
+/// Each member's activity over the login days `days` (member id, date, day) dated `from` or
+/// later; members without a day in the window are absent.
+pub fn activities<'a>(
+    days: impl IntoIterator<Item = (&'a str, civil::Date, &'a LoginDay)>,
+    from: civil::Date,
+) -> BTreeMap<String, MemberActivity> {
+    let mut found: BTreeMap<String, MemberActivity> = BTreeMap::new();
+    for (member, date, day) in days {
+        if date < from {
+            continue;
+        }
+        match found.get_mut(member) {
+            Some(activity) => activity.add_day(day),
+            None => {
+                let mut activity = MemberActivity::default();
+                activity.add_day(day);
+                found.insert(member.to_owned(), activity);
+            }
+        }
+    }
+    found
 }
 
 /// The cost of `resolution` over a month in which the member logged in on `login_days` days:
@@ -110,7 +148,7 @@ fn candidates(
 ) -> Vec<(Trigger, SettingsChange)> {
     let mut candidates = Vec::new();
     let skills = settings.skills();
-    if skills.len() >= 2 {
+    if skills.len() >= 2 && !activity.queues_unknown {
         let unused = unused_skills(settings, activity);
         if !unused.is_empty() {
             candidates.push((Trigger::SeveralSkills, SettingsChange::RemoveSkills(unused)));

@@ -6,7 +6,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::{BillingMonth, Role, Skill, price::testing::prices, resolve::tests as strategies};
+use crate::{
+    BillingMonth, LoginDay, Role, Skill, price::testing::prices, resolve::tests as strategies,
+};
 
 fn skill(id: &str, channel: Channel) -> Skill {
     Skill {
@@ -22,6 +24,7 @@ fn settings(input: MemberSettingsInput) -> MemberSettings {
 fn activity(queues: &[&str], login_days: u32) -> MemberActivity {
     MemberActivity {
         queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        queues_unknown: false,
         login_days,
     }
 }
@@ -66,6 +69,49 @@ fn an_agent_with_an_unused_second_skill() {
 
     // Both queues used: nothing to say.
     assert!(advise(&agent, &activity(&["sales", "support"], 20)).is_empty());
+    // A day that does not list all its queues: "support" may have been used.
+    let unknown = MemberActivity {
+        queues_unknown: true,
+        ..activity(&["sales"], 20)
+    };
+    assert!(advise(&agent, &unknown).is_empty());
+}
+
+/// Login days from the window's first date on make the activity: a day before it does not
+/// count, queues are the union of the days', one incomplete day makes them unknown.
+#[test]
+fn activity_over_a_window_of_login_days() {
+    let day = |queues: &[&str], truncated| LoginDay {
+        tier: Tier::Standard,
+        billable: false,
+        logins: 1,
+        event_ids: vec![],
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        queues_truncated: truncated,
+    };
+    let date = |d: i8| jiff::civil::date(2026, 11, d);
+    let (before, sales, billing, old) = (
+        day(&["old-queue"], false),
+        day(&["sales"], false),
+        day(&["billing"], false),
+        day(&[], true),
+    );
+    let days = vec![
+        ("ann", date(1), &before),
+        ("ann", date(10), &sales),
+        ("ann", date(11), &billing),
+        ("bob", date(12), &old),
+    ];
+    let found = activities(days, date(2));
+    assert_eq!(found.len(), 2);
+    let ann = &found["ann"];
+    assert_eq!(ann.login_days, 2);
+    assert_eq!(
+        ann.queues.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["billing", "sales"]
+    );
+    assert!(!ann.queues_unknown);
+    assert!(found["bob"].queues_unknown);
 }
 
 /// No queue login at all keeps the first skill: removing every skill is not right-sizing (a
@@ -325,7 +371,7 @@ proptest! {
             .filter(|(_, u)| **u)
             .map(|(s, _)| s.id.clone())
             .collect();
-        let activity = MemberActivity { queues, login_days };
+        let activity = MemberActivity { queues, queues_unknown: false, login_days };
         let prices = prices();
         for r in right_sizings(&current, &activity, retention, &prices) {
             let from = resolve(&current, retention, &prices);
