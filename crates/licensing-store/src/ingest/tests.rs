@@ -1258,3 +1258,40 @@ fn a_version_2_database_is_upgraded_and_its_days_have_unknown_queues() {
     assert_eq!(day.queues, vec!["sales".to_owned()]);
     assert!(!day.queues_truncated);
 }
+
+/// The advisor's window: login days from its first to its last date, across a month boundary,
+/// with the queues logged into; days outside it do not count.
+#[test]
+fn member_activities_cover_the_window_across_months() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-06-20T00:00:00Z", 62);
+    let queue =
+        |id: &str, when: &str, q: &str| event(id, "std", when, EventKind::QueueLogin(q.into()));
+    let events = vec![
+        queue("q1", "2026-04-30T08:00:00Z", "before"),
+        queue("q2", "2026-05-30T08:00:00Z", "sales"),
+        queue("q3", "2026-06-02T08:00:00Z", "billing"),
+        event("l1", "pro", "2026-06-03T08:00:00Z", EventKind::AgentLogin),
+        queue("q4", "2026-06-19T08:00:00Z", "after"),
+    ];
+    assert!(
+        ingest(&store, events)
+            .iter()
+            .all(|o| *o == Outcome::Applied)
+    );
+    let date = |text: &str| text.parse::<jiff::civil::Date>().expect("date");
+    let found = store
+        .member_activities("acme", date("2026-05-01"), date("2026-06-18"))
+        .expect("activities");
+    assert_eq!(found.len(), 2, "{found:?}");
+    let std = &found["std"];
+    assert_eq!(std.login_days, 2);
+    assert_eq!(
+        std.queues.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["billing", "sales"]
+    );
+    assert!(!std.queues_unknown);
+    assert_eq!(found["pro"].login_days, 1);
+    assert!(found["pro"].queues.is_empty());
+}
