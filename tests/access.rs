@@ -108,7 +108,8 @@ fn request(method: &str, account: &str) -> Value {
         | "LicensingService/GetInventory"
         | "LicensingService/GetUsage"
         | "LicensingService/ReadAuditTrail"
-        | "LicensingService/GetStatement" => json!({ "accountId": account }),
+        | "LicensingService/GetStatement"
+        | "LicensingService/Advise" => json!({ "accountId": account }),
         "IngestionService/Ingest" => json!({ "batchId": 1, "events": [{
             "source": "test", "eventId": format!("e-{account}"), "accountId": account,
             "memberId": "ann", "occurredAt": "2026-05-10T10:00:00Z", "agentLogin": {}

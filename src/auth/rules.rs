@@ -60,6 +60,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("LicensingService/ReadAuditTrail", both(Right::View)),
     ("LicensingService/GetStatement", both(Right::View)),
     ("LicensingService/CheckQuota", both(Right::View)),
+    ("LicensingService/Advise", both(Right::View)),
     // Checked per event, on each event's account.
     ("IngestionService/Ingest", both(Right::Ingest)),
 ];

@@ -452,6 +452,29 @@ pub fn month(field: &str, text: &str) -> Result<Option<BillingMonth>, ApiError> 
     Ok(Some(month))
 }
 
+/// The recommendation kinds asked for in `field`; empty: every kind.
+pub fn recommendation_kinds(
+    field: &str,
+    numbers: &[i32],
+) -> Result<Vec<api::RecommendationKind>, ApiError> {
+    numbers
+        .iter()
+        .enumerate()
+        .map(|(i, &number)| {
+            let field = format!("{field}[{i}]");
+            match api::RecommendationKind::try_from(number) {
+                Ok(api::RecommendationKind::Unspecified) => Err(ApiError::invalid(
+                    field,
+                    "RECOMMENDATION_KIND_UNSPECIFIED",
+                    "must be a recommendation kind",
+                )),
+                Ok(kind) => Ok(kind),
+                Err(_) => Err(unknown_enum(&field, number, "recommendation kind")),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

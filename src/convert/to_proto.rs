@@ -68,7 +68,7 @@ fn reason(reason: &Reason) -> api::Reason {
     }
 }
 
-fn trigger(trigger: Trigger) -> api::Trigger {
+pub fn trigger(trigger: Trigger) -> api::Trigger {
     match trigger {
         Trigger::CommunicationPermission => api::Trigger::CommunicationPermission,
         Trigger::OneSkill => api::Trigger::OneSkill,
@@ -82,7 +82,7 @@ fn trigger(trigger: Trigger) -> api::Trigger {
     }
 }
 
-fn permissions(set: PermissionSet) -> Vec<i32> {
+pub fn permissions(set: PermissionSet) -> Vec<i32> {
     set.iter()
         .map(|p| {
             (match p {
@@ -111,7 +111,7 @@ fn add_on_line(line: &AddOnLine) -> api::AddOnLine {
     }
 }
 
-fn billing_mode(mode: BillingMode) -> api::BillingMode {
+pub fn billing_mode(mode: BillingMode) -> api::BillingMode {
     match mode {
         BillingMode::Monthly => api::BillingMode::Monthly,
         BillingMode::Daily => api::BillingMode::Daily,

@@ -7,6 +7,7 @@
 //! service NOT_SERVING and stops writes until a restart.
 
 mod accounts;
+mod advisor;
 mod billing;
 mod inventory;
 mod members;
@@ -486,6 +487,18 @@ impl LicensingService for Licensing {
         request: Request<api::CheckQuotaRequest>,
     ) -> Result<Response<api::CheckQuotaResponse>, Status> {
         self.check_quota(request)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    type AdviseStream = ResponseStream<api::AdviseResponse>;
+
+    async fn advise(
+        &self,
+        request: Request<api::AdviseRequest>,
+    ) -> Result<Response<Self::AdviseStream>, Status> {
+        self.advise(request)
             .await
             .map(Response::new)
             .map_err(status)

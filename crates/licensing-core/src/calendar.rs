@@ -200,6 +200,14 @@ impl BillingMonth {
         (1..=first.days_in_month()).filter_map(move |day| first.with().day(day).build().ok())
     }
 
+    /// The month before this one; `None` before year 1.
+    pub fn previous(self) -> Option<BillingMonth> {
+        match self.month {
+            1 => BillingMonth::new(self.year.checked_sub(1)?, 12),
+            month => BillingMonth::new(self.year, month.checked_sub(1)?),
+        }
+    }
+
     /// The month after this one. Inputs are bounded to [`EARLIEST`]..[`END`], far inside the
     /// years a month can name, so the saturation at year 9999 is never reached in use.
     pub fn next(self) -> BillingMonth {

@@ -1,0 +1,386 @@
+//! Advise: where an account pays for more than it uses. The recommendations are computed by
+//! `licensing_core::advisor` from the account's members, their login days and its inventory;
+//! this module reads those, turns each recommendation into the request that would apply it, and
+//! streams them. Nothing is written.
+
+use std::collections::BTreeMap;
+
+use licensing_core::{
+    Account, BillingMode, BillingMonth, MemberSettings, MemberSettingsInput, PriceList,
+    StoredMember, Tier,
+    advisor::{self, MemberActivity, MonthUse, RightSizing, SettingsChange},
+    resolve,
+};
+use licensing_store::{OpError, Store};
+use tonic::Request;
+
+use super::{Licensing, Use};
+use crate::{
+    api,
+    convert::{from_proto, to_proto},
+    error::ApiError,
+    outbox::ResponseStream,
+};
+
+/// The days of use looked at when the request names none, and at most.
+const DEFAULT_WINDOW_DAYS: u32 = 30;
+const MAX_WINDOW_DAYS: u32 = 366;
+/// The closed months compared for the billing mode when the request names none, and at most.
+const DEFAULT_MONTHS: u32 = 3;
+const MAX_MONTHS: u32 = 24;
+/// Recommendations per message.
+const PER_MESSAGE: usize = 256;
+const STREAM_BUFFER: usize = 2;
+
+/// What a request asks for, validated.
+struct Query {
+    account_id: String,
+    kinds: Vec<api::RecommendationKind>,
+    minimum_saving: i64,
+    window_days: u32,
+    months: u32,
+}
+
+impl Query {
+    fn wants(&self, kind: api::RecommendationKind) -> bool {
+        self.kinds.is_empty() || self.kinds.contains(&kind)
+    }
+}
+
+impl Licensing {
+    pub(super) async fn advise(
+        &self,
+        request: Request<api::AdviseRequest>,
+    ) -> Result<ResponseStream<api::AdviseResponse>, ApiError> {
+        let (caller, request) = self.caller(request)?;
+        let account_id = from_proto::account_id(&request.account_id)?.to_owned();
+        Self::authorize(&caller, "LicensingService/Advise", Use::Read, &account_id)?;
+        let kinds = from_proto::recommendation_kinds("kinds", &request.kinds)?;
+        if request.minimum_saving < 0 {
+            return Err(ApiError::invalid(
+                "minimum_saving",
+                request.minimum_saving.to_string(),
+                "must not be negative",
+            ));
+        }
+        let window_days = match request.window_days {
+            0 => DEFAULT_WINDOW_DAYS,
+            days if days > MAX_WINDOW_DAYS => {
+                return Err(ApiError::invalid(
+                    "window_days",
+                    days.to_string(),
+                    format!("at most {MAX_WINDOW_DAYS}"),
+                ));
+            }
+            days => days,
+        };
+        let months = match request.months {
+            0 => DEFAULT_MONTHS,
+            months if months > MAX_MONTHS => {
+                return Err(ApiError::invalid(
+                    "months",
+                    months.to_string(),
+                    format!("at most {MAX_MONTHS}"),
+                ));
+            }
+            months => months,
+        };
+        let query = Query {
+            account_id,
+            kinds,
+            minimum_saving: request.minimum_saving,
+            window_days,
+            months,
+        };
+        let prices = self.prices.clone();
+        // Unknown accounts fail the call itself rather than the stream.
+        let recommendations = self
+            .blocking(move |store| recommendations(store, &query, &prices))
+            .await?;
+        let (mut outbox, stream) = self.streams.open_stream(STREAM_BUFFER)?;
+        tokio::spawn(async move {
+            if recommendations.is_empty() {
+                let _ = outbox.send(api::AdviseResponse::default()).await;
+                return;
+            }
+            let mut rest = recommendations.into_iter().peekable();
+            while rest.peek().is_some() {
+                let recommendations: Vec<_> = rest.by_ref().take(PER_MESSAGE).collect();
+                if outbox
+                    .send(api::AdviseResponse { recommendations })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(stream)
+    }
+}
+
+/// Every recommendation the query asks for, in the contract's order: right-sizings, billing
+/// modes, idle members, then unused seats; members in id order within each kind.
+fn recommendations(
+    store: &Store,
+    query: &Query,
+    prices: &PriceList,
+) -> Result<Vec<api::Recommendation>, OpError> {
+    use api::RecommendationKind as Kind;
+    let account = store.account(&query.account_id)?;
+    let zone = &account.settings.zone;
+    let now = account.now(Licensing::real_now());
+    let today = zone.day(now);
+    let first = today
+        .checked_sub(jiff::Span::new().days(i64::from(query.window_days.saturating_sub(1))))
+        .unwrap_or(today);
+    let activities = store.member_activities(&query.account_id, first, today)?;
+    let closed = if query.wants(Kind::BillingMode) {
+        closed_months(store, &query.account_id, zone.month(now), query.months)?
+    } else {
+        Vec::new()
+    };
+    let retention = account.settings.recording_retention;
+    let currency = prices.currency();
+    let money = |minor_units| Some(to_proto::money(minor_units, currency));
+    let idle = MemberActivity::default();
+
+    let (mut right_sizes, mut modes, mut idles) = (Vec::new(), Vec::new(), Vec::new());
+    for member in store.members(&query.account_id, None) {
+        let StoredMember {
+            member_id,
+            settings,
+            ..
+        } = member?;
+        let activity = activities.get(&member_id);
+        if query.wants(Kind::RightSize) {
+            for found in
+                advisor::right_sizings(&settings, activity.unwrap_or(&idle), retention, prices)
+            {
+                if found.monthly_saving >= query.minimum_saving.max(1) {
+                    right_sizes.push(api::Recommendation {
+                        kind: Kind::RightSize as i32,
+                        summary: right_size_summary(&found, query.window_days),
+                        monthly_saving: money(found.monthly_saving),
+                        evidence: Some(api::recommendation::Evidence::RightSize(
+                            right_size_evidence(&found, activity.unwrap_or(&idle)),
+                        )),
+                        apply: Some(preview(&account, &member_id, &found.settings)),
+                        member_id: member_id.clone(),
+                    });
+                }
+            }
+        }
+        let resolution = resolve(&settings, retention, prices);
+        if query.wants(Kind::BillingMode) && resolution.tier.allows_daily_billing() {
+            let months: Vec<MonthUse> = closed
+                .iter()
+                .filter_map(|(month, days)| {
+                    let (login_days, tier) = days.get(&member_id)?;
+                    Some(MonthUse {
+                        month: *month,
+                        tier: *tier,
+                        login_days: *login_days,
+                    })
+                })
+                .collect();
+            if let Some(advice) =
+                advisor::billing_mode_advice(resolution.billing.effective, &months, prices)
+                && advice.monthly_saving >= query.minimum_saving
+                && let Some(changed) = with_billing(&settings, advice.recommended)
+            {
+                modes.push(api::Recommendation {
+                    kind: Kind::BillingMode as i32,
+                    summary: format!(
+                        "billed {}: {} would have cost less in {} of the last {} months with logins",
+                        mode_name(advice.current),
+                        mode_name(advice.recommended),
+                        advice.cheaper_months,
+                        advice.months.len()
+                    ),
+                    monthly_saving: money(advice.monthly_saving),
+                    evidence: Some(api::recommendation::Evidence::BillingMode(
+                        api::BillingModeEvidence {
+                            current: to_proto::billing_mode(advice.current) as i32,
+                            recommended: to_proto::billing_mode(advice.recommended) as i32,
+                            months: advice
+                                .months
+                                .iter()
+                                .map(|m| api::BillingModeMonth {
+                                    month: m.month.to_string(),
+                                    tier: to_proto::tier(m.tier) as i32,
+                                    login_days: m.login_days,
+                                    monthly: money(m.monthly),
+                                    daily: money(m.daily),
+                                })
+                                .collect(),
+                            cheaper_months: advice.cheaper_months,
+                        },
+                    )),
+                    apply: Some(preview(&account, &member_id, &changed)),
+                    member_id: member_id.clone(),
+                });
+            }
+        }
+        if query.wants(Kind::IdleMember)
+            && activity.is_none()
+            && let Some(cost) = advisor::idle_member_cost(&resolution)
+            && cost >= query.minimum_saving
+        {
+            idles.push(api::Recommendation {
+                kind: Kind::IdleMember as i32,
+                summary: format!(
+                    "no login in the last {} days: the {} licence is paid for nothing",
+                    query.window_days, resolution.tier
+                ),
+                monthly_saving: money(cost),
+                evidence: Some(api::recommendation::Evidence::IdleMember(
+                    api::IdleMemberEvidence {
+                        tier: to_proto::tier(resolution.tier) as i32,
+                        window_days: query.window_days,
+                    },
+                )),
+                apply: None,
+                member_id,
+            });
+        }
+    }
+    let mut seats = Vec::new();
+    if query.wants(Kind::UnusedSeats) {
+        let inventory = &account.inventory;
+        for unused in advisor::unused_seats(inventory.seats, inventory.in_use, prices) {
+            if unused.monthly_saving < query.minimum_saving.max(1) {
+                continue;
+            }
+            seats.push(api::Recommendation {
+                kind: Kind::UnusedSeats as i32,
+                member_id: String::new(),
+                summary: format!(
+                    "{} {} bought, {} in use: reduce to {}",
+                    unused.bought, unused.product, unused.peak_in_use, unused.peak_in_use
+                ),
+                monthly_saving: money(unused.monthly_saving),
+                evidence: Some(api::recommendation::Evidence::UnusedSeats(
+                    api::UnusedSeatsEvidence {
+                        product: to_proto::product(unused.product) as i32,
+                        seats: unused.bought,
+                        in_use: unused.peak_in_use,
+                    },
+                )),
+                apply: Some(api::recommendation::Apply::AdjustInventory(
+                    api::AdjustInventoryRequest {
+                        account_id: account.id.clone(),
+                        changes: vec![api::SeatChange {
+                            product: to_proto::product(unused.product) as i32,
+                            seats: unused.peak_in_use,
+                        }],
+                        confirm: false,
+                        revision: 0,
+                    },
+                )),
+            });
+        }
+    }
+    right_sizes.append(&mut modes);
+    right_sizes.append(&mut idles);
+    right_sizes.append(&mut seats);
+    Ok(right_sizes)
+}
+
+/// Each member's login days in a month, and the highest tier they held on one.
+type MonthDays = BTreeMap<String, (u32, Tier)>;
+
+/// The `count` whole months before `current`, oldest first, each with every member's
+/// login days and highest tier in it.
+fn closed_months(
+    store: &Store,
+    account_id: &str,
+    current: BillingMonth,
+    count: u32,
+) -> Result<Vec<(BillingMonth, MonthDays)>, OpError> {
+    let mut months = Vec::new();
+    let mut month = current;
+    for _ in 0..count {
+        let Some(previous) = month.previous() else {
+            break;
+        };
+        month = previous;
+        let mut members = MonthDays::new();
+        for (member, _, day) in store.month_login_days(account_id, month)? {
+            let entry = members.entry(member).or_insert((0, day.tier));
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = entry.1.max(day.tier);
+        }
+        months.push((month, members));
+    }
+    months.reverse();
+    Ok(months)
+}
+
+/// A `ResolveMember` preview of `settings` for the member.
+fn preview(
+    account: &Account,
+    member_id: &str,
+    settings: &MemberSettings,
+) -> api::recommendation::Apply {
+    api::recommendation::Apply::ResolveMember(api::ResolveMemberRequest {
+        account_id: account.id.clone(),
+        member_id: member_id.to_owned(),
+        settings: Some(to_proto::member_settings(settings)),
+        apply: false,
+    })
+}
+
+/// `settings` with the billing preference `mode`.
+fn with_billing(settings: &MemberSettings, mode: BillingMode) -> Option<MemberSettings> {
+    MemberSettings::new(MemberSettingsInput {
+        role: settings.role(),
+        permissions: settings.listed_permissions().iter().collect(),
+        skills: settings.skills().to_vec(),
+        track_statistics: settings.track_statistics(),
+        call_recording: settings.call_recording(),
+        outbound_calling: settings.outbound_calling(),
+        billing_preference: mode,
+    })
+    .ok()
+}
+
+fn mode_name(mode: BillingMode) -> &'static str {
+    match mode {
+        BillingMode::Monthly => "MONTHLY",
+        BillingMode::Daily => "DAILY",
+    }
+}
+
+fn right_size_summary(found: &RightSizing, window_days: u32) -> String {
+    let why = match &found.change {
+        SettingsChange::RemoveSkills(ids) => format!(
+            "no login to the queue of {} {} in the last {window_days} days",
+            if ids.len() == 1 { "skill" } else { "skills" },
+            ids.join(", ")
+        ),
+        SettingsChange::StatisticsTrackingOff => {
+            "statistics are tracked for a member without the STATISTICS permission".to_owned()
+        }
+        SettingsChange::RemovePermissions(removed) => {
+            format!("{removed} on a member whose skills are all VOICE")
+        }
+    };
+    format!("{} -> {}: {why}", found.from.tier, found.to.tier)
+}
+
+fn right_size_evidence(found: &RightSizing, activity: &MemberActivity) -> api::RightSizeEvidence {
+    let (unused_skills, removed_permissions) = match &found.change {
+        SettingsChange::RemoveSkills(ids) => (ids.clone(), Vec::new()),
+        SettingsChange::StatisticsTrackingOff => (Vec::new(), Vec::new()),
+        SettingsChange::RemovePermissions(removed) => (Vec::new(), to_proto::permissions(*removed)),
+    };
+    api::RightSizeEvidence {
+        trigger: to_proto::trigger(found.trigger) as i32,
+        from_tier: to_proto::tier(found.from.tier) as i32,
+        to_tier: to_proto::tier(found.to.tier) as i32,
+        unused_skills,
+        removed_permissions,
+        login_days: activity.login_days,
+    }
+}

@@ -1,0 +1,308 @@
+//! End to end: the advisor on a sandbox account walked through three months with `grpcurl`,
+//! every recommendation and saving checked against values computed by hand under the sample
+//! price list (monthly seats STANDARD 2900, PROFESSIONAL 4900; PROFESSIONAL daily 290).
+
+mod support;
+
+use serde_json::{Value, json};
+use support::Licensing;
+
+const SERVICE: &str = "licensing.v1.LicensingService";
+const ACCOUNT: &str = "advised";
+
+fn call(server: &Licensing, method: &str, request: Value) -> Value {
+    server.call(&format!("{SERVICE}/{method}"), &request)
+}
+
+fn advance(server: &Licensing, to: &str) {
+    call(
+        server,
+        "AdvanceClock",
+        json!({ "accountId": ACCOUNT, "to": to }),
+    );
+}
+
+fn apply(server: &Licensing, member: &str, settings: Value) {
+    let answer = call(
+        server,
+        "ResolveMember",
+        json!({ "accountId": ACCOUNT, "memberId": member, "apply": true, "settings": settings }),
+    );
+    assert_eq!(answer["applied"], true, "{answer}");
+}
+
+fn ingest(server: &Licensing, events: Vec<Value>) {
+    let answers = server.call_stream(
+        "licensing.v1.IngestionService/Ingest",
+        &json!({ "batchId": 1, "events": events }),
+    );
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    for outcome in answers[0]["outcomes"].as_array().expect("outcomes") {
+        assert_eq!(outcome["outcome"], "OUTCOME_APPLIED", "{outcome}");
+    }
+}
+
+fn login(id: &str, member: &str, at: &str) -> Value {
+    json!({ "source": "pbx", "eventId": id, "accountId": ACCOUNT, "memberId": member,
+            "occurredAt": at, "agentLogin": {} })
+}
+
+fn queue_login(id: &str, member: &str, at: &str, queue: &str) -> Value {
+    json!({ "source": "pbx", "eventId": id, "accountId": ACCOUNT, "memberId": member,
+            "occurredAt": at, "queueLogin": { "queueId": queue } })
+}
+
+/// Every recommendation of one Advise call, in stream order.
+fn advise(server: &Licensing, request: Value) -> Vec<Value> {
+    server
+        .call_stream(&format!("{SERVICE}/Advise"), &request)
+        .iter()
+        .flat_map(|message| {
+            message["recommendations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// (kind, member, saving) of each recommendation.
+fn digest(recommendations: &[Value]) -> Vec<(String, String, i64)> {
+    recommendations
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or_default().to_owned(),
+                r["memberId"].as_str().unwrap_or_default().to_owned(),
+                r["monthlySaving"]["minorUnits"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn row(kind: &str, member: &str, saving: i64) -> (String, String, i64) {
+    (
+        format!("RECOMMENDATION_KIND_{kind}"),
+        member.to_owned(),
+        saving,
+    )
+}
+
+#[test]
+fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
+    let server = Licensing::start();
+    call(
+        &server,
+        "CreateAccount",
+        json!({ "accountId": ACCOUNT, "sandbox": true, "sandboxClockStart": "2026-09-01T08:00:00Z",
+                "settings": { "timeZone": "UTC", "autoGrowth": true } }),
+    );
+    let voice = |id: &str| json!({ "id": id, "channel": "CHANNEL_VOICE" });
+    // agent: COMMUNICATION and two skills = PROFESSIONAL, monthly; works the "sales" queue only.
+    apply(
+        &server,
+        "agent",
+        json!({ "role": "ROLE_USER", "skills": [voice("sales"), voice("support")] }),
+    );
+    // parttime: a TEAM_LEADER (STATISTICS: PROFESSIONAL), monthly, 6 login days a month.
+    apply(&server, "parttime", json!({ "role": "ROLE_TEAM_LEADER" }));
+    // stats: one skill (STANDARD) but statistics tracked (PROFESSIONAL) without STATISTICS.
+    apply(
+        &server,
+        "stats",
+        json!({ "role": "ROLE_USER", "skills": [voice("support")], "trackStatistics": true }),
+    );
+    // ghost: one skill = STANDARD, monthly, never logs in.
+    apply(
+        &server,
+        "ghost",
+        json!({ "role": "ROLE_USER", "skills": [voice("sales")] }),
+    );
+    // 10 STANDARD seats bought; ghost holds the only one in use.
+    let cart = json!({ "accountId": ACCOUNT, "changes": [{ "product": "PRODUCT_STANDARD_SEAT", "seats": 10 }] });
+    let preview = call(&server, "AdjustInventory", cart.clone());
+    let mut confirm = cart;
+    confirm["confirm"] = json!(true);
+    confirm["revision"] = preview["revision"].clone();
+    call(&server, "AdjustInventory", confirm);
+
+    // parttime logs in on the 1st to the 6th of September, October and November.
+    for (month, clock) in [
+        ("09", "2026-09-07T08:00:00Z"),
+        ("10", "2026-10-07T08:00:00Z"),
+        ("11", "2026-11-21T08:00:00Z"),
+    ] {
+        advance(&server, clock);
+        let mut events: Vec<Value> = (1..=6)
+            .map(|day| {
+                login(
+                    &format!("pt-{month}-{day}"),
+                    "parttime",
+                    &format!("2026-{month}-{day:02}T09:00:00Z"),
+                )
+            })
+            .collect();
+        if month == "11" {
+            // On Nov 20 agent logs into the sales queue and stats logs in.
+            events.push(queue_login(
+                "ag-1",
+                "agent",
+                "2026-11-20T09:00:00Z",
+                "sales",
+            ));
+            events.push(login("st-1", "stats", "2026-11-20T09:00:00Z"));
+        }
+        ingest(&server, events);
+    }
+    // Dec 1: the last three closed months are September to November; the 30-day window is
+    // Nov 2 to Dec 1.
+    advance(&server, "2026-12-01T08:00:00Z");
+
+    let all = advise(&server, json!({ "accountId": ACCOUNT }));
+    assert_eq!(
+        digest(&all),
+        vec![
+            // agent: without "support", COMMUNICATION and one skill = STANDARD: 4900 - 2900.
+            row("RIGHT_SIZE", "agent", 2000),
+            // stats: tracking off = STANDARD: 4900 - 2900.
+            row("RIGHT_SIZE", "stats", 2000),
+            // agent: November's one login day at 290 against 4900 (the only month with logins).
+            row("BILLING_MODE", "agent", 4900 - 290),
+            // parttime: 6 x 290 = 1740 against 4900 in each of 3 months: 3160 a month.
+            row("BILLING_MODE", "parttime", 4900 - 1740),
+            row("BILLING_MODE", "stats", 4900 - 290),
+            // ghost: no login from Nov 2 on, a monthly STANDARD seat for nothing.
+            row("IDLE_MEMBER", "ghost", 2900),
+            // 10 STANDARD seats, 1 in use: 9 x 2900.
+            row("UNUSED_SEATS", "", 9 * 2900),
+        ],
+        "{all:#?}"
+    );
+    let agent = &all[0];
+    assert_eq!(agent["monthlySaving"]["currencyCode"], "EUR");
+    assert_eq!(
+        agent["rightSize"],
+        json!({ "trigger": "TRIGGER_SEVERAL_SKILLS", "fromTier": "TIER_PROFESSIONAL",
+                "toTier": "TIER_STANDARD", "unusedSkills": ["support"], "loginDays": 1 })
+    );
+    assert!(
+        agent["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("support")),
+        "{agent}"
+    );
+    let parttime = &all[3]["billingMode"];
+    assert_eq!(parttime["recommended"], "BILLING_MODE_DAILY");
+    assert_eq!(parttime["cheaperMonths"], 3);
+    let months: Vec<&str> = parttime["months"]
+        .as_array()
+        .expect("months")
+        .iter()
+        .map(|m| m["month"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(months, vec!["2026-09", "2026-10", "2026-11"]);
+    assert_eq!(parttime["months"][0]["daily"]["minorUnits"], "1740");
+    assert_eq!(
+        all[6]["adjustInventory"],
+        json!({ "accountId": ACCOUNT, "changes": [{ "product": "PRODUCT_STANDARD_SEAT", "seats": 1 }] })
+    );
+
+    // Filters: one kind; a minimum saving.
+    let idle = advise(
+        &server,
+        json!({ "accountId": ACCOUNT, "kinds": ["RECOMMENDATION_KIND_IDLE_MEMBER"] }),
+    );
+    assert_eq!(digest(&idle), vec![row("IDLE_MEMBER", "ghost", 2900)]);
+    let big = advise(
+        &server,
+        json!({ "accountId": ACCOUNT, "minimumSaving": 3000 }),
+    );
+    assert_eq!(
+        digest(&big),
+        vec![
+            row("BILLING_MODE", "agent", 4610),
+            row("BILLING_MODE", "parttime", 3160),
+            row("BILLING_MODE", "stats", 4610),
+            row("UNUSED_SEATS", "", 26100),
+        ]
+    );
+
+    // The advice's request is a preview as given; with `apply` it applies, and the advice goes.
+    let mut request = agent["resolveMember"].clone();
+    let previewed = call(&server, "ResolveMember", request.clone());
+    assert_eq!(previewed["licence"]["tier"], "TIER_STANDARD", "{previewed}");
+    assert_eq!(previewed.get("applied"), None, "a preview: {previewed}");
+    request["apply"] = json!(true);
+    let applied = call(&server, "ResolveMember", request);
+    assert_eq!(applied["applied"], true);
+    let after = advise(
+        &server,
+        json!({ "accountId": ACCOUNT, "kinds": ["RECOMMENDATION_KIND_RIGHT_SIZE"] }),
+    );
+    assert_eq!(digest(&after), vec![row("RIGHT_SIZE", "stats", 2000)]);
+    // agent is STANDARD now: daily billing no longer applies to them.
+    let modes = advise(
+        &server,
+        json!({ "accountId": ACCOUNT, "kinds": ["RECOMMENDATION_KIND_BILLING_MODE"] }),
+    );
+    assert!(
+        digest(&modes)
+            .iter()
+            .all(|(_, member, _)| member != "agent"),
+        "{modes:#?}"
+    );
+}
+
+#[test]
+fn bad_advise_requests_name_the_field_and_write_nothing() {
+    let server = Licensing::start();
+    call(
+        &server,
+        "CreateAccount",
+        json!({ "accountId": ACCOUNT, "sandbox": true, "settings": { "timeZone": "UTC" } }),
+    );
+    let method = format!("{SERVICE}/Advise");
+    for (request, field, value) in [
+        (
+            json!({ "accountId": ACCOUNT, "windowDays": 367 }),
+            "window_days",
+            "367",
+        ),
+        (
+            json!({ "accountId": ACCOUNT, "months": 25 }),
+            "months",
+            "25",
+        ),
+        (
+            json!({ "accountId": ACCOUNT, "minimumSaving": -1 }),
+            "minimum_saving",
+            "-1",
+        ),
+        (
+            json!({ "accountId": ACCOUNT, "kinds": ["RECOMMENDATION_KIND_UNSPECIFIED"] }),
+            "kinds[0]",
+            "RECOMMENDATION_KIND_UNSPECIFIED",
+        ),
+        (
+            json!({ "accountId": ACCOUNT, "kinds": [9] }),
+            "kinds[0]",
+            "9",
+        ),
+    ] {
+        let error = server.call_err(&method, &request);
+        assert!(
+            error.contains("Code: InvalidArgument")
+                && error.contains(field)
+                && error.contains(value),
+            "{request}: {error}"
+        );
+    }
+    let missing = server.call_err(&method, &json!({ "accountId": "nobody" }));
+    assert!(missing.contains("Code: NotFound"), "{missing}");
+    // An account with nothing to say answers one empty message.
+    let empty = server.call_stream(&method, &json!({ "accountId": ACCOUNT }));
+    assert_eq!(empty, vec![json!({})]);
+}
