@@ -192,7 +192,7 @@ fn recommendations(
                 modes.push(api::Recommendation {
                     kind: Kind::BillingMode as i32,
                     summary: format!(
-                        "billed {}: {} would have cost less in {} of the last {} months with logins",
+                        "billed {}: {} would have cost less in {} of the {} months compared",
                         mode_name(advice.current),
                         mode_name(advice.recommended),
                         advice.cheaper_months,
@@ -366,7 +366,7 @@ fn right_size_summary(found: &RightSizing, window_days: u32) -> String {
             format!("{removed} on a member whose skills are all VOICE")
         }
     };
-    format!("{} -> {}: {why}", found.from.tier, found.to.tier)
+    format!("{} to {}: {why}", found.from.tier, found.to.tier)
 }
 
 fn right_size_evidence(found: &RightSizing, activity: &MemberActivity) -> api::RightSizeEvidence {
