@@ -3,7 +3,7 @@
 //! this module reads those, turns each recommendation into the request that would apply it, and
 //! streams them. Nothing is written.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use licensing_core::{
     Account, BillingMode, BillingMonth, MemberSettings, MemberSettingsInput, PriceList,
@@ -18,7 +18,7 @@ use super::{Licensing, Use};
 use crate::{
     api,
     convert::{from_proto, to_proto},
-    error::ApiError,
+    error::{ApiError, status},
     outbox::ResponseStream,
 };
 
@@ -28,8 +28,8 @@ const MAX_WINDOW_DAYS: u32 = 366;
 /// The closed months compared for the billing mode when the request names none, and at most.
 const DEFAULT_MONTHS: u32 = 3;
 const MAX_MONTHS: u32 = 24;
-/// Recommendations per message.
-const PER_MESSAGE: usize = 256;
+/// Members judged per read of the blocking pool; each page's recommendations are one message.
+const PAGE: usize = 1024;
 const STREAM_BUFFER: usize = 2;
 
 /// What a request asks for, validated.
@@ -94,18 +94,16 @@ impl Licensing {
         };
         let prices = self.prices.clone();
         // Unknown accounts fail the call itself rather than the stream.
-        let recommendations = self
-            .blocking(move |store| recommendations(store, &query, &prices))
+        let context = self
+            .blocking(move |store| context(store, query, &prices))
             .await?;
         let (mut outbox, stream) = self.streams.open_stream(STREAM_BUFFER)?;
+        let this = self.clone();
         tokio::spawn(async move {
-            if recommendations.is_empty() {
-                let _ = outbox.send(api::AdviseResponse::default()).await;
-                return;
-            }
-            let mut rest = recommendations.into_iter().peekable();
-            while rest.peek().is_some() {
-                let recommendations: Vec<_> = rest.by_ref().take(PER_MESSAGE).collect();
+            let context = Arc::new(context);
+            let mut sent = false;
+            if !context.seats.is_empty() {
+                let recommendations = context.seats.clone();
                 if outbox
                     .send(api::AdviseResponse { recommendations })
                     .await
@@ -113,19 +111,58 @@ impl Licensing {
                 {
                     return;
                 }
+                sent = true;
+            }
+            let mut after: Option<String> = None;
+            loop {
+                let (context, prices, from) = (context.clone(), this.prices.clone(), after.take());
+                let page = this
+                    .stream_blocking(move |store| {
+                        member_page(store, &context, &prices, from.as_deref())
+                    })
+                    .await;
+                let (recommendations, last) = match page {
+                    Ok(page) => page,
+                    Err(failed) => {
+                        outbox.finish(status(failed));
+                        return;
+                    }
+                };
+                if !recommendations.is_empty() {
+                    if outbox
+                        .send(api::AdviseResponse { recommendations })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    sent = true;
+                }
+                match last {
+                    Some(last) => after = Some(last),
+                    None => break,
+                }
+            }
+            if !sent {
+                let _ = outbox.send(api::AdviseResponse::default()).await;
             }
         });
         Ok(stream)
     }
 }
 
-/// Every recommendation the query asks for, in the contract's order: right-sizings, billing
-/// modes, idle members, then unused seats; members in id order within each kind.
-fn recommendations(
-    store: &Store,
-    query: &Query,
-    prices: &PriceList,
-) -> Result<Vec<api::Recommendation>, OpError> {
+/// What every page of members is judged against, read once per call.
+struct Context {
+    query: Query,
+    account: Account,
+    activities: BTreeMap<String, MemberActivity>,
+    closed: Vec<(BillingMonth, MonthDays)>,
+    /// The unused-seats recommendations, sent first.
+    seats: Vec<api::Recommendation>,
+}
+
+/// Reads the account, the window's activity and the months compared; the seats advice.
+fn context(store: &Store, query: Query, prices: &PriceList) -> Result<Context, OpError> {
     use api::RecommendationKind as Kind;
     let account = store.account(&query.account_id)?;
     let zone = &account.settings.zone;
@@ -140,32 +177,64 @@ fn recommendations(
     } else {
         Vec::new()
     };
+    let seats = if query.wants(Kind::UnusedSeats) {
+        unused_seats(&account, query.minimum_saving, prices)
+    } else {
+        Vec::new()
+    };
+    Ok(Context {
+        query,
+        account,
+        activities,
+        closed,
+        seats,
+    })
+}
+
+/// The recommendations of the next [`PAGE`] members after `after`, each member's together
+/// (right-sizing, billing mode, idle), and the last member read when there may be more.
+fn member_page(
+    store: &Store,
+    context: &Context,
+    prices: &PriceList,
+    after: Option<&str>,
+) -> Result<(Vec<api::Recommendation>, Option<String>), OpError> {
+    use api::RecommendationKind as Kind;
+    let Context {
+        query,
+        account,
+        activities,
+        closed,
+        ..
+    } = context;
     let retention = account.settings.recording_retention;
     let currency = prices.currency();
     let money = |minor_units| Some(to_proto::money(minor_units, currency));
     let idle = MemberActivity::default();
-
-    let (mut right_sizes, mut modes, mut idles) = (Vec::new(), Vec::new(), Vec::new());
-    for member in store.members(&query.account_id, None) {
+    let mut page = Vec::new();
+    let mut read = 0usize;
+    let mut last = None;
+    for member in store.members(&query.account_id, after).take(PAGE) {
         let StoredMember {
             member_id,
             settings,
             ..
         } = member?;
+        read = read.saturating_add(1);
         let activity = activities.get(&member_id);
         if query.wants(Kind::RightSize) {
             for found in
                 advisor::right_sizings(&settings, activity.unwrap_or(&idle), retention, prices)
             {
                 if found.monthly_saving >= query.minimum_saving.max(1) {
-                    right_sizes.push(api::Recommendation {
+                    page.push(api::Recommendation {
                         kind: Kind::RightSize as i32,
                         summary: right_size_summary(&found, query.window_days),
                         monthly_saving: money(found.monthly_saving),
                         evidence: Some(api::recommendation::Evidence::RightSize(
                             right_size_evidence(&found, activity.unwrap_or(&idle)),
                         )),
-                        apply: Some(preview(&account, &member_id, &found.settings)),
+                        apply: Some(preview(account, &member_id, &found.settings)),
                         member_id: member_id.clone(),
                     });
                 }
@@ -189,7 +258,7 @@ fn recommendations(
                 && advice.monthly_saving >= query.minimum_saving
                 && let Some(changed) = with_billing(&settings, advice.recommended)
             {
-                modes.push(api::Recommendation {
+                page.push(api::Recommendation {
                     kind: Kind::BillingMode as i32,
                     summary: format!(
                         "billed {}: {} would have cost less in {} of the {} months compared",
@@ -217,7 +286,7 @@ fn recommendations(
                             cheaper_months: advice.cheaper_months,
                         },
                     )),
-                    apply: Some(preview(&account, &member_id, &changed)),
+                    apply: Some(preview(account, &member_id, &changed)),
                     member_id: member_id.clone(),
                 });
             }
@@ -227,7 +296,7 @@ fn recommendations(
             && let Some(cost) = advisor::idle_member_cost(&resolution)
             && cost >= query.minimum_saving
         {
-            idles.push(api::Recommendation {
+            page.push(api::Recommendation {
                 kind: Kind::IdleMember as i32,
                 summary: format!(
                     "no login in the last {} days: the {} licence is paid for nothing",
@@ -241,50 +310,53 @@ fn recommendations(
                     },
                 )),
                 apply: None,
-                member_id,
+                member_id: member_id.clone(),
             });
         }
+        last = Some(member_id);
     }
-    let mut seats = Vec::new();
-    if query.wants(Kind::UnusedSeats) {
-        let inventory = &account.inventory;
-        for unused in advisor::unused_seats(inventory.seats, inventory.in_use, prices) {
-            if unused.monthly_saving < query.minimum_saving.max(1) {
-                continue;
-            }
-            seats.push(api::Recommendation {
-                kind: Kind::UnusedSeats as i32,
-                member_id: String::new(),
-                summary: format!(
-                    "{} {} bought, {} in use: reduce to {}",
-                    unused.bought, unused.product, unused.peak_in_use, unused.peak_in_use
-                ),
-                monthly_saving: money(unused.monthly_saving),
-                evidence: Some(api::recommendation::Evidence::UnusedSeats(
-                    api::UnusedSeatsEvidence {
+    Ok((page, if read == PAGE { last } else { None }))
+}
+
+/// Seats bought above those in use, saving at least `minimum_saving` (and something).
+fn unused_seats(
+    account: &Account,
+    minimum_saving: i64,
+    prices: &PriceList,
+) -> Vec<api::Recommendation> {
+    let currency = prices.currency();
+    let inventory = &account.inventory;
+    advisor::unused_seats(inventory.seats, inventory.in_use, prices)
+        .into_iter()
+        .filter(|unused| unused.monthly_saving >= minimum_saving.max(1))
+        .map(|unused| api::Recommendation {
+            kind: api::RecommendationKind::UnusedSeats as i32,
+            member_id: String::new(),
+            summary: format!(
+                "{} {} bought, {} in use: reduce to {}",
+                unused.bought, unused.product, unused.peak_in_use, unused.peak_in_use
+            ),
+            monthly_saving: Some(to_proto::money(unused.monthly_saving, currency)),
+            evidence: Some(api::recommendation::Evidence::UnusedSeats(
+                api::UnusedSeatsEvidence {
+                    product: to_proto::product(unused.product) as i32,
+                    seats: unused.bought,
+                    in_use: unused.peak_in_use,
+                },
+            )),
+            apply: Some(api::recommendation::Apply::AdjustInventory(
+                api::AdjustInventoryRequest {
+                    account_id: account.id.clone(),
+                    changes: vec![api::SeatChange {
                         product: to_proto::product(unused.product) as i32,
-                        seats: unused.bought,
-                        in_use: unused.peak_in_use,
-                    },
-                )),
-                apply: Some(api::recommendation::Apply::AdjustInventory(
-                    api::AdjustInventoryRequest {
-                        account_id: account.id.clone(),
-                        changes: vec![api::SeatChange {
-                            product: to_proto::product(unused.product) as i32,
-                            seats: unused.peak_in_use,
-                        }],
-                        confirm: false,
-                        revision: 0,
-                    },
-                )),
-            });
-        }
-    }
-    right_sizes.append(&mut modes);
-    right_sizes.append(&mut idles);
-    right_sizes.append(&mut seats);
-    Ok(right_sizes)
+                        seats: unused.peak_in_use,
+                    }],
+                    confirm: false,
+                    revision: 0,
+                },
+            )),
+        })
+        .collect()
 }
 
 /// Each member's login days in a month, and the highest tier they held on one.
