@@ -20,11 +20,15 @@
 //! `silent-connections` (fresh health checks while connections that never send a preface are
 //! held) and `stalled-streams` (`GetAccount` and `Ingest` while `ReadAuditTrail` streams never
 //! read).
+//!
+//! `advisor`: `Advise` of one account of 100,000 members with a month of history (the time to the
+//! first member's recommendation, members judged per second) next to `GetUsage` of it.
 
 // Printing the results is what a benchmark command is for.
 #![allow(clippy::print_stdout)]
 
 mod abuse;
+mod advisor;
 mod credentials;
 mod echo;
 mod history;
@@ -83,6 +87,8 @@ enum Command {
     Telemetry(telemetry::TelemetryArgs),
     /// GetUsage and GetStatement of the first month and of the twelfth, with a year of history.
     History(history::HistoryArgs),
+    /// Advise of one large account with a month of history, against GetUsage of it.
+    Advisor(advisor::AdvisorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +130,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Abuse(args) => abuse::run(&args),
         Command::Telemetry(args) => telemetry::run(&args),
         Command::History(args) => history::run(&args),
+        Command::Advisor(args) => advisor::run(&args),
     }
 }
 
