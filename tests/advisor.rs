@@ -115,6 +115,12 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
         "stats",
         json!({ "role": "ROLE_USER", "skills": [voice("support")], "trackStatistics": true }),
     );
+    // absent: two skills (PROFESSIONAL) and no login at all: idle, not a right-sizing.
+    apply(
+        &server,
+        "absent",
+        json!({ "role": "ROLE_USER", "skills": [voice("sales"), voice("support")] }),
+    );
     // ghost: one skill = STANDARD, monthly, never logs in.
     apply(
         &server,
@@ -167,6 +173,8 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
         vec![
             // 10 STANDARD seats, 1 in use: 9 x 2900.
             row("UNUSED_SEATS", "", 9 * 2900),
+            // absent: a monthly PROFESSIONAL seat for nothing.
+            row("IDLE_MEMBER", "absent", 4900),
             // agent: without "support", COMMUNICATION and one skill = STANDARD: 4900 - 2900.
             row("RIGHT_SIZE", "agent", 2000),
             // agent: November's one login day at 290 against 4900 (the only month with logins).
@@ -181,7 +189,7 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
         ],
         "{all:#?}"
     );
-    let agent = &all[1];
+    let agent = &all[2];
     assert_eq!(agent["monthlySaving"]["currencyCode"], "EUR");
     assert_eq!(
         agent["rightSize"],
@@ -194,7 +202,7 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
             .is_some_and(|s| s.contains("support")),
         "{agent}"
     );
-    let parttime = &all[4]["billingMode"];
+    let parttime = &all[5]["billingMode"];
     assert_eq!(parttime["recommended"], "BILLING_MODE_DAILY");
     assert_eq!(parttime["cheaperMonths"], 3);
     let months: Vec<&str> = parttime["months"]
@@ -215,7 +223,10 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
         &server,
         json!({ "accountId": ACCOUNT, "kinds": ["RECOMMENDATION_KIND_IDLE_MEMBER"] }),
     );
-    assert_eq!(digest(&idle), vec![row("IDLE_MEMBER", "ghost", 2900)]);
+    assert_eq!(
+        digest(&idle),
+        vec![row("IDLE_MEMBER", "absent", 4900), row("IDLE_MEMBER", "ghost", 2900)]
+    );
     let big = advise(
         &server,
         json!({ "accountId": ACCOUNT, "minimumSaving": 3000 }),
@@ -224,6 +235,7 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
         digest(&big),
         vec![
             row("UNUSED_SEATS", "", 26100),
+            row("IDLE_MEMBER", "absent", 4900),
             row("BILLING_MODE", "agent", 4610),
             row("BILLING_MODE", "parttime", 3160),
             row("BILLING_MODE", "stats", 4610),

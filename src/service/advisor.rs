@@ -210,7 +210,6 @@ fn member_page(
     let retention = account.settings.recording_retention;
     let currency = prices.currency();
     let money = |minor_units| Some(to_proto::money(minor_units, currency));
-    let idle = MemberActivity::default();
     let mut page = Vec::new();
     let mut read = 0usize;
     let mut last = None;
@@ -222,17 +221,18 @@ fn member_page(
         } = member?;
         read = read.saturating_add(1);
         let activity = activities.get(&member_id);
-        if query.wants(Kind::RightSize) {
-            for found in
-                advisor::right_sizings(&settings, activity.unwrap_or(&idle), retention, prices)
-            {
+        // A member with no login day in the window is the idle case, not a right-sizing.
+        if query.wants(Kind::RightSize)
+            && let Some(activity) = activity
+        {
+            for found in advisor::right_sizings(&settings, activity, retention, prices) {
                 if found.monthly_saving >= query.minimum_saving.max(1) {
                     page.push(api::Recommendation {
                         kind: Kind::RightSize as i32,
                         summary: right_size_summary(&found, query.window_days),
                         monthly_saving: money(found.monthly_saving),
                         evidence: Some(api::recommendation::Evidence::RightSize(
-                            right_size_evidence(&found, activity.unwrap_or(&idle)),
+                            right_size_evidence(&found, activity),
                         )),
                         apply: Some(preview(account, &member_id, &found.settings)),
                         member_id: member_id.clone(),
