@@ -225,7 +225,10 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
     );
     assert_eq!(
         digest(&idle),
-        vec![row("IDLE_MEMBER", "absent", 4900), row("IDLE_MEMBER", "ghost", 2900)]
+        vec![
+            row("IDLE_MEMBER", "absent", 4900),
+            row("IDLE_MEMBER", "ghost", 2900)
+        ]
     );
     let big = advise(
         &server,

@@ -6,8 +6,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use licensing_core::{
-    Account, BillingMode, BillingMonth, MemberSettings, MemberSettingsInput, PriceList,
-    StoredMember, Tier,
+    Account, BillingMode, BillingMonth, MemberSettings, PriceList, StoredMember, Tier,
     advisor::{self, MemberActivity, MonthUse, RightSizing, SettingsChange},
     resolve,
 };
@@ -405,16 +404,9 @@ fn preview(
 
 /// `settings` with the billing preference `mode`.
 fn with_billing(settings: &MemberSettings, mode: BillingMode) -> Option<MemberSettings> {
-    MemberSettings::new(MemberSettingsInput {
-        role: settings.role(),
-        permissions: settings.listed_permissions().iter().collect(),
-        skills: settings.skills().to_vec(),
-        track_statistics: settings.track_statistics(),
-        call_recording: settings.call_recording(),
-        outbound_calling: settings.outbound_calling(),
-        billing_preference: mode,
-    })
-    .ok()
+    let mut input = settings.to_input();
+    input.billing_preference = mode;
+    MemberSettings::new(input).ok()
 }
 
 fn mode_name(mode: BillingMode) -> &'static str {

@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::civil;
 
 use crate::{
-    BillingMode, Channel, LoginDay, MemberSettings, MemberSettingsInput, Permission, PermissionSet,
-    PriceList, Product, RecordingRetention, Resolution, Seats, Tier, Trigger, resolve,
+    BillingMode, Channel, LoginDay, MemberSettings, Permission, PermissionSet, PriceList, Product,
+    RecordingRetention, Resolution, Seats, Tier, Trigger, resolve,
 };
 
 /// What a member was seen doing in the advisor's window.
@@ -210,22 +210,9 @@ fn unused_skills(settings: &MemberSettings, activity: &MemberActivity) -> Vec<St
         .collect()
 }
 
-/// The settings as a request would give them.
-fn input_of(settings: &MemberSettings) -> MemberSettingsInput {
-    MemberSettingsInput {
-        role: settings.role(),
-        permissions: settings.listed_permissions().iter().collect(),
-        skills: settings.skills().to_vec(),
-        track_statistics: settings.track_statistics(),
-        call_recording: settings.call_recording(),
-        outbound_calling: settings.outbound_calling(),
-        billing_preference: settings.billing_preference(),
-    }
-}
-
 /// `settings` with `change` made, or `None` if the result would not be valid settings.
 pub fn apply(settings: &MemberSettings, change: &SettingsChange) -> Option<MemberSettings> {
-    let mut input = input_of(settings);
+    let mut input = settings.to_input();
     match change {
         SettingsChange::RemoveSkills(ids) => input.skills.retain(|s| !ids.contains(&s.id)),
         SettingsChange::StatisticsTrackingOff => input.track_statistics = false,

@@ -334,6 +334,19 @@ impl MemberSettings {
     pub fn billing_preference(&self) -> BillingMode {
         self.billing_preference
     }
+
+    /// The settings as a request gives them: `MemberSettings::new(s.to_input())` is `s` again.
+    pub fn to_input(&self) -> MemberSettingsInput {
+        MemberSettingsInput {
+            role: self.role,
+            permissions: self.listed_permissions.iter().collect(),
+            skills: self.skills.clone(),
+            track_statistics: self.track_statistics,
+            call_recording: self.call_recording,
+            outbound_calling: self.outbound_calling,
+            billing_preference: self.billing_preference,
+        }
+    }
 }
 
 #[cfg(test)]

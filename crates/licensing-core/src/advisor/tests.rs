@@ -7,7 +7,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::{
-    BillingMonth, LoginDay, Role, Skill, price::testing::prices, resolve::tests as strategies,
+    BillingMonth, LoginDay, MemberSettingsInput, Role, Skill, price::testing::prices,
+    resolve::tests as strategies,
 };
 
 fn skill(id: &str, channel: Channel) -> Skill {
@@ -364,6 +365,7 @@ proptest! {
         retention in strategies::retention(),
     ) {
         let current = MemberSettings::new(input).expect("valid");
+        prop_assert_eq!(MemberSettings::new(current.to_input()), Ok(current.clone()));
         let queues = current
             .skills()
             .iter()
