@@ -62,28 +62,13 @@ impl Licensing {
                 "must not be negative",
             ));
         }
-        let window_days = match request.window_days {
-            0 => DEFAULT_WINDOW_DAYS,
-            days if days > MAX_WINDOW_DAYS => {
-                return Err(ApiError::invalid(
-                    "window_days",
-                    days.to_string(),
-                    format!("at most {MAX_WINDOW_DAYS}"),
-                ));
-            }
-            days => days,
-        };
-        let months = match request.months {
-            0 => DEFAULT_MONTHS,
-            months if months > MAX_MONTHS => {
-                return Err(ApiError::invalid(
-                    "months",
-                    months.to_string(),
-                    format!("at most {MAX_MONTHS}"),
-                ));
-            }
-            months => months,
-        };
+        let window_days = bounded(
+            "window_days",
+            request.window_days,
+            DEFAULT_WINDOW_DAYS,
+            MAX_WINDOW_DAYS,
+        )?;
+        let months = bounded("months", request.months, DEFAULT_MONTHS, MAX_MONTHS)?;
         let query = Query {
             account_id,
             kinds,
@@ -147,6 +132,19 @@ impl Licensing {
             }
         });
         Ok(stream)
+    }
+}
+
+/// `value`, or `default` for 0; refused above `max`.
+fn bounded(field: &str, value: u32, default: u32, max: u32) -> Result<u32, ApiError> {
+    match value {
+        0 => Ok(default),
+        value if value > max => Err(ApiError::invalid(
+            field,
+            value.to_string(),
+            format!("at most {max}"),
+        )),
+        value => Ok(value),
     }
 }
 
