@@ -77,9 +77,10 @@ impl Licensing {
             months,
         };
         let prices = self.prices.clone();
-        // Unknown accounts fail the call itself rather than the stream.
+        // Unknown accounts fail the call itself rather than the stream. A long read: it waits
+        // for a stream slot, as every page after it does.
         let context = self
-            .blocking(move |store| context(store, query, &prices))
+            .stream_blocking(move |store| context(store, query, &prices))
             .await?;
         let (mut outbox, stream) = self.streams.open_stream(STREAM_BUFFER)?;
         let this = self.clone();
