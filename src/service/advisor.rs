@@ -3,11 +3,12 @@
 //! this module reads those, turns each recommendation into the request that would apply it, and
 //! streams them. Nothing is written.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeSet, sync::Arc};
 
+use jiff::civil;
 use licensing_core::{
-    Account, BillingMode, BillingMonth, MemberSettings, PriceList, StoredMember, Tier,
-    advisor::{self, MemberActivity, MonthUse, RightSizing, SettingsChange},
+    Account, BillingMode, BillingMonth, MemberSettings, PriceList, StoredMember,
+    advisor::{self, MemberActivity, RightSizing, SettingsChange},
     resolve,
 };
 use licensing_store::{OpError, Store};
@@ -153,13 +154,19 @@ fn bounded(field: &str, value: u32, default: u32, max: u32) -> Result<u32, ApiEr
 struct Context {
     query: Query,
     account: Account,
-    activities: BTreeMap<String, MemberActivity>,
-    closed: Vec<(BillingMonth, MonthDays)>,
+    /// The window's first and last dates (the account's today).
+    window: (civil::Date, civil::Date),
+    /// The whole months before the current one compared for the billing mode, oldest first.
+    closed: Vec<BillingMonth>,
+    /// Every month a page's login days are read in: the window's and the closed ones.
+    months: Vec<BillingMonth>,
     /// The unused-seats recommendations, sent first.
     seats: Vec<api::Recommendation>,
 }
 
-/// Reads the account, the window's activity and the months compared; the seats advice.
+/// Reads the account and works out the window and the months compared; the seats advice.
+/// Login days are read a page of members at a time, so the first page does not wait for the
+/// whole account's.
 fn context(store: &Store, query: Query, prices: &PriceList) -> Result<Context, OpError> {
     use api::RecommendationKind as Kind;
     let account = store.account(&query.account_id)?;
@@ -169,12 +176,27 @@ fn context(store: &Store, query: Query, prices: &PriceList) -> Result<Context, O
     let first = today
         .checked_sub(jiff::Span::new().days(i64::from(query.window_days.saturating_sub(1))))
         .unwrap_or(today);
-    let activities = store.member_activities(&query.account_id, first, today)?;
-    let closed = if query.wants(Kind::BillingMode) {
-        closed_months(store, &query.account_id, zone.month(now), query.months)?
-    } else {
-        Vec::new()
-    };
+    let current = zone.month(now);
+    let mut closed = Vec::new();
+    if query.wants(Kind::BillingMode) {
+        let mut month = current;
+        for _ in 0..query.months {
+            let Some(previous) = month.previous() else {
+                break;
+            };
+            month = previous;
+            closed.push(month);
+        }
+        closed.reverse();
+    }
+    let mut months: BTreeSet<BillingMonth> = closed.iter().copied().collect();
+    let month_of = |d: civil::Date| BillingMonth::new(d.year(), d.month());
+    if let (Some(mut month), Some(last)) = (month_of(first), month_of(today)) {
+        while month <= last {
+            months.insert(month);
+            month = month.next();
+        }
+    }
     let seats = if query.wants(Kind::UnusedSeats) {
         unused_seats(&account, query.minimum_saving, prices)
     } else {
@@ -183,8 +205,9 @@ fn context(store: &Store, query: Query, prices: &PriceList) -> Result<Context, O
     Ok(Context {
         query,
         account,
-        activities,
+        window: (first, today),
         closed,
+        months: months.into_iter().collect(),
         seats,
     })
 }
@@ -201,24 +224,31 @@ fn member_page(
     let Context {
         query,
         account,
-        activities,
+        window: (first, today),
         closed,
+        months,
         ..
     } = context;
     let retention = account.settings.recording_retention;
     let currency = prices.currency();
     let money = |minor_units| Some(to_proto::money(minor_units, currency));
+    let members = store
+        .members(&query.account_id, after)
+        .take(PAGE)
+        .collect::<Result<Vec<StoredMember>, _>>()?;
+    let ids: Vec<&str> = members.iter().map(|m| m.member_id.as_str()).collect();
+    let days = store.members_days(&query.account_id, &ids, months)?;
+    let more = members.len() == PAGE;
     let mut page = Vec::new();
-    let mut read = 0usize;
     let mut last = None;
-    for member in store.members(&query.account_id, after).take(PAGE) {
+    for (member, days) in members.into_iter().zip(days) {
         let StoredMember {
             member_id,
             settings,
             ..
-        } = member?;
-        read = read.saturating_add(1);
-        let activity = activities.get(&member_id);
+        } = member;
+        let activity = advisor::window_activity(&days, *first, *today);
+        let activity = activity.as_ref();
         // A member with no login day in the window is the idle case, not a right-sizing.
         if query.wants(Kind::RightSize)
             && let Some(activity) = activity
@@ -240,17 +270,7 @@ fn member_page(
         }
         let resolution = resolve(&settings, retention, prices);
         if query.wants(Kind::BillingMode) && resolution.tier.allows_daily_billing() {
-            let months: Vec<MonthUse> = closed
-                .iter()
-                .filter_map(|(month, days)| {
-                    let (login_days, tier) = days.get(&member_id)?;
-                    Some(MonthUse {
-                        month: *month,
-                        tier: *tier,
-                        login_days: *login_days,
-                    })
-                })
-                .collect();
+            let months = advisor::month_uses(&days, closed);
             if let Some(advice) =
                 advisor::billing_mode_advice(resolution.billing.effective, &months, prices)
                 && advice.monthly_saving >= query.minimum_saving
@@ -313,7 +333,7 @@ fn member_page(
         }
         last = Some(member_id);
     }
-    Ok((page, if read == PAGE { last } else { None }))
+    Ok((page, if more { last } else { None }))
 }
 
 /// Seats bought above those in use, saving at least `minimum_saving` (and something).
@@ -355,36 +375,6 @@ fn unused_seats(
             )),
         })
         .collect()
-}
-
-/// Each member's login days in a month, and the highest tier they held on one.
-type MonthDays = BTreeMap<String, (u32, Tier)>;
-
-/// The `count` whole months before `current`, oldest first, each with every member's
-/// login days and highest tier in it.
-fn closed_months(
-    store: &Store,
-    account_id: &str,
-    current: BillingMonth,
-    count: u32,
-) -> Result<Vec<(BillingMonth, MonthDays)>, OpError> {
-    let mut months = Vec::new();
-    let mut month = current;
-    for _ in 0..count {
-        let Some(previous) = month.previous() else {
-            break;
-        };
-        month = previous;
-        let mut members = MonthDays::new();
-        for (member, _, day) in store.month_login_days(account_id, month)? {
-            let entry = members.entry(member).or_insert((0, day.tier));
-            entry.0 = entry.0.saturating_add(1);
-            entry.1 = entry.1.max(day.tier);
-        }
-        months.push((month, members));
-    }
-    months.reverse();
-    Ok(months)
 }
 
 /// A `ResolveMember` preview of `settings` for the member.

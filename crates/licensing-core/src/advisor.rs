@@ -17,7 +17,7 @@
 //! - **Calls only.** A member all of whose skills are on the VOICE channel handles calls only;
 //!   WORKSPACE or API on such a member is a candidate.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use jiff::civil;
 
@@ -48,27 +48,51 @@ impl MemberActivity {
     }
 }
 
-/// Each member's activity over the login days `days` (member id, date, day) dated `from` or
-/// later; members without a day in the window are absent.
-pub fn activities<'a>(
-    days: impl IntoIterator<Item = (&'a str, civil::Date, &'a LoginDay)>,
+/// A member's activity over their login days `days` (dated), counting those from `from` to
+/// `to`, both included; `None` without a login day in the window.
+pub fn window_activity<'a>(
+    days: impl IntoIterator<Item = &'a (civil::Date, LoginDay)>,
     from: civil::Date,
-) -> BTreeMap<String, MemberActivity> {
-    let mut found: BTreeMap<String, MemberActivity> = BTreeMap::new();
-    for (member, date, day) in days {
-        if date < from {
+    to: civil::Date,
+) -> Option<MemberActivity> {
+    let mut found: Option<MemberActivity> = None;
+    for (date, day) in days {
+        if *date < from || *date > to {
             continue;
         }
-        match found.get_mut(member) {
-            Some(activity) => activity.add_day(day),
-            None => {
-                let mut activity = MemberActivity::default();
-                activity.add_day(day);
-                found.insert(member.to_owned(), activity);
-            }
-        }
+        found
+            .get_or_insert_with(MemberActivity::default)
+            .add_day(day);
     }
     found
+}
+
+/// A member's use of each of `months` from their login days `days` (dated): the login days
+/// of each month and the highest tier held on one of them. Months without a login day are
+/// left out (the member paid nothing in them, or held no licence).
+pub fn month_uses(
+    days: &[(civil::Date, LoginDay)],
+    months: &[crate::BillingMonth],
+) -> Vec<MonthUse> {
+    months
+        .iter()
+        .filter_map(|month| {
+            let mut found: Option<MonthUse> = None;
+            for (date, day) in days {
+                if crate::BillingMonth::new(date.year(), date.month()) != Some(*month) {
+                    continue;
+                }
+                let entry = found.get_or_insert(MonthUse {
+                    month: *month,
+                    tier: day.tier,
+                    login_days: 0,
+                });
+                entry.login_days = entry.login_days.saturating_add(1);
+                entry.tier = entry.tier.max(day.tier);
+            }
+            found
+        })
+        .collect()
 }
 
 /// The cost of `resolution` over a month in which the member logged in on `login_days` days:

@@ -556,40 +556,31 @@ impl Store {
         Ok(result)
     }
 
-    /// What each member did from `from` to `to` (the account's dates, both included): their
-    /// login days and the queues they logged into, for the advisor. One pass over the keys of
-    /// each month the window spans; members without a login day in it are absent.
-    pub fn member_activities(
+    /// The login days of each of `members` (ascending ids, as [`Store::members`] lists them)
+    /// in each of `months` (ascending), dated, oldest first: one pass per month over the
+    /// month's days from the first member's to the last's, as [`Store::members_login_days`].
+    pub fn members_days(
         &self,
         account_id: &str,
-        from: civil::Date,
-        to: civil::Date,
-    ) -> Result<std::collections::BTreeMap<String, licensing_core::advisor::MemberActivity>, OpError>
-    {
-        let month_of = |d: civil::Date| BillingMonth::new(d.year(), d.month());
-        let (Some(mut month), Some(last)) = (month_of(from), month_of(to)) else {
-            return Ok(Default::default());
-        };
-        let mut days = Vec::new();
-        while month <= last {
-            for (member, date, day) in self.month_login_days(account_id, month)? {
-                let date: civil::Date = date.parse().map_err(|_| {
-                    StoreError::Corrupt(crate::Corrupt {
-                        what: "login day",
-                        problem: format!("date {date:?}"),
-                    })
-                })?;
-                if date <= to {
-                    days.push((member, date, day));
+        members: &[&str],
+        months: &[BillingMonth],
+    ) -> Result<Vec<Vec<(civil::Date, LoginDay)>>, OpError> {
+        let mut result: Vec<Vec<(civil::Date, LoginDay)>> = vec![Vec::new(); members.len()];
+        for month in months {
+            let read = self.members_login_days(account_id, members, *month)?;
+            for (days, member_days) in result.iter_mut().zip(read) {
+                for (date, day) in member_days {
+                    let date: civil::Date = date.parse().map_err(|_| {
+                        StoreError::Corrupt(crate::Corrupt {
+                            what: "login day",
+                            problem: format!("date {date:?}"),
+                        })
+                    })?;
+                    days.push((date, day));
                 }
             }
-            month = month.next();
         }
-        Ok(licensing_core::advisor::activities(
-            days.iter()
-                .map(|(member, date, day)| (member.as_str(), *date, day)),
-            from,
-        ))
+        Ok(result)
     }
 
     /// The peak number of concurrently logged-in agents per tier in `month`.

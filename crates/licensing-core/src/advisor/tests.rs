@@ -78,8 +78,9 @@ fn an_agent_with_an_unused_second_skill() {
     assert!(advise(&agent, &unknown).is_empty());
 }
 
-/// Login days from the window's first date on make the activity: a day before it does not
-/// count, queues are the union of the days', one incomplete day makes them unknown.
+/// Login days from the window's first date to its last make the activity: a day outside it
+/// does not count, queues are the union of the days', one incomplete day makes them unknown.
+/// The window crosses a month boundary (October 31st to November 11th).
 #[test]
 fn activity_over_a_window_of_login_days() {
     let day = |queues: &[&str], truncated| LoginDay {
@@ -90,29 +91,66 @@ fn activity_over_a_window_of_login_days() {
         queues: queues.iter().map(|q| (*q).to_owned()).collect(),
         queues_truncated: truncated,
     };
-    let date = |d: i8| jiff::civil::date(2026, 11, d);
-    let (before, sales, billing, old) = (
-        day(&["old-queue"], false),
-        day(&["sales"], false),
-        day(&["billing"], false),
-        day(&[], true),
-    );
-    let days = vec![
-        ("ann", date(1), &before),
-        ("ann", date(10), &sales),
-        ("ann", date(11), &billing),
-        ("bob", date(12), &old),
+    let date = |m: i8, d: i8| jiff::civil::date(2026, m, d);
+    let ann = vec![
+        (date(10, 30), day(&["before"], false)),
+        (date(10, 31), day(&["sales"], false)),
+        (date(11, 10), day(&["billing"], false)),
+        (date(11, 12), day(&["after"], false)),
     ];
-    let found = activities(days, date(2));
-    assert_eq!(found.len(), 2);
-    let ann = &found["ann"];
-    assert_eq!(ann.login_days, 2);
+    let found = window_activity(&ann, date(10, 31), date(11, 11)).expect("ann");
+    assert_eq!(found.login_days, 2);
     assert_eq!(
-        ann.queues.iter().map(String::as_str).collect::<Vec<_>>(),
+        found.queues.iter().map(String::as_str).collect::<Vec<_>>(),
         vec!["billing", "sales"]
     );
-    assert!(!ann.queues_unknown);
-    assert!(found["bob"].queues_unknown);
+    assert!(!found.queues_unknown);
+
+    let bob = vec![(date(11, 1), day(&[], true))];
+    assert!(
+        window_activity(&bob, date(10, 31), date(11, 11))
+            .expect("bob")
+            .queues_unknown
+    );
+    // Only days outside the window: no activity, the idle case.
+    assert_eq!(window_activity(&ann[..1], date(10, 31), date(11, 11)), None);
+}
+
+/// Each month's login days and the highest tier held on one: September 2 days (STANDARD then
+/// PROFESSIONAL: PROFESSIONAL), October none (left out), November 1 day.
+#[test]
+fn month_uses_count_days_and_keep_the_highest_tier() {
+    let day = |tier| LoginDay {
+        tier,
+        billable: true,
+        logins: 1,
+        event_ids: vec![],
+        queues: vec![],
+        queues_truncated: false,
+    };
+    let date = |m: i8, d: i8| jiff::civil::date(2026, m, d);
+    let days = vec![
+        (date(9, 3), day(Tier::Standard)),
+        (date(9, 4), day(Tier::Professional)),
+        (date(11, 20), day(Tier::Standard)),
+        (date(12, 1), day(Tier::Enterprise)),
+    ];
+    let found = month_uses(&days, &[month(9), month(10), month(11)]);
+    assert_eq!(
+        found,
+        vec![
+            MonthUse {
+                month: month(9),
+                tier: Tier::Professional,
+                login_days: 2
+            },
+            MonthUse {
+                month: month(11),
+                tier: Tier::Standard,
+                login_days: 1
+            },
+        ]
+    );
 }
 
 /// No queue login at all keeps the first skill: removing every skill is not right-sizing (a

@@ -1259,10 +1259,11 @@ fn a_version_2_database_is_upgraded_and_its_days_have_unknown_queues() {
     assert!(!day.queues_truncated);
 }
 
-/// The advisor's window: login days from its first to its last date, across a month boundary,
-/// with the queues logged into; days outside it do not count.
+/// The advisor's reads: each member's login days over the months asked for, dated and in
+/// order, with the queues logged into; months not asked for are not read, and a member with
+/// no day in them gets none.
 #[test]
-fn member_activities_cover_the_window_across_months() {
+fn members_days_cover_the_months_asked_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     setup(&store, "UTC", "2026-06-20T00:00:00Z", 62);
@@ -1273,25 +1274,27 @@ fn member_activities_cover_the_window_across_months() {
         queue("q2", "2026-05-30T08:00:00Z", "sales"),
         queue("q3", "2026-06-02T08:00:00Z", "billing"),
         event("l1", "pro", "2026-06-03T08:00:00Z", EventKind::AgentLogin),
-        queue("q4", "2026-06-19T08:00:00Z", "after"),
     ];
     assert!(
         ingest(&store, events)
             .iter()
             .all(|o| *o == Outcome::Applied)
     );
-    let date = |text: &str| text.parse::<jiff::civil::Date>().expect("date");
+    let months = [
+        BillingMonth::new(2026, 5).expect("May"),
+        BillingMonth::new(2026, 6).expect("June"),
+    ];
     let found = store
-        .member_activities("acme", date("2026-05-01"), date("2026-06-18"))
-        .expect("activities");
-    assert_eq!(found.len(), 2, "{found:?}");
-    let std = &found["std"];
-    assert_eq!(std.login_days, 2);
-    assert_eq!(
-        std.queues.iter().map(String::as_str).collect::<Vec<_>>(),
-        vec!["billing", "sales"]
-    );
-    assert!(!std.queues_unknown);
-    assert_eq!(found["pro"].login_days, 1);
-    assert!(found["pro"].queues.is_empty());
+        .members_days("acme", &["absent", "pro", "std"], &months)
+        .expect("days");
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found[0].is_empty());
+    let dates = |days: &[(jiff::civil::Date, LoginDay)]| {
+        days.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(dates(&found[1]), vec!["2026-06-03"]);
+    assert!(found[1][0].1.queues.is_empty());
+    assert_eq!(dates(&found[2]), vec!["2026-05-30", "2026-06-02"]);
+    assert_eq!(found[2][0].1.queues, vec!["sales".to_owned()]);
+    assert_eq!(found[2][1].1.queues, vec!["billing".to_owned()]);
 }
