@@ -271,6 +271,88 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
     );
 }
 
+/// 10 STANDARD seats bought and at most 6 used all month: six agents hold a seat from November
+/// 2nd, five are removed on November 20th. On December 1st (window November 2nd to December
+/// 1st) one seat is in use but six were at November's peak: reduce to 6, 4 x 2900 = 11600 a
+/// month, not to 1. On January 5th (window December 7th to January 5th) no month it touches
+/// held more than one: reduce to 1, 9 x 2900 = 26100.
+#[test]
+fn seats_are_reduced_to_the_peak_in_use_of_the_window_not_to_those_in_use_now() {
+    let server = Licensing::start();
+    call(
+        &server,
+        "CreateAccount",
+        json!({ "accountId": ACCOUNT, "sandbox": true, "sandboxClockStart": "2026-11-02T08:00:00Z",
+                "settings": { "timeZone": "UTC" } }),
+    );
+    let cart = json!({ "accountId": ACCOUNT, "changes": [{ "product": "PRODUCT_STANDARD_SEAT", "seats": 10 }] });
+    let preview = call(&server, "AdjustInventory", cart.clone());
+    let mut confirm = cart;
+    confirm["confirm"] = json!(true);
+    confirm["revision"] = preview["revision"].clone();
+    call(&server, "AdjustInventory", confirm);
+    let agent =
+        json!({ "role": "ROLE_USER", "skills": [{ "id": "sales", "channel": "CHANNEL_VOICE" }] });
+    for n in 1..=6 {
+        apply(&server, &format!("agent-{n}"), agent.clone());
+    }
+    advance(&server, "2026-11-20T08:00:00Z");
+    for n in 2..=6 {
+        call(
+            &server,
+            "RemoveMember",
+            json!({ "accountId": ACCOUNT, "memberId": format!("agent-{n}") }),
+        );
+    }
+    // agent-1 works every day, so no member is idle.
+    advance(&server, "2026-11-30T12:00:00Z");
+    let days: Vec<Value> = (2..=30)
+        .map(|day| {
+            queue_login(
+                &format!("a1-11-{day}"),
+                "agent-1",
+                &format!("2026-11-{day:02}T09:00:00Z"),
+                "sales",
+            )
+        })
+        .collect();
+    ingest(&server, days);
+    advance(&server, "2026-12-01T08:00:00Z");
+    let seats = json!({ "accountId": ACCOUNT, "kinds": ["RECOMMENDATION_KIND_UNUSED_SEATS"] });
+    let december = advise(&server, seats.clone());
+    assert_eq!(
+        digest(&december),
+        vec![row("UNUSED_SEATS", "", 4 * 2900)],
+        "{december:#?}"
+    );
+    assert_eq!(
+        december[0]["unusedSeats"],
+        json!({ "product": "PRODUCT_STANDARD_SEAT", "seats": 10, "inUse": 1, "peakInUse": 6,
+                "since": "2026-11" })
+    );
+    assert_eq!(
+        december[0]["adjustInventory"]["changes"],
+        json!([{ "product": "PRODUCT_STANDARD_SEAT", "seats": 6 }])
+    );
+    // The reduction it proposes is one the cart accepts.
+    let reduce = call(
+        &server,
+        "AdjustInventory",
+        december[0]["adjustInventory"].clone(),
+    );
+    assert_eq!(reduce["nextMonth"]["minorUnits"], "-11600", "{reduce}");
+
+    advance(&server, "2027-01-05T08:00:00Z");
+    let january = advise(&server, seats);
+    assert_eq!(
+        digest(&january),
+        vec![row("UNUSED_SEATS", "", 9 * 2900)],
+        "{january:#?}"
+    );
+    assert_eq!(january[0]["unusedSeats"]["since"], "2026-12");
+    assert_eq!(january[0]["unusedSeats"]["peakInUse"], 1);
+}
+
 #[test]
 fn bad_advise_requests_name_the_field_and_write_nothing() {
     let server = Licensing::start();

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use jiff::civil;
 use licensing_core::{
-    Account, BillingMode, BillingMonth, MemberSettings, PriceList, StoredMember,
+    Account, BillingMode, BillingMonth, MemberSettings, PriceList, Seats, StoredMember,
     advisor::{self, MemberActivity, RightSizing, SettingsChange},
     resolve,
 };
@@ -198,7 +198,11 @@ fn context(store: &Store, query: Query, prices: &PriceList) -> Result<Context, O
         }
     }
     let seats = if query.wants(Kind::UnusedSeats) {
-        unused_seats(&account, query.minimum_saving, prices)
+        // The months the window touches: a month's peak in use is kept whole, not by day.
+        let since = BillingMonth::new(first.year(), first.month()).unwrap_or(current);
+        let kept = store.closed_peaks(&query.account_id, since, current)?;
+        let peak = licensing_core::peak_in_use(&account.inventory, &kept, since, current);
+        unused_seats(&account, peak, since, query.minimum_saving, prices)
     } else {
         Vec::new()
     };
@@ -336,22 +340,25 @@ fn member_page(
     Ok((page, if more { last } else { None }))
 }
 
-/// Seats bought above those in use, saving at least `minimum_saving` (and something).
+/// Seats bought above the most in use since the start of `since` (`peak_in_use`), saving at
+/// least `minimum_saving` (and something).
 fn unused_seats(
     account: &Account,
+    peak_in_use: Seats,
+    since: BillingMonth,
     minimum_saving: i64,
     prices: &PriceList,
 ) -> Vec<api::Recommendation> {
     let currency = prices.currency();
     let inventory = &account.inventory;
-    advisor::unused_seats(inventory.seats, inventory.in_use, prices)
+    advisor::unused_seats(inventory.seats, peak_in_use, prices)
         .into_iter()
         .filter(|unused| unused.monthly_saving >= minimum_saving.max(1))
         .map(|unused| api::Recommendation {
             kind: api::RecommendationKind::UnusedSeats as i32,
             member_id: String::new(),
             summary: format!(
-                "{} {} bought, {} in use: reduce to {}",
+                "{} {} bought, at most {} in use since {since}: reduce to {}",
                 unused.bought, unused.product, unused.peak_in_use, unused.peak_in_use
             ),
             monthly_saving: Some(to_proto::money(unused.monthly_saving, currency)),
@@ -359,7 +366,9 @@ fn unused_seats(
                 api::UnusedSeatsEvidence {
                     product: to_proto::product(unused.product) as i32,
                     seats: unused.bought,
-                    in_use: unused.peak_in_use,
+                    in_use: inventory.in_use.get(unused.product),
+                    peak_in_use: unused.peak_in_use,
+                    since: since.to_string(),
                 },
             )),
             apply: Some(api::recommendation::Apply::AdjustInventory(

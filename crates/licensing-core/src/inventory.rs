@@ -132,6 +132,8 @@ pub struct Inventory {
     pub month: BillingMonth,
     /// The highest seat count of each product at any moment of `month`.
     pub peak: Seats,
+    /// The most seats of each product held by members at any moment of `month`.
+    pub peak_in_use: Seats,
     /// Changes whenever seats or seats in use change; a cart confirm must name the current one.
     pub revision: u64,
 }
@@ -147,6 +149,10 @@ pub struct ClosedPeak {
     pub peak: Seats,
     /// The counts at its end, carried into the months after it.
     pub end: Seats,
+    /// The most seats held by members at any moment of it.
+    pub peak_in_use: Seats,
+    /// The seats held at its end, carried into the months after it.
+    pub end_in_use: Seats,
 }
 
 impl ClosedPeak {
@@ -162,6 +168,43 @@ impl ClosedPeak {
     }
 }
 
+/// The most seats of each product held by members in any month from `first` to `last`, both
+/// included: the current inventory's months from it, earlier ones from `closed` (the kept
+/// months up to `last`, ascending, starting with the latest one at or before `first` if there is
+/// one; a month without its own record held what the latest one before it ended with, and a
+/// month before any held nothing).
+pub fn peak_in_use(
+    inventory: &Inventory,
+    closed: &[ClosedPeak],
+    first: BillingMonth,
+    last: BillingMonth,
+) -> Seats {
+    let mut peak = Seats::NONE;
+    let mut raise = |seats: Seats| {
+        for product in Product::ALL {
+            peak.set(product, peak.get(product).max(seats.get(product)));
+        }
+    };
+    let mut month = first;
+    while month <= last {
+        let held = match month.cmp(&inventory.month) {
+            std::cmp::Ordering::Greater => inventory.in_use,
+            std::cmp::Ordering::Equal => inventory.peak_in_use,
+            std::cmp::Ordering::Less => match closed.iter().rev().find(|c| c.month <= month) {
+                Some(c) if c.month == month => c.peak_in_use,
+                Some(c) => c.end_in_use,
+                None => Seats::NONE,
+            },
+        };
+        raise(held);
+        if month.next() == month {
+            break;
+        }
+        month = month.next();
+    }
+    peak
+}
+
 impl Inventory {
     /// An empty inventory starting in `month`. Revisions start at 1, so that a revision is never
     /// the zero an unset request field carries.
@@ -171,6 +214,7 @@ impl Inventory {
             in_use: Seats::NONE,
             month,
             peak: Seats::NONE,
+            peak_in_use: Seats::NONE,
             revision: 1,
         }
     }
@@ -188,9 +232,12 @@ impl Inventory {
             month: self.month,
             peak: self.peak,
             end: self.seats,
+            peak_in_use: self.peak_in_use,
+            end_in_use: self.in_use,
         };
         self.month = month;
         self.peak = self.seats;
+        self.peak_in_use = self.in_use;
         Some(closed)
     }
 
@@ -417,6 +464,14 @@ pub fn hold_seats(
     grown.closed = closed;
     if grown.after.in_use != in_use {
         grown.after.in_use = in_use;
+        for product in Product::ALL {
+            let peak = grown
+                .after
+                .peak_in_use
+                .get(product)
+                .max(in_use.get(product));
+            grown.after.peak_in_use.set(product, peak);
+        }
         if grown.lines.is_empty() {
             grown.after.revision = grown.after.revision.saturating_add(1);
         }

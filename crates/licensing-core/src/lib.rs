@@ -45,7 +45,7 @@ pub use events::{
 pub use ids::{IdKind, InvalidId};
 pub use inventory::{
     Cart, CartError, CartLine, ClosedPeak, Inventory, MAX_SEATS, Product, SeatChange, Seats,
-    SeatsMissing, cart, hold_seats,
+    SeatsMissing, cart, hold_seats, peak_in_use,
 };
 pub use jiff::Timestamp;
 pub use member::{

@@ -692,6 +692,48 @@ impl Store {
         };
         Ok(ClosedPeak::peak_of(month, latest.as_ref()))
     }
+
+    /// The kept months from `first` to `last` (both included), with the latest one before
+    /// `first` if there is one, ascending: what [`licensing_core::peak_in_use`] reads. Each month
+    /// of the range costs one read at most; months without a change have no record.
+    pub fn closed_peaks(
+        &self,
+        account_id: &str,
+        first: BillingMonth,
+        last: BillingMonth,
+    ) -> Result<Vec<ClosedPeak>, OpError> {
+        let start = prefix(account_id);
+        let from = key(account_id, first.to_string().as_bytes());
+        let to = key(account_id, last.to_string().as_bytes());
+        let storage = |source| {
+            self.failed_with(StoreError::Storage {
+                path: self.path.clone(),
+                source,
+            })
+        };
+        let corrupt = |e| OpError::Store(StoreError::Corrupt(e));
+        let before = self
+            .peaks
+            .range(start.clone()..from.clone())
+            .next_back()
+            .transpose()
+            .map_err(storage)?;
+        let mut found = Vec::new();
+        for item in before
+            .into_iter()
+            .map(Ok)
+            .chain(self.peaks.range(from..=to))
+        {
+            let (key, bytes) = item.map_err(storage)?;
+            let month = std::str::from_utf8(&key[start.len()..])
+                .ok()
+                .and_then(|m| BillingMonth::parse(m).ok())
+                .ok_or_else(|| corrupt(crate::records::corrupt("peak", "month key")))?;
+            let record: PeakRecord = decode("peak", &bytes).map_err(corrupt)?;
+            found.push(record.decode(month));
+        }
+        Ok(found)
+    }
 }
 
 #[cfg(test)]

@@ -28,10 +28,11 @@ pub use statement::MonthStatement;
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change of the key
 /// layout or record encoding. A database of version 1 is upgraded at open ([`upgrade_from_1`]),
-/// one of version 2 too (version 3 adds a login-day record with queues, which version 2 cannot
-/// read; version 2's records are read as they are); one of any other version is refused, never
-/// rewritten.
-pub const FORMAT_VERSION: u32 = 3;
+/// ones of versions 2 and 3 too, by marking only: their records are read as they are, and the
+/// mark keeps their builds from reading records they cannot (version 3 added a login-day record
+/// with queues, version 4 account and peak records with the seats in use). One of any other
+/// version is refused, never rewritten.
+pub const FORMAT_VERSION: u32 = 4;
 
 const META_TREE: &str = "meta";
 const ACCOUNTS_TREE: &str = "accounts";
@@ -80,7 +81,7 @@ pub enum StoreError {
     },
     /// The database was written by an incompatible version of the service.
     #[error(
-        "database in {path} has format version {found}, this build reads only version {FORMAT_VERSION} (and upgrades versions 1 and 2)"
+        "database in {path} has format version {found}, this build reads only version {FORMAT_VERSION} (and upgrades versions 1 to 3)"
     )]
     UnsupportedFormat {
         /// The database folder.
@@ -215,13 +216,22 @@ impl Store {
                 tracing::info!(path = %path.display(), version = FORMAT_VERSION, "created database");
             }
             Err(existing) if existing.current.as_deref() == Some(&current[..]) => {}
-            Err(existing) if existing.current.as_deref() == Some(&2u32.to_be_bytes()[..]) => {
-                // Nothing to rewrite: marking the version keeps a version-2 build from reading
-                // the records this one writes.
+            Err(existing)
+                if [2u32, 3]
+                    .iter()
+                    .any(|v| existing.current.as_deref() == Some(&v.to_be_bytes()[..])) =>
+            {
+                // Nothing to rewrite: marking the version keeps an older build from reading the
+                // records this one writes.
+                let from = if existing.current.as_deref() == Some(&2u32.to_be_bytes()[..]) {
+                    2
+                } else {
+                    3
+                };
                 meta.insert(FORMAT_VERSION_KEY, &current[..])
                     .map_err(storage)?;
                 db.flush().map_err(storage)?;
-                tracing::info!(path = %path.display(), from = 2, to = FORMAT_VERSION, "upgraded database");
+                tracing::info!(path = %path.display(), from, to = FORMAT_VERSION, "upgraded database");
             }
             Err(existing) if existing.current.as_deref() == Some(&1u32.to_be_bytes()[..]) => {
                 upgrade_from_1(&db, &meta).map_err(|e| match e {

@@ -140,7 +140,19 @@ pub(crate) struct InventoryV1 {
     revision: u64,
 }
 
-/// An account: `accounts` tree, key = account id.
+/// Version 2 keeps the month's peak of seats in use.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct InventoryV2 {
+    seats: [u32; 6],
+    in_use: [u32; 6],
+    month: Month,
+    peak: [u32; 6],
+    peak_in_use: [u32; 6],
+    revision: u64,
+}
+
+/// An account: `accounts` tree, key = account id. Version 1 did not keep the peak of seats in
+/// use: it reads as the month's peak of seats bought, which no member can have held more of.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum AccountRecord {
     V1 {
@@ -151,21 +163,30 @@ pub(crate) enum AccountRecord {
         inventory: InventoryV1,
         audit_sequence: u64,
     },
+    V2 {
+        settings: SettingsV1,
+        sandbox: bool,
+        created_at: Time,
+        clock: Option<Time>,
+        inventory: InventoryV2,
+        audit_sequence: u64,
+    },
 }
 
 impl From<&Account> for AccountRecord {
     fn from(a: &Account) -> AccountRecord {
         let i = &a.inventory;
-        AccountRecord::V1 {
+        AccountRecord::V2 {
             settings: SettingsV1::from(&a.settings),
             sandbox: a.sandbox,
             created_at: a.created_at.into(),
             clock: a.clock.map(Time::from),
-            inventory: InventoryV1 {
+            inventory: InventoryV2 {
                 seats: i.seats.0,
                 in_use: i.in_use.0,
                 month: i.month.into(),
                 peak: i.peak.0,
+                peak_in_use: i.peak_in_use.0,
                 revision: i.revision,
             },
             audit_sequence: a.audit_sequence,
@@ -174,16 +195,77 @@ impl From<&Account> for AccountRecord {
 }
 
 impl AccountRecord {
+    /// The record as version 1 wrote it, without the peak of seats in use: for tests of reading
+    /// what older builds wrote.
+    #[cfg(test)]
+    pub(crate) fn into_v1(self) -> AccountRecord {
+        match self {
+            AccountRecord::V2 {
+                settings,
+                sandbox,
+                created_at,
+                clock,
+                inventory: i,
+                audit_sequence,
+            } => AccountRecord::V1 {
+                settings,
+                sandbox,
+                created_at,
+                clock,
+                inventory: InventoryV1 {
+                    seats: i.seats,
+                    in_use: i.in_use,
+                    month: i.month,
+                    peak: i.peak,
+                    revision: i.revision,
+                },
+                audit_sequence,
+            },
+            v1 => v1,
+        }
+    }
+
     pub(crate) fn decode(self, id: &str) -> Result<Account, Corrupt> {
         const WHAT: &str = "account";
-        let AccountRecord::V1 {
-            settings,
-            sandbox,
-            created_at,
-            clock,
-            inventory,
-            audit_sequence,
-        } = self;
+        let (settings, sandbox, created_at, clock, inventory, audit_sequence) = match self {
+            AccountRecord::V1 {
+                settings,
+                sandbox,
+                created_at,
+                clock,
+                inventory: i,
+                audit_sequence,
+            } => (
+                settings,
+                sandbox,
+                created_at,
+                clock,
+                InventoryV2 {
+                    seats: i.seats,
+                    in_use: i.in_use,
+                    month: i.month,
+                    peak: i.peak,
+                    peak_in_use: i.peak,
+                    revision: i.revision,
+                },
+                audit_sequence,
+            ),
+            AccountRecord::V2 {
+                settings,
+                sandbox,
+                created_at,
+                clock,
+                inventory,
+                audit_sequence,
+            } => (
+                settings,
+                sandbox,
+                created_at,
+                clock,
+                inventory,
+                audit_sequence,
+            ),
+        };
         Ok(Account {
             id: id.to_owned(),
             settings: settings.decode()?,
@@ -195,6 +277,7 @@ impl AccountRecord {
                 in_use: Seats(inventory.in_use),
                 month: inventory.month.decode(WHAT)?,
                 peak: Seats(inventory.peak),
+                peak_in_use: Seats(inventory.peak_in_use),
                 revision: inventory.revision,
             },
             audit_sequence,
@@ -514,11 +597,21 @@ impl AuditRecord {
 /// The closed months' peaks: `peaks` tree, key = account id, 0, "YYYY-MM". Only months in which
 /// the inventory was used are kept; a month without a record is billed at the `end` counts of the
 /// latest record before it. Version 1 (peak only) was written for every month, those without a
-/// change included, so its record is only ever read for its own month.
+/// change included, so its record is only ever read for its own month. Version 3 adds the seats
+/// in use (peak and end); earlier versions read them as the seats bought, an upper bound.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum PeakRecord {
     V1([u32; 6]),
-    V2 { peak: [u32; 6], end: [u32; 6] },
+    V2 {
+        peak: [u32; 6],
+        end: [u32; 6],
+    },
+    V3 {
+        peak: [u32; 6],
+        end: [u32; 6],
+        peak_in_use: [u32; 6],
+        end_in_use: [u32; 6],
+    },
 }
 
 impl PeakRecord {
@@ -529,11 +622,27 @@ impl PeakRecord {
                 month,
                 peak: Seats(peak),
                 end: Seats(peak),
+                peak_in_use: Seats(peak),
+                end_in_use: Seats(peak),
             },
             PeakRecord::V2 { peak, end } => ClosedPeak {
                 month,
                 peak: Seats(peak),
                 end: Seats(end),
+                peak_in_use: Seats(peak),
+                end_in_use: Seats(end),
+            },
+            PeakRecord::V3 {
+                peak,
+                end,
+                peak_in_use,
+                end_in_use,
+            } => ClosedPeak {
+                month,
+                peak: Seats(peak),
+                end: Seats(end),
+                peak_in_use: Seats(peak_in_use),
+                end_in_use: Seats(end_in_use),
             },
         }
     }
@@ -541,9 +650,11 @@ impl PeakRecord {
 
 impl From<&licensing_core::ClosedPeak> for PeakRecord {
     fn from(closed: &licensing_core::ClosedPeak) -> PeakRecord {
-        PeakRecord::V2 {
+        PeakRecord::V3 {
             peak: closed.peak.0,
             end: closed.end.0,
+            peak_in_use: closed.peak_in_use.0,
+            end_in_use: closed.end_in_use.0,
         }
     }
 }

@@ -96,6 +96,8 @@ fn a_cart_prices_this_month_at_the_peak_and_next_month_at_the_new_count() {
             month: march,
             peak: Seats([0, 10, 0, 0, 0, 2]),
             end: Seats([0, 8, 0, 0, 0, 2]),
+            peak_in_use: Seats::NONE,
+            end_in_use: Seats::NONE,
         })
     );
     assert_eq!(april.after.peak.get(Product::StandardSeat), 9);
@@ -187,6 +189,71 @@ fn carts_are_refused_below_the_seats_in_use_or_with_a_product_twice() {
     assert_eq!(
         error.to_string(),
         "invalid changes[1].product STANDARD_SEAT: duplicates changes[0].product"
+    );
+}
+
+/// Seats in use peak like seats bought: March holds 3, then 5, then 2 STANDARD seats (peak 5,
+/// end 2); April starts at 2 and rises to 4; June (no record of May) asks over March to June.
+/// Peaks: March 5, April 4, May what April ended with (4), June's current 4: 5 over all four,
+/// 4 from April on, 4 in June alone.
+#[test]
+fn the_peak_in_use_is_kept_per_month_and_read_over_a_window() {
+    let prices = prices();
+    let (march, april, may, june) = (
+        month("2026-03"),
+        month("2026-04"),
+        month("2026-05"),
+        month("2026-06"),
+    );
+    let standard = |n: u32| Seats([0, n, 0, 0, 0, 0]);
+    let mut inventory = Inventory::new(march);
+    inventory.seats = standard(10);
+    let hold = |inventory: &Inventory, from: u32, to: u32, month| {
+        hold_seats(
+            inventory,
+            standard(from),
+            standard(to),
+            month,
+            false,
+            &prices,
+        )
+        .expect("free seats")
+    };
+    let mut closed = Vec::new();
+    for (from, to, when) in [(0, 3, march), (3, 5, march), (5, 2, march), (2, 4, april)] {
+        let cart = hold(&inventory, from, to, when);
+        closed.extend(cart.closed);
+        inventory = cart.after;
+    }
+    assert_eq!(inventory.in_use, standard(4));
+    assert_eq!(inventory.peak_in_use, standard(4));
+    let [march_peak] = closed.as_slice() else {
+        panic!("one month closed: {closed:?}");
+    };
+    assert_eq!(march_peak.peak_in_use, standard(5));
+    assert_eq!(march_peak.end_in_use, standard(2));
+
+    // The account's inventory is still April's (nothing changed since); June is asked about.
+    let current = inventory;
+    assert_eq!(peak_in_use(&current, &closed, march, june), standard(5));
+    assert_eq!(peak_in_use(&current, &closed, april, june), standard(4));
+    assert_eq!(peak_in_use(&current, &closed, june, june), standard(4));
+    // Rolled into June, April's record says 4 at its peak and at its end.
+    let rolled = current.as_of(june);
+    let april_closed = ClosedPeak {
+        month: april,
+        peak: standard(10),
+        end: standard(10),
+        peak_in_use: standard(4),
+        end_in_use: standard(4),
+    };
+    let kept = [*march_peak, april_closed];
+    assert_eq!(peak_in_use(&rolled, &kept, may, june), standard(4));
+    assert_eq!(peak_in_use(&rolled, &kept, march, march), standard(5));
+    // Before the account's first month: nothing held.
+    assert_eq!(
+        peak_in_use(&rolled, &kept, month("2026-01"), month("2026-02")),
+        Seats::NONE
     );
 }
 

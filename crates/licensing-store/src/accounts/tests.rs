@@ -373,3 +373,72 @@ fn advancing_a_clock_by_two_centuries_writes_what_advancing_by_a_month_does() {
         "nothing before the account"
     );
 }
+
+/// Seats in use peak per month and are kept when the month closes: March holds 3 STANDARD
+/// seats, then 1 after two removals; April adds one (2). The account reads April's peak in use
+/// 2; March's record says peak 3, end 1. An account record of version 1 (before seats in use
+/// were kept) reads its peak in use as the month's peak of seats bought.
+#[test]
+fn seats_in_use_peak_per_month_and_are_kept_when_it_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    new_account(&store, "acme", false);
+    seats(&store, "acme", Product::StandardSeat, 5);
+    let standard = |n: u32| Seats([0, n, 0, 0, 0, 0]);
+    for member in ["a", "b", "c"] {
+        store
+            .apply_member("acme", member, &agent(), now(), &prices(), "test")
+            .expect("seat");
+    }
+    for member in ["a", "b"] {
+        store
+            .remove_member("acme", member, now(), &prices(), "test")
+            .expect("removed");
+    }
+    let march = store.account("acme").expect("account").inventory;
+    assert_eq!(
+        (march.in_use, march.peak_in_use),
+        (standard(1), standard(3))
+    );
+    let april: Timestamp = "2026-04-10T12:00:00Z".parse().expect("timestamp");
+    store
+        .apply_member("acme", "d", &agent(), april, &prices(), "test")
+        .expect("seat");
+    let inventory = store.account("acme").expect("account").inventory;
+    assert_eq!(
+        (inventory.in_use, inventory.peak_in_use),
+        (standard(2), standard(2))
+    );
+    let month = |m: &str| BillingMonth::parse(m).expect("month");
+    let kept = store
+        .closed_peaks("acme", month("2026-03"), month("2026-04"))
+        .expect("peaks");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].month, month("2026-03"));
+    assert_eq!(
+        (kept[0].peak_in_use, kept[0].end_in_use),
+        (standard(3), standard(1))
+    );
+    // From a later month, the latest kept one before it comes along.
+    let later = store
+        .closed_peaks("acme", month("2026-06"), month("2026-07"))
+        .expect("peaks");
+    assert_eq!(later, kept);
+    assert_eq!(
+        licensing_core::peak_in_use(&inventory, &kept, month("2026-03"), month("2026-04")),
+        standard(3)
+    );
+
+    // Written as version 1 wrote it.
+    let bytes = store.accounts.get("acme").expect("read").expect("account");
+    let record: crate::records::AccountRecord =
+        crate::records::decode("account", &bytes).expect("record");
+    let v1 = record.into_v1();
+    store
+        .accounts
+        .insert("acme", crate::records::encode(&v1))
+        .expect("write");
+    let old = store.account("acme").expect("account").inventory;
+    assert_eq!(old.peak_in_use, old.peak);
+    assert_eq!((old.seats, old.in_use), (inventory.seats, inventory.in_use));
+}

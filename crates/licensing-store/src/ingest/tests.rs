@@ -1197,7 +1197,7 @@ fn a_version_1_database_is_upgraded_with_its_login_days() {
     }
 }
 
-/// A version-2 database opens as version 3: its login days (written without queues) read with
+/// A version-2 database opens as the current version: its login days (written without queues) read with
 /// their queues unknown, and new queue logins are kept with their queue.
 #[test]
 fn a_version_2_database_is_upgraded_and_its_days_have_unknown_queues() {
@@ -1236,7 +1236,7 @@ fn a_version_2_database_is_upgraded_and_its_days_have_unknown_queues() {
         meta.get(crate::FORMAT_VERSION_KEY)
             .expect("version")
             .as_deref(),
-        Some(&3u32.to_be_bytes()[..])
+        Some(&crate::FORMAT_VERSION.to_be_bytes()[..])
     );
     let days = store.month_login_days("acme", may).expect("days");
     assert_eq!(days.len(), 1);
@@ -1297,4 +1297,38 @@ fn members_days_cover_the_months_asked_for() {
     assert_eq!(dates(&found[2]), vec!["2026-05-30", "2026-06-02"]);
     assert_eq!(found[2][0].1.queues, vec!["sales".to_owned()]);
     assert_eq!(found[2][1].1.queues, vec!["billing".to_owned()]);
+}
+
+/// A version-3 database opens as the current version with nothing rewritten: its account
+/// records (written without the seats in use) read their peak in use as the month's peak.
+#[test]
+fn a_version_3_database_is_upgraded_and_its_accounts_read_as_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let before = {
+        let store = open(dir.path());
+        setup(&store, "UTC", "2026-05-20T00:00:00Z", 0);
+        let bytes = store.accounts.get("acme").expect("read").expect("account");
+        let record: crate::records::AccountRecord =
+            crate::records::decode("account", &bytes).expect("record");
+        store
+            .accounts
+            .insert("acme", crate::records::encode(&record.into_v1()))
+            .expect("v1 account");
+        let meta = store.db.open_tree(crate::META_TREE).expect("meta");
+        meta.insert(crate::FORMAT_VERSION_KEY, &3u32.to_be_bytes())
+            .expect("version 3");
+        store.db.flush().expect("flush");
+        store.account("acme").expect("account").inventory
+    };
+    let store = open(dir.path());
+    let meta = store.db.open_tree(crate::META_TREE).expect("meta");
+    assert_eq!(
+        meta.get(crate::FORMAT_VERSION_KEY)
+            .expect("version")
+            .as_deref(),
+        Some(&crate::FORMAT_VERSION.to_be_bytes()[..])
+    );
+    let after = store.account("acme").expect("account").inventory;
+    assert_eq!(after, before);
+    assert_eq!(after.peak_in_use, after.peak);
 }
