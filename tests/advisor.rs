@@ -353,6 +353,149 @@ fn seats_are_reduced_to_the_peak_in_use_of_the_window_not_to_those_in_use_now() 
     assert_eq!(january[0]["unusedSeats"]["peakInUse"], 1);
 }
 
+/// Recordings kept 9 months (3 units per recorded member, 700 each) by an account that says it
+/// needs 3 (1 unit). A recorded STANDARD agent pays 3 units, 1 at 3 months: 2 saved (1400). A
+/// recorded administrator (ENTERPRISE, one unit included) pays 2, then 0: 2 saved (1400). An
+/// agent who is not recorded pays none. In all 4 units, 2800 a month. The retention changed in
+/// December leaves December billed at its highest, 9 months: seats 2 x 2900 + 6900 = 12700 and
+/// 5 units (3500), 16200; January at 3 months: 12700 and 1 unit (700), 13400, 2800 less.
+/// Unlicensed usage: "ghost" sends two events inside the 7-day window (November 25th to
+/// December 1st), "old-ghost" one on November 10th: only "ghost" keeps arriving.
+#[test]
+fn recordings_kept_longer_than_needed_and_unlicensed_usage_that_keeps_arriving() {
+    let server = Licensing::start();
+    call(
+        &server,
+        "CreateAccount",
+        json!({ "accountId": ACCOUNT, "sandbox": true, "sandboxClockStart": "2026-11-02T08:00:00Z",
+                "settings": { "timeZone": "UTC", "autoGrowth": true,
+                              "recordingRetention": { "months": 9 },
+                              "recordingRetentionRequired": { "months": 3 } } }),
+    );
+    let sales = json!([{ "id": "sales", "channel": "CHANNEL_VOICE" }]);
+    apply(
+        &server,
+        "plain",
+        json!({ "role": "ROLE_USER", "skills": sales.clone() }),
+    );
+    apply(
+        &server,
+        "rec-admin",
+        json!({ "role": "ROLE_ADMINISTRATOR", "callRecording": true }),
+    );
+    apply(
+        &server,
+        "rec-agent",
+        json!({ "role": "ROLE_USER", "skills": sales, "callRecording": true }),
+    );
+    advance(&server, "2026-11-30T08:00:00Z");
+    let ghost = |id: &str, member: &str, at: &str| {
+        json!({ "source": "pbx", "eventId": id, "accountId": ACCOUNT, "memberId": member,
+                "occurredAt": at, "agentLogin": {} })
+    };
+    ingest(
+        &server,
+        vec![
+            ghost("g1", "ghost", "2026-11-27T10:00:00Z"),
+            ghost("g2", "ghost", "2026-11-28T10:00:00Z"),
+            ghost("o1", "old-ghost", "2026-11-10T10:00:00Z"),
+        ],
+    );
+    advance(&server, "2026-12-01T08:00:00Z");
+    let leaks = json!({ "accountId": ACCOUNT, "windowDays": 7,
+                        "kinds": ["RECOMMENDATION_KIND_UNLICENSED_USAGE",
+                                  "RECOMMENDATION_KIND_RECORDING_RETENTION"] });
+    let found = advise(&server, leaks.clone());
+    assert_eq!(
+        digest(&found),
+        vec![
+            row("RECORDING_RETENTION", "", 2800),
+            row("UNLICENSED_USAGE", "ghost", 0)
+        ],
+        "{found:#?}"
+    );
+    assert_eq!(
+        found[0]["summary"],
+        "recordings kept 9 months, the account needs 3 months: 2 recorded members pay 4 units a \
+         month for the difference"
+    );
+    assert_eq!(
+        found[0]["recordingRetention"],
+        json!({ "current": { "months": 9 }, "required": { "months": 3 }, "recordedMembers": 2,
+                "unitsSaved": "4" })
+    );
+    assert_eq!(
+        found[1]["unlicensedUsage"],
+        json!({ "events": "2", "lastSeen": "2026-11-28T10:00:00Z", "windowDays": 7 })
+    );
+    assert!(found[1].get("updateAccount").is_none() && found[1].get("resolveMember").is_none());
+    // Saving nothing, unlicensed usage is left out by any minimum saving.
+    let mut at_least = leaks.clone();
+    at_least["minimumSaving"] = json!(1);
+    assert_eq!(
+        digest(&advise(&server, at_least)),
+        vec![row("RECORDING_RETENTION", "", 2800)]
+    );
+
+    // Applied as given: the retention is what the account needs, and nothing is left to say
+    // about it.
+    let updated = call(&server, "UpdateAccount", found[0]["updateAccount"].clone());
+    assert_eq!(
+        updated["account"]["settings"]["recordingRetention"],
+        json!({ "months": 3 }),
+        "{updated}"
+    );
+    assert_eq!(
+        digest(&advise(&server, leaks)),
+        vec![row("UNLICENSED_USAGE", "ghost", 0)]
+    );
+    let total = |month: &str| {
+        let answer = call(
+            &server,
+            "GetStatement",
+            json!({ "accountId": ACCOUNT, "month": month }),
+        );
+        answer["statement"]["total"]["minorUnits"]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("no total: {answer}"))
+    };
+    assert_eq!(total("2026-12"), 16200);
+    advance(&server, "2027-01-02T08:00:00Z");
+    assert_eq!(total("2027-01"), 13400);
+    assert_eq!(total("2026-12") - total("2027-01"), 2800);
+
+    // What the account needs is checked like its retention, and can be unsaid.
+    let update = format!("{SERVICE}/UpdateAccount");
+    let required =
+        |answer: &Value| answer["account"]["settings"]["recordingRetentionRequired"].clone();
+    for (request, expected) in [
+        (
+            json!({ "accountId": ACCOUNT, "recordingRetentionRequired": { "months": 4 } }),
+            "invalid recording_retention_required.months 4",
+        ),
+        (
+            json!({ "accountId": ACCOUNT, "recordingRetentionRequired": { "months": 6 },
+                    "clearRecordingRetentionRequired": true }),
+            "invalid clear_recording_retention_required true",
+        ),
+    ] {
+        let error = server.call_err(&update, &request);
+        assert!(
+            error.contains("Code: InvalidArgument") && error.contains(expected),
+            "{request}: {error}"
+        );
+    }
+    let account = call(&server, "GetAccount", json!({ "accountId": ACCOUNT }));
+    assert_eq!(required(&account), json!({ "months": 3 }), "{account}");
+    let cleared = call(
+        &server,
+        "UpdateAccount",
+        json!({ "accountId": ACCOUNT, "clearRecordingRetentionRequired": true }),
+    );
+    assert_eq!(required(&cleared), Value::Null, "{cleared}");
+}
+
 #[test]
 fn bad_advise_requests_name_the_field_and_write_nothing() {
     let server = Licensing::start();

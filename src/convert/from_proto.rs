@@ -168,6 +168,10 @@ pub fn new_account_settings(
     {
         account.recording_retention = retention;
     }
+    account.recording_retention_required = retention(
+        "settings.recording_retention_required",
+        settings.recording_retention_required,
+    )?;
     account.auto_growth = settings.auto_growth;
     account.grace_period_days = settings.grace_period_days;
     account.speech_to_text = settings.speech_to_text;
@@ -187,6 +191,7 @@ pub struct SettingsUpdate {
     zone: Option<Zone>,
     auto_growth: Option<bool>,
     recording_retention: Option<RecordingRetention>,
+    recording_retention_required: Option<Option<RecordingRetention>>,
     grace_period_days: Option<u32>,
     speech_to_text: Option<bool>,
     speech_to_text_extra_minutes_cap: Option<Option<u32>>,
@@ -206,6 +211,9 @@ impl SettingsUpdate {
         }
         s.auto_growth = self.auto_growth.unwrap_or(s.auto_growth);
         s.recording_retention = self.recording_retention.unwrap_or(s.recording_retention);
+        if let Some(required) = self.recording_retention_required {
+            s.recording_retention_required = required;
+        }
         s.grace_period_days = self.grace_period_days.unwrap_or(s.grace_period_days);
         s.speech_to_text = self.speech_to_text.unwrap_or(s.speech_to_text);
         if let Some(cap) = self.speech_to_text_extra_minutes_cap {
@@ -230,6 +238,17 @@ pub fn settings_update(request: &api::UpdateAccountRequest) -> Result<SettingsUp
             "contradicts speech_to_text_extra_minutes_cap: set one of them",
         ));
     }
+    let required = retention(
+        "recording_retention_required",
+        request.recording_retention_required,
+    )?;
+    if request.clear_recording_retention_required && required.is_some() {
+        return Err(ApiError::invalid(
+            "clear_recording_retention_required",
+            "true",
+            "contradicts recording_retention_required: set one of them",
+        ));
+    }
     Ok(SettingsUpdate {
         zone: request
             .time_zone
@@ -238,6 +257,11 @@ pub fn settings_update(request: &api::UpdateAccountRequest) -> Result<SettingsUp
             .transpose()?,
         auto_growth: request.auto_growth,
         recording_retention: retention("recording_retention", request.recording_retention)?,
+        recording_retention_required: if request.clear_recording_retention_required {
+            Some(None)
+        } else {
+            required.map(Some)
+        },
         grace_period_days: request.grace_period_days,
         speech_to_text: request.speech_to_text,
         speech_to_text_extra_minutes_cap: if request.clear_speech_to_text_extra_minutes_cap {

@@ -187,6 +187,7 @@ pub fn account_settings(s: &AccountSettings) -> api::AccountSettings {
         ai_topics_packs_cap: s.ai_topics_packs_cap,
         ai_qa_packs_cap: s.ai_qa_packs_cap,
         ai_topics_on_calls: s.ai_topics_on_calls,
+        recording_retention_required: s.recording_retention_required.map(retention),
     }
 }
 

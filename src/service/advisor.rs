@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use jiff::civil;
 use licensing_core::{
     Account, BillingMode, BillingMonth, MemberSettings, PriceList, Seats, StoredMember,
-    advisor::{self, MemberActivity, RightSizing, SettingsChange},
+    advisor::{self, LongRetention, MemberActivity, RightSizing, SettingsChange},
     resolve,
 };
 use licensing_store::{OpError, Store};
@@ -19,7 +19,7 @@ use crate::{
     api,
     convert::{from_proto, to_proto},
     error::{ApiError, status},
-    outbox::ResponseStream,
+    outbox::{Outbox, ResponseStream},
 };
 
 /// The days of use looked at when the request names none, and at most.
@@ -86,55 +86,105 @@ impl Licensing {
         let (mut outbox, stream) = self.streams.open_stream(STREAM_BUFFER)?;
         let this = self.clone();
         tokio::spawn(async move {
-            let context = Arc::new(context);
-            let mut sent = false;
-            if !context.seats.is_empty() {
-                let recommendations = context.seats.clone();
-                if outbox
-                    .send(api::AdviseResponse { recommendations })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                sent = true;
+            if let Err(Stopped::Failed(failed)) =
+                this.send_advice(Arc::new(context), &mut outbox).await
+            {
+                outbox.finish(status(failed));
             }
+        });
+        Ok(stream)
+    }
+}
+
+/// Why a stream of advice ended early.
+enum Stopped {
+    /// The client went away.
+    Gone,
+    /// A read failed: the stream's status.
+    Failed(ApiError),
+}
+
+impl Licensing {
+    /// Sends the advice in its order: the seats, the members a page at a time, the recording
+    /// retention once every member is folded in, then the unlicensed usage a page at a time.
+    async fn send_advice(
+        &self,
+        context: Arc<Context>,
+        outbox: &mut Outbox<api::AdviseResponse>,
+    ) -> Result<(), Stopped> {
+        use api::RecommendationKind as Kind;
+        let mut sent = false;
+        send(outbox, context.seats.clone(), &mut sent).await?;
+        let mut retention = context.retention;
+        let members_wanted = retention.is_some()
+            || [Kind::RightSize, Kind::BillingMode, Kind::IdleMember]
+                .into_iter()
+                .any(|kind| context.query.wants(kind));
+        if members_wanted {
             let mut after: Option<String> = None;
             loop {
-                let (context, prices, from) = (context.clone(), this.prices.clone(), after.take());
-                let page = this
+                let (context, prices, from) = (context.clone(), self.prices.clone(), after.take());
+                let (recommendations, last, folded) = self
                     .stream_blocking(move |store| {
-                        member_page(store, &context, &prices, from.as_deref())
+                        member_page(store, &context, &prices, from.as_deref(), retention)
                     })
-                    .await;
-                let (recommendations, last) = match page {
-                    Ok(page) => page,
-                    Err(failed) => {
-                        outbox.finish(status(failed));
-                        return;
-                    }
-                };
-                if !recommendations.is_empty() {
-                    if outbox
-                        .send(api::AdviseResponse { recommendations })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    sent = true;
-                }
+                    .await
+                    .map_err(Stopped::Failed)?;
+                retention = folded;
+                send(outbox, recommendations, &mut sent).await?;
                 match last {
                     Some(last) => after = Some(last),
                     None => break,
                 }
             }
-            if !sent {
-                let _ = outbox.send(api::AdviseResponse::default()).await;
+        }
+        if let Some(recommendation) =
+            retention.and_then(|long| long_retention(&context, long, &self.prices))
+        {
+            send(outbox, vec![recommendation], &mut sent).await?;
+        }
+        if context.query.wants(Kind::UnlicensedUsage) {
+            let mut after: Option<String> = None;
+            loop {
+                let (context, prices, from) = (context.clone(), self.prices.clone(), after.take());
+                let (recommendations, last) = self
+                    .stream_blocking(move |store| {
+                        unlicensed_page(store, &context, &prices, from.as_deref())
+                    })
+                    .await
+                    .map_err(Stopped::Failed)?;
+                send(outbox, recommendations, &mut sent).await?;
+                match last {
+                    Some(last) => after = Some(last),
+                    None => break,
+                }
             }
-        });
-        Ok(stream)
+        }
+        if !sent {
+            outbox
+                .send(api::AdviseResponse::default())
+                .await
+                .map_err(|_| Stopped::Gone)?;
+        }
+        Ok(())
     }
+}
+
+/// Sends `recommendations` as one message, if there are any.
+async fn send(
+    outbox: &mut Outbox<api::AdviseResponse>,
+    recommendations: Vec<api::Recommendation>,
+    sent: &mut bool,
+) -> Result<(), Stopped> {
+    if recommendations.is_empty() {
+        return Ok(());
+    }
+    outbox
+        .send(api::AdviseResponse { recommendations })
+        .await
+        .map_err(|_| Stopped::Gone)?;
+    *sent = true;
+    Ok(())
 }
 
 /// `value`, or `default` for 0; refused above `max`.
@@ -160,8 +210,12 @@ struct Context {
     closed: Vec<BillingMonth>,
     /// Every month a page's login days are read in: the window's and the closed ones.
     months: Vec<BillingMonth>,
+    /// The window's first instant.
+    since: jiff::Timestamp,
     /// The unused-seats recommendations, sent first.
     seats: Vec<api::Recommendation>,
+    /// The recording retention's fold, when the account keeps recordings longer than it needs.
+    retention: Option<LongRetention>,
 }
 
 /// Reads the account and works out the window and the months compared; the seats advice.
@@ -206,24 +260,44 @@ fn context(store: &Store, query: Query, prices: &PriceList) -> Result<Context, O
     } else {
         Vec::new()
     };
+    let retention = if query.wants(Kind::RecordingRetention) {
+        LongRetention::new(
+            account.settings.recording_retention,
+            account.settings.recording_retention_required,
+        )
+    } else {
+        None
+    };
     Ok(Context {
+        since: zone.start_of_day(first),
         query,
         account,
         window: (first, today),
         closed,
         months: months.into_iter().collect(),
         seats,
+        retention,
     })
 }
 
+/// What a page of members gives: its recommendations, the last member read when there may be
+/// more, and the recording retention's fold with the page's members added.
+type MemberPage = (
+    Vec<api::Recommendation>,
+    Option<String>,
+    Option<LongRetention>,
+);
+
 /// The recommendations of the next [`PAGE`] members after `after`, each member's together
-/// (right-sizing, billing mode, idle), and the last member read when there may be more.
+/// (right-sizing, billing mode, idle), and the last member read when there may be more; the
+/// page's members are added to the recording retention's `fold`.
 fn member_page(
     store: &Store,
     context: &Context,
     prices: &PriceList,
     after: Option<&str>,
-) -> Result<(Vec<api::Recommendation>, Option<String>), OpError> {
+    mut fold: Option<LongRetention>,
+) -> Result<MemberPage, OpError> {
     use api::RecommendationKind as Kind;
     let Context {
         query,
@@ -251,6 +325,9 @@ fn member_page(
             settings,
             ..
         } = member;
+        if let Some(long) = fold.as_mut() {
+            long.add(&settings, prices);
+        }
         let activity = advisor::window_activity(&days, *first, *today);
         let activity = activity.as_ref();
         // A member with no login day in the window is the idle case, not a right-sizing.
@@ -337,6 +414,101 @@ fn member_page(
         }
         last = Some(member_id);
     }
+    Ok((page, if more { last } else { None }, fold))
+}
+
+/// The recording retention's recommendation, once every member is added, if it saves at least
+/// the minimum (and something).
+fn long_retention(
+    context: &Context,
+    long: LongRetention,
+    prices: &PriceList,
+) -> Option<api::Recommendation> {
+    if long.monthly_saving < context.query.minimum_saving.max(1) {
+        return None;
+    }
+    let account_id = context.account.id.clone();
+    Some(api::Recommendation {
+        kind: api::RecommendationKind::RecordingRetention as i32,
+        member_id: String::new(),
+        summary: format!(
+            "recordings kept {}, the account needs {}: {} recorded {} pay {} {} a month for the difference",
+            long.current,
+            long.required,
+            long.recorded_members,
+            if long.recorded_members == 1 {
+                "member"
+            } else {
+                "members"
+            },
+            long.units_saved,
+            if long.units_saved == 1 {
+                "unit"
+            } else {
+                "units"
+            },
+        ),
+        monthly_saving: Some(to_proto::money(long.monthly_saving, prices.currency())),
+        evidence: Some(api::recommendation::Evidence::RecordingRetention(
+            api::RecordingRetentionEvidence {
+                current: Some(to_proto::retention(long.current)),
+                required: Some(to_proto::retention(long.required)),
+                recorded_members: long.recorded_members,
+                units_saved: long.units_saved,
+            },
+        )),
+        apply: Some(api::recommendation::Apply::UpdateAccount(
+            api::UpdateAccountRequest {
+                account_id,
+                recording_retention: Some(to_proto::retention(long.required)),
+                ..Default::default()
+            },
+        )),
+    })
+}
+
+/// The unlicensed usage of the next [`PAGE`] unknown members after `after` whose latest event
+/// is inside the window, and the last member read when there may be more.
+fn unlicensed_page(
+    store: &Store,
+    context: &Context,
+    prices: &PriceList,
+    after: Option<&str>,
+) -> Result<(Vec<api::Recommendation>, Option<String>), OpError> {
+    let read = store
+        .unlicensed_after(&context.query.account_id, after)
+        .take(PAGE)
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = read.len() == PAGE;
+    let last = read.last().map(|(member_id, ..)| member_id.clone());
+    // It saves nothing: only a request without a minimum saving sees it.
+    let page = if context.query.minimum_saving > 0 {
+        Vec::new()
+    } else {
+        read.into_iter()
+            .filter(|(_, _, last_seen)| {
+                advisor::unlicensed_usage_arriving(*last_seen, context.since)
+            })
+            .map(|(member_id, events, last_seen)| api::Recommendation {
+                kind: api::RecommendationKind::UnlicensedUsage as i32,
+                summary: format!(
+                    "{events} usage {} for a member the account does not know, the latest at \
+                     {last_seen}: license the member or stop the source",
+                    if events == 1 { "event" } else { "events" },
+                ),
+                monthly_saving: Some(to_proto::money(0, prices.currency())),
+                evidence: Some(api::recommendation::Evidence::UnlicensedUsage(
+                    api::UnlicensedUsageEvidence {
+                        events,
+                        last_seen: Some(to_proto::timestamp(last_seen)),
+                        window_days: context.query.window_days,
+                    },
+                )),
+                apply: None,
+                member_id,
+            })
+            .collect()
+    };
     Ok((page, if more { last } else { None }))
 }
 

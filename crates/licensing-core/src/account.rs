@@ -15,6 +15,9 @@ pub struct AccountSettings {
     pub auto_growth: bool,
     /// Call-recording retention.
     pub recording_retention: RecordingRetention,
+    /// The retention the account's recordings must be kept for (by law or contract), if it
+    /// says: the advisor offers to shorten a longer retention to it. Nothing else reads it.
+    pub recording_retention_required: Option<RecordingRetention>,
     /// Days after a month's end during which late events are accepted.
     pub grace_period_days: u32,
     /// Speech-to-text on.
@@ -53,6 +56,7 @@ impl AccountSettings {
             zone,
             auto_growth: false,
             recording_retention: RecordingRetention::default(),
+            recording_retention_required: None,
             grace_period_days: 0,
             speech_to_text: false,
             speech_to_text_extra_minutes_cap: None,

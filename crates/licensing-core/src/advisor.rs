@@ -22,8 +22,8 @@ use std::collections::BTreeSet;
 use jiff::civil;
 
 use crate::{
-    BillingMode, Channel, LoginDay, MemberSettings, Permission, PermissionSet, PriceList, Product,
-    RecordingRetention, Resolution, Seats, Tier, Trigger, resolve,
+    AddOn, BillingMode, Channel, LoginDay, MemberSettings, Permission, PermissionSet, PriceList,
+    Product, RecordingRetention, Resolution, Seats, Tier, Trigger, resolve,
 };
 
 /// What a member was seen doing in the advisor's window.
@@ -392,3 +392,70 @@ pub fn idle_member_cost(resolution: &Resolution) -> Option<i64> {
 
 #[cfg(test)]
 mod tests;
+
+/// Recordings kept longer than the account says they must be: what shortening the retention to
+/// the one required saves, folded over the account's members ([`LongRetention::add`]). Each
+/// member's part is the difference of their licence resolved at the two retentions, so the
+/// recording included from ENTERPRISE is counted as `resolve` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongRetention {
+    /// The retention paid for.
+    pub current: RecordingRetention,
+    /// The retention the account says it needs.
+    pub required: RecordingRetention,
+    /// Members whose settings record calls.
+    pub recorded_members: u32,
+    /// Recording units billed a month that the required retention does not need.
+    pub units_saved: u64,
+    /// What those units cost a month.
+    pub monthly_saving: i64,
+}
+
+impl LongRetention {
+    /// The fold for an account that keeps recordings for `current` and needs `required`;
+    /// `None` unless the retention required is shorter.
+    pub fn new(
+        current: RecordingRetention,
+        required: Option<RecordingRetention>,
+    ) -> Option<LongRetention> {
+        let required = required.filter(|r| r.units() < current.units())?;
+        Some(LongRetention {
+            current,
+            required,
+            recorded_members: 0,
+            units_saved: 0,
+            monthly_saving: 0,
+        })
+    }
+
+    /// Adds a member with `settings`.
+    pub fn add(&mut self, settings: &MemberSettings, prices: &PriceList) {
+        if !settings.call_recording() {
+            return;
+        }
+        let billed = |resolution: &Resolution| {
+            resolution
+                .add_ons()
+                .iter()
+                .filter(|line| line.add_on == AddOn::CallRecording)
+                .map(|line| u64::from(line.billed_units))
+                .sum::<u64>()
+        };
+        let from = resolve(settings, self.current, prices);
+        let to = resolve(settings, self.required, prices);
+        self.recorded_members = self.recorded_members.saturating_add(1);
+        self.units_saved = self
+            .units_saved
+            .saturating_add(billed(&from).saturating_sub(billed(&to)));
+        self.monthly_saving = self
+            .monthly_saving
+            .saturating_add(monthly_cost(&from, 0).saturating_sub(monthly_cost(&to, 0)));
+    }
+}
+
+/// Usage that keeps arriving for a member the account does not know: events seen on or after
+/// `since` (the window's first instant). Such usage is billed to nobody; the account licenses
+/// the member (`ResolveMember` with their settings) or stops the source.
+pub fn unlicensed_usage_arriving(last_seen: jiff::Timestamp, since: jiff::Timestamp) -> bool {
+    last_seen >= since
+}

@@ -888,20 +888,43 @@ impl Store {
 
     /// Usage by members the account does not know: `(member id, events, last seen)`.
     pub fn unlicensed(&self, account_id: &str) -> Result<Vec<(String, u64, Timestamp)>, OpError> {
+        self.unlicensed_after(account_id, None).collect()
+    }
+
+    /// Usage by members the account does not know, in member id order after `after`, read as
+    /// the iterator is: `(member id, events, last seen)`.
+    pub fn unlicensed_after<'a>(
+        &'a self,
+        account_id: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, u64, Timestamp), OpError>> + 'a {
         let start = prefix(account_id);
-        let mut result = Vec::new();
-        for item in self.unlicensed.scan_prefix(&start) {
+        let from = match after {
+            // The smallest key greater than the member's own.
+            Some(member) => {
+                let mut k = join(&[account_id.as_bytes(), member.as_bytes()]);
+                k.push(0);
+                k
+            }
+            None => start.clone(),
+        };
+        let mut end = start.clone();
+        // The separator + 1 bounds the prefix: ids never contain byte 0.
+        if let Some(last) = end.last_mut() {
+            *last = last.saturating_add(1);
+        }
+        let skip = start.len();
+        self.unlicensed.range(from..end).map(move |item| {
             let (key, value) = item.map_err(|source| self.storage(source))?;
             let (events, last_seen) = decode::<UnlicensedRecord>("unlicensed", &value)
                 .and_then(UnlicensedRecord::decode)
                 .map_err(StoreError::from)?;
-            result.push((
-                String::from_utf8_lossy(&key[start.len()..]).into_owned(),
+            Ok((
+                String::from_utf8_lossy(&key[skip..]).into_owned(),
                 events,
                 last_seen,
-            ));
-        }
-        Ok(result)
+            ))
+        })
     }
 
     /// Metered use in `month`.

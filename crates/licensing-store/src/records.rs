@@ -111,14 +111,11 @@ impl SettingsV1 {
     fn decode(self) -> Result<AccountSettings, Corrupt> {
         const WHAT: &str = "account settings";
         let zone = Zone::new(&self.zone).map_err(|e| corrupt(WHAT, e))?;
-        let recording_retention = match self.retention_months {
-            0 => RecordingRetention::FOURTEEN_DAYS,
-            months => RecordingRetention::months(months).map_err(|e| corrupt(WHAT, e))?,
-        };
         Ok(AccountSettings {
             zone,
             auto_growth: self.auto_growth,
-            recording_retention,
+            recording_retention: retention(self.retention_months)?,
+            recording_retention_required: None,
             grace_period_days: self.grace_period_days,
             speech_to_text: self.speech_to_text,
             speech_to_text_extra_minutes_cap: self.speech_to_text_extra_minutes_cap,
@@ -128,6 +125,41 @@ impl SettingsV1 {
             ai_qa_packs_cap: self.ai_qa_packs_cap,
             ai_topics_on_calls: self.ai_topics_on_calls,
         })
+    }
+}
+
+/// A retention kept as months, 0 being 14 days.
+fn retention(months: u32) -> Result<RecordingRetention, Corrupt> {
+    match months {
+        0 => Ok(RecordingRetention::FOURTEEN_DAYS),
+        months => RecordingRetention::months(months).map_err(|e| corrupt("account settings", e)),
+    }
+}
+
+/// Version 2 adds the retention the account says it needs (months, 0 being 14 days).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SettingsV2 {
+    v1: SettingsV1,
+    retention_required_months: Option<u32>,
+}
+
+impl From<&AccountSettings> for SettingsV2 {
+    fn from(s: &AccountSettings) -> SettingsV2 {
+        SettingsV2 {
+            v1: s.into(),
+            retention_required_months: s
+                .recording_retention_required
+                .map(|r| r.as_months().unwrap_or(0)),
+        }
+    }
+}
+
+impl SettingsV2 {
+    fn decode(self) -> Result<AccountSettings, Corrupt> {
+        let mut settings = self.v1.decode()?;
+        settings.recording_retention_required =
+            self.retention_required_months.map(retention).transpose()?;
+        Ok(settings)
     }
 }
 
@@ -164,7 +196,7 @@ pub(crate) enum AccountRecord {
         audit_sequence: u64,
     },
     V2 {
-        settings: SettingsV1,
+        settings: SettingsV2,
         sandbox: bool,
         created_at: Time,
         clock: Option<Time>,
@@ -177,7 +209,7 @@ impl From<&Account> for AccountRecord {
     fn from(a: &Account) -> AccountRecord {
         let i = &a.inventory;
         AccountRecord::V2 {
-            settings: SettingsV1::from(&a.settings),
+            settings: SettingsV2::from(&a.settings),
             sandbox: a.sandbox,
             created_at: a.created_at.into(),
             clock: a.clock.map(Time::from),
@@ -208,7 +240,7 @@ impl AccountRecord {
                 inventory: i,
                 audit_sequence,
             } => AccountRecord::V1 {
-                settings,
+                settings: settings.v1,
                 sandbox,
                 created_at,
                 clock,
@@ -236,7 +268,7 @@ impl AccountRecord {
                 inventory: i,
                 audit_sequence,
             } => (
-                settings,
+                settings.decode()?,
                 sandbox,
                 created_at,
                 clock,
@@ -258,7 +290,7 @@ impl AccountRecord {
                 inventory,
                 audit_sequence,
             } => (
-                settings,
+                settings.decode()?,
                 sandbox,
                 created_at,
                 clock,
@@ -268,7 +300,7 @@ impl AccountRecord {
         };
         Ok(Account {
             id: id.to_owned(),
-            settings: settings.decode()?,
+            settings,
             sandbox,
             created_at: created_at.decode(WHAT)?,
             clock: clock.map(|c| c.decode(WHAT)).transpose()?,
@@ -480,6 +512,11 @@ pub(crate) enum ChangeV1 {
         from: Time,
         to: Time,
     },
+    /// Settings with the retention the account needs (format version 4).
+    AccountSettingsV2 {
+        before: Option<SettingsV2>,
+        after: SettingsV2,
+    },
 }
 
 /// An audit entry: `audit` tree, key = account id, 0, sequence (u64 big-endian).
@@ -495,8 +532,8 @@ pub(crate) enum AuditRecord {
 impl From<&AuditEntry> for AuditRecord {
     fn from(e: &AuditEntry) -> AuditRecord {
         let change = match &e.change {
-            Change::AccountSettings { before, after } => ChangeV1::AccountSettings {
-                before: before.as_ref().map(SettingsV1::from),
+            Change::AccountSettings { before, after } => ChangeV1::AccountSettingsV2 {
+                before: before.as_ref().map(SettingsV2::from),
                 after: after.into(),
             },
             Change::Member { before, after } => ChangeV1::Member {
@@ -548,6 +585,10 @@ impl AuditRecord {
         let change = match change {
             ChangeV1::AccountSettings { before, after } => Change::AccountSettings {
                 before: before.map(SettingsV1::decode).transpose()?,
+                after: after.decode()?,
+            },
+            ChangeV1::AccountSettingsV2 { before, after } => Change::AccountSettings {
+                before: before.map(SettingsV2::decode).transpose()?,
                 after: after.decode()?,
             },
             ChangeV1::Member {

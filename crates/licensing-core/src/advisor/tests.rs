@@ -392,6 +392,66 @@ fn a_member_who_never_logs_in() {
     );
 }
 
+/// An account keeping recordings 9 months (3 units per recorded member) that says it needs 3
+/// (1 unit). A recorded STANDARD agent is billed 3 units today, 1 at 3 months: 2 saved. A
+/// recorded ADMINISTRATOR (WORKSPACE: ENTERPRISE, one unit included) is billed 3 - 1 = 2 today
+/// and 1 - 1 = 0 at 3 months: 2 saved. A member who does not record saves nothing. In all 2
+/// recorded members, 4 units, 4 x 700 = 2800 a month.
+#[test]
+fn recordings_kept_longer_than_the_account_needs() {
+    let months = |m| RecordingRetention::months(m).expect("retention");
+    let recorded = |role| {
+        settings(MemberSettingsInput {
+            role: Some(role),
+            call_recording: true,
+            ..Default::default()
+        })
+    };
+    let mut long = LongRetention::new(months(9), Some(months(3))).expect("longer than needed");
+    long.add(&recorded(Role::User), &prices());
+    long.add(&recorded(Role::Administrator), &prices());
+    long.add(
+        &settings(MemberSettingsInput {
+            role: Some(Role::User),
+            ..Default::default()
+        }),
+        &prices(),
+    );
+    assert_eq!(
+        long,
+        LongRetention {
+            current: months(9),
+            required: months(3),
+            recorded_members: 2,
+            units_saved: 4,
+            monthly_saving: 2800,
+        }
+    );
+    // Down to 14 days: the agent's 3 units and the administrator's 2 are all saved.
+    let mut free = LongRetention::new(months(9), Some(RecordingRetention::FOURTEEN_DAYS))
+        .expect("longer than needed");
+    free.add(&recorded(Role::User), &prices());
+    free.add(&recorded(Role::Administrator), &prices());
+    assert_eq!((free.units_saved, free.monthly_saving), (5, 3500));
+    // Nothing to say when the account needs as long or longer, or does not say.
+    assert_eq!(LongRetention::new(months(9), Some(months(9))), None);
+    assert_eq!(LongRetention::new(months(3), Some(months(12))), None);
+    assert_eq!(LongRetention::new(months(9), None), None);
+}
+
+/// Unlicensed usage keeps arriving when its last event is inside the window.
+#[test]
+fn unlicensed_usage_inside_the_window_keeps_arriving() {
+    let at = |s: &str| s.parse::<jiff::Timestamp>().expect("timestamp");
+    let since = at("2026-11-01T00:00:00Z");
+    assert!(unlicensed_usage_arriving(at("2026-11-20T09:00:00Z"), since));
+    assert!(unlicensed_usage_arriving(since, since));
+    assert!(!unlicensed_usage_arriving(
+        at("2026-10-31T23:59:59Z"),
+        since
+    ));
+}
+
 proptest! {
     /// Applying a right-sizing's settings never raises the member's tier, its saving is exactly
     /// the difference of the two resolved prices, and `to` is what resolving its settings gives.
@@ -425,6 +485,43 @@ proptest! {
                 monthly_cost(&from, login_days) - monthly_cost(&to, login_days)
             );
             prop_assert_eq!(apply(&current, &r.change), Some(r.settings.clone()));
+        }
+    }
+
+    /// Shortening the retention saves exactly the difference of each recorded member's two
+    /// resolved prices, never a negative amount, and nothing for a member who does not record.
+    #[test]
+    fn a_shorter_retention_saves_the_difference_of_the_resolved_prices(
+        members in proptest::collection::vec(strategies::settings_input(), 0..6),
+        current in strategies::retention(),
+        required in strategies::retention(),
+    ) {
+        let prices = prices();
+        match LongRetention::new(current, Some(required)) {
+            None => prop_assert!(required.units() >= current.units()),
+            Some(mut long) => {
+                let mut expected = 0;
+                let mut recorded = 0;
+                for input in members {
+                    let member = MemberSettings::new(input).expect("valid");
+                    let before = long.monthly_saving;
+                    long.add(&member, &prices);
+                    prop_assert!(long.monthly_saving >= before);
+                    if member.call_recording() {
+                        recorded += 1;
+                        expected += resolve(&member, current, &prices).price.per_month
+                            - resolve(&member, required, &prices).price.per_month;
+                    } else {
+                        prop_assert_eq!(long.monthly_saving, before);
+                    }
+                }
+                prop_assert_eq!(long.recorded_members, recorded);
+                prop_assert_eq!(long.monthly_saving, expected);
+                prop_assert_eq!(
+                    long.monthly_saving,
+                    i64::try_from(long.units_saved).expect("small") * prices.recording_unit_monthly()
+                );
+            }
         }
     }
 

@@ -3,8 +3,8 @@
 use std::{path::Path, sync::Barrier};
 
 use licensing_core::{
-    AccountSettings, Channel, Inventory, MemberSettingsInput, Permission, Skill, UNAUTHENTICATED,
-    Zone,
+    AccountSettings, Channel, Inventory, MemberSettingsInput, Permission, RecordingRetention,
+    Skill, UNAUTHENTICATED, Zone,
 };
 
 use super::*;
@@ -441,4 +441,89 @@ fn seats_in_use_peak_per_month_and_are_kept_when_it_closes() {
     let old = store.account("acme").expect("account").inventory;
     assert_eq!(old.peak_in_use, old.peak);
     assert_eq!((old.seats, old.in_use), (inventory.seats, inventory.in_use));
+}
+
+/// The retention an account says it needs is kept with its settings and in the audit trail's
+/// before and after; a settings entry written before it was kept reads as not said.
+#[test]
+fn the_retention_an_account_needs_is_kept_and_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let three = RecordingRetention::months(3).expect("retention");
+    {
+        let store = open(dir.path());
+        new_account(&store, "acme", false);
+        store
+            .update_account("acme", now(), "ops", |s| {
+                s.recording_retention_required = Some(three);
+                Ok(())
+            })
+            .expect("updated");
+        store
+            .update_account("acme", now(), "ops", |s| {
+                s.recording_retention_required = Some(RecordingRetention::FOURTEEN_DAYS);
+                Ok(())
+            })
+            .expect("updated");
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store
+            .account("acme")
+            .expect("account")
+            .settings
+            .recording_retention_required,
+        Some(RecordingRetention::FOURTEEN_DAYS)
+    );
+    let required: Vec<_> = store
+        .audit_trail("acme", 1)
+        .map(|e| match e.expect("entry").change {
+            Change::AccountSettings { before, after } => (
+                before.and_then(|b| b.recording_retention_required),
+                after.recording_retention_required,
+            ),
+            other => panic!("not a settings change: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        required,
+        vec![
+            (None, None),
+            (None, Some(three)),
+            (Some(three), Some(RecordingRetention::FOURTEEN_DAYS)),
+        ]
+    );
+
+    // The first entry as an older build wrote it, with settings of version 1.
+    let (key, _) = store
+        .audit
+        .scan_prefix(b"acme\0")
+        .next()
+        .expect("an entry")
+        .expect("read");
+    let settings = store.account("acme").expect("account").settings;
+    let old = crate::records::AuditRecord::V1 {
+        time: now().into(),
+        actor: "ops".to_owned(),
+        change: crate::records::ChangeV1::AccountSettings {
+            before: None,
+            after: (&settings).into(),
+        },
+    };
+    store
+        .audit
+        .insert(key, crate::records::encode(&old))
+        .expect("write");
+    let first = store
+        .audit_trail("acme", 1)
+        .next()
+        .expect("entry")
+        .expect("decoded");
+    match first.change {
+        Change::AccountSettings { before, after } => {
+            assert!(before.is_none());
+            assert_eq!(after.recording_retention_required, None);
+            assert_eq!(after.zone, settings.zone);
+        }
+        other => panic!("not a settings change: {other:?}"),
+    }
 }

@@ -268,6 +268,29 @@ fn odd_events_are_refused_with_a_reason_or_kept_as_unlicensed() {
         unlicensed,
         [("nobody".to_owned(), 1, at("2026-06-01T12:00:00Z"))]
     );
+
+    // Read a page at a time after a member id: "nobody", then "nobody2" (an id that extends
+    // the first), then nothing after the last.
+    let more = ingest(
+        &store,
+        vec![event(
+            "ghost2",
+            "nobody2",
+            "2026-06-01T13:00:00Z",
+            EventKind::AgentLogin,
+        )],
+    );
+    assert_eq!(more, vec![Outcome::Applied]);
+    let ids = |after| {
+        store
+            .unlicensed_after("acme", after)
+            .map(|u| u.expect("unlicensed").0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(None), ["nobody", "nobody2"]);
+    assert_eq!(ids(Some("nobody")), ["nobody2"]);
+    assert!(ids(Some("nobody2")).is_empty());
+    assert!(store.unlicensed_after("acm", None).next().is_none());
 }
 
 #[test]
