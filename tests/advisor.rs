@@ -52,6 +52,28 @@ fn queue_login(id: &str, member: &str, at: &str, queue: &str) -> Value {
             "occurredAt": at, "queueLogin": { "queueId": queue } })
 }
 
+/// A service with a sandbox account whose clock starts at `clock_start`, with `settings`.
+fn sandbox(clock_start: &str, settings: Value) -> Licensing {
+    let server = Licensing::start();
+    call(
+        &server,
+        "CreateAccount",
+        json!({ "accountId": ACCOUNT, "sandbox": true, "sandboxClockStart": clock_start,
+                "settings": settings }),
+    );
+    server
+}
+
+/// Buys STANDARD seats up to `seats`: the cart previewed, then confirmed at its revision.
+fn buy_standard_seats(server: &Licensing, seats: u32) {
+    let cart = json!({ "accountId": ACCOUNT, "changes": [{ "product": "PRODUCT_STANDARD_SEAT", "seats": seats }] });
+    let preview = call(server, "AdjustInventory", cart.clone());
+    let mut confirm = cart;
+    confirm["confirm"] = json!(true);
+    confirm["revision"] = preview["revision"].clone();
+    call(server, "AdjustInventory", confirm);
+}
+
 /// Every recommendation of one Advise call, in stream order.
 fn advise(server: &Licensing, request: Value) -> Vec<Value> {
     server
@@ -93,12 +115,9 @@ fn row(kind: &str, member: &str, saving: i64) -> (String, String, i64) {
 
 #[test]
 fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
-    let server = Licensing::start();
-    call(
-        &server,
-        "CreateAccount",
-        json!({ "accountId": ACCOUNT, "sandbox": true, "sandboxClockStart": "2026-09-01T08:00:00Z",
-                "settings": { "timeZone": "UTC", "autoGrowth": true } }),
+    let server = sandbox(
+        "2026-09-01T08:00:00Z",
+        json!({ "timeZone": "UTC", "autoGrowth": true }),
     );
     let voice = |id: &str| json!({ "id": id, "channel": "CHANNEL_VOICE" });
     // agent: COMMUNICATION and two skills = PROFESSIONAL, monthly; works the "sales" queue only.
@@ -128,12 +147,7 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
         json!({ "role": "ROLE_USER", "skills": [voice("sales")] }),
     );
     // 10 STANDARD seats bought; ghost holds the only one in use.
-    let cart = json!({ "accountId": ACCOUNT, "changes": [{ "product": "PRODUCT_STANDARD_SEAT", "seats": 10 }] });
-    let preview = call(&server, "AdjustInventory", cart.clone());
-    let mut confirm = cart;
-    confirm["confirm"] = json!(true);
-    confirm["revision"] = preview["revision"].clone();
-    call(&server, "AdjustInventory", confirm);
+    buy_standard_seats(&server, 10);
 
     // parttime logs in on the 1st to the 6th of September, October and November.
     for (month, clock) in [
@@ -278,19 +292,8 @@ fn an_account_is_advised_from_its_own_use_and_one_advice_applies_as_given() {
 /// held more than one: reduce to 1, 9 x 2900 = 26100.
 #[test]
 fn seats_are_reduced_to_the_peak_in_use_of_the_window_not_to_those_in_use_now() {
-    let server = Licensing::start();
-    call(
-        &server,
-        "CreateAccount",
-        json!({ "accountId": ACCOUNT, "sandbox": true, "sandboxClockStart": "2026-11-02T08:00:00Z",
-                "settings": { "timeZone": "UTC" } }),
-    );
-    let cart = json!({ "accountId": ACCOUNT, "changes": [{ "product": "PRODUCT_STANDARD_SEAT", "seats": 10 }] });
-    let preview = call(&server, "AdjustInventory", cart.clone());
-    let mut confirm = cart;
-    confirm["confirm"] = json!(true);
-    confirm["revision"] = preview["revision"].clone();
-    call(&server, "AdjustInventory", confirm);
+    let server = sandbox("2026-11-02T08:00:00Z", json!({ "timeZone": "UTC" }));
+    buy_standard_seats(&server, 10);
     let agent =
         json!({ "role": "ROLE_USER", "skills": [{ "id": "sales", "channel": "CHANNEL_VOICE" }] });
     for n in 1..=6 {
@@ -363,14 +366,10 @@ fn seats_are_reduced_to_the_peak_in_use_of_the_window_not_to_those_in_use_now() 
 /// December 1st), "old-ghost" one on November 10th: only "ghost" keeps arriving.
 #[test]
 fn recordings_kept_longer_than_needed_and_unlicensed_usage_that_keeps_arriving() {
-    let server = Licensing::start();
-    call(
-        &server,
-        "CreateAccount",
-        json!({ "accountId": ACCOUNT, "sandbox": true, "sandboxClockStart": "2026-11-02T08:00:00Z",
-                "settings": { "timeZone": "UTC", "autoGrowth": true,
-                              "recordingRetention": { "months": 9 },
-                              "recordingRetentionRequired": { "months": 3 } } }),
+    let server = sandbox(
+        "2026-11-02T08:00:00Z",
+        json!({ "timeZone": "UTC", "autoGrowth": true, "recordingRetention": { "months": 9 },
+                "recordingRetentionRequired": { "months": 3 } }),
     );
     let sales = json!([{ "id": "sales", "channel": "CHANNEL_VOICE" }]);
     apply(
@@ -389,16 +388,12 @@ fn recordings_kept_longer_than_needed_and_unlicensed_usage_that_keeps_arriving()
         json!({ "role": "ROLE_USER", "skills": sales, "callRecording": true }),
     );
     advance(&server, "2026-11-30T08:00:00Z");
-    let ghost = |id: &str, member: &str, at: &str| {
-        json!({ "source": "pbx", "eventId": id, "accountId": ACCOUNT, "memberId": member,
-                "occurredAt": at, "agentLogin": {} })
-    };
     ingest(
         &server,
         vec![
-            ghost("g1", "ghost", "2026-11-27T10:00:00Z"),
-            ghost("g2", "ghost", "2026-11-28T10:00:00Z"),
-            ghost("o1", "old-ghost", "2026-11-10T10:00:00Z"),
+            login("g1", "ghost", "2026-11-27T10:00:00Z"),
+            login("g2", "ghost", "2026-11-28T10:00:00Z"),
+            login("o1", "old-ghost", "2026-11-10T10:00:00Z"),
         ],
     );
     advance(&server, "2026-12-01T08:00:00Z");

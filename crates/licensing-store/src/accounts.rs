@@ -611,22 +611,9 @@ impl Store {
         after: Option<&str>,
     ) -> impl Iterator<Item = Result<RawMember, OpError>> + 'a {
         let prefix = prefix(account_id);
-        let start = match after {
-            // The smallest key greater than the member's own.
-            Some(member) => {
-                let mut k = key(account_id, member.as_bytes());
-                k.push(0);
-                k
-            }
-            None => prefix.clone(),
-        };
-        let mut end = prefix.clone();
-        // SEP + 1 bounds the prefix: ids never contain byte 0.
-        if let Some(last) = end.last_mut() {
-            *last = SEP + 1;
-        }
         let skip = prefix.len();
-        self.members.range(start..end).map(move |item| {
+        let range = crate::range_after(&prefix, after.map(str::as_bytes));
+        self.members.range(range).map(move |item| {
             let (key, value) = item.map_err(|source| {
                 self.failed_with(StoreError::Storage {
                     path: self.path.clone(),

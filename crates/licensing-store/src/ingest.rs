@@ -899,22 +899,9 @@ impl Store {
         after: Option<&str>,
     ) -> impl Iterator<Item = Result<(String, u64, Timestamp), OpError>> + 'a {
         let start = prefix(account_id);
-        let from = match after {
-            // The smallest key greater than the member's own.
-            Some(member) => {
-                let mut k = join(&[account_id.as_bytes(), member.as_bytes()]);
-                k.push(0);
-                k
-            }
-            None => start.clone(),
-        };
-        let mut end = start.clone();
-        // The separator + 1 bounds the prefix: ids never contain byte 0.
-        if let Some(last) = end.last_mut() {
-            *last = last.saturating_add(1);
-        }
         let skip = start.len();
-        self.unlicensed.range(from..end).map(move |item| {
+        let range = crate::range_after(&start, after.map(str::as_bytes));
+        self.unlicensed.range(range).map(move |item| {
             let (key, value) = item.map_err(|source| self.storage(source))?;
             let (events, last_seen) = decode::<UnlicensedRecord>("unlicensed", &value)
                 .and_then(UnlicensedRecord::decode)

@@ -137,6 +137,27 @@ pub(crate) fn after(tree: &sled::Tree, after: Option<&[u8]>) -> sled::Iter {
     }
 }
 
+/// The key range of the records under `prefix` (which ends with the separator, byte 0) whose
+/// rest of the key sorts after `after` (all of them without one): where a listing by id goes on.
+/// Ids never contain byte 0, so `after` followed by 0 is the smallest key after its own.
+pub(crate) fn range_after(prefix: &[u8], after: Option<&[u8]>) -> std::ops::Range<Vec<u8>> {
+    let start = match after {
+        Some(after) => {
+            let mut key = Vec::with_capacity(prefix.len() + after.len() + 1);
+            key.extend_from_slice(prefix);
+            key.extend_from_slice(after);
+            key.push(0);
+            key
+        }
+        None => prefix.to_vec(),
+    };
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    start..end
+}
+
 /// Why an upgrade stopped (nothing is lost: the old records stay until it is complete).
 enum Upgrade {
     Storage(sled::Error),

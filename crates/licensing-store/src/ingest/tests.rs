@@ -1151,7 +1151,25 @@ fn the_backlog_names_the_work_left_until_it_is_done() {
     assert_eq!(store.dedupe.len(), 0, "March's records expired");
 }
 
-/// A version-1 database (login days keyed account, member, date) opens as version 2 with every
+/// Marks the database as written by format `version`, durably.
+fn mark_version(store: &Store, version: u32) {
+    let meta = store.db.open_tree(crate::META_TREE).expect("meta");
+    meta.insert(crate::FORMAT_VERSION_KEY, &version.to_be_bytes())
+        .expect("version");
+    store.db.flush().expect("flush");
+}
+
+fn assert_current_version(store: &Store) {
+    let meta = store.db.open_tree(crate::META_TREE).expect("meta");
+    assert_eq!(
+        meta.get(crate::FORMAT_VERSION_KEY)
+            .expect("version")
+            .as_deref(),
+        Some(&crate::FORMAT_VERSION.to_be_bytes()[..])
+    );
+}
+
+/// A version-1 database (login days keyed account, member, date) opens as the current version with every
 /// login day where this version reads it, and the old tree gone; opening again changes nothing.
 #[test]
 fn a_version_1_database_is_upgraded_with_its_login_days() {
@@ -1193,22 +1211,13 @@ fn a_version_1_database_is_upgraded_with_its_login_days() {
                 .expect("old day");
         }
         store.days.clear().expect("clear");
-        let meta = store.db.open_tree(crate::META_TREE).expect("meta");
-        meta.insert(crate::FORMAT_VERSION_KEY, &1u32.to_be_bytes())
-            .expect("version 1");
-        store.db.flush().expect("flush");
+        mark_version(&store, 1);
         before
     };
     for _ in 0..2 {
         let store = open(dir.path());
         assert_eq!(read(&store), before);
-        let meta = store.db.open_tree(crate::META_TREE).expect("meta");
-        assert_eq!(
-            meta.get(crate::FORMAT_VERSION_KEY)
-                .expect("version")
-                .as_deref(),
-            Some(&crate::FORMAT_VERSION.to_be_bytes()[..])
-        );
+        assert_current_version(&store);
         assert!(
             !store
                 .db
@@ -1248,19 +1257,10 @@ fn a_version_2_database_is_upgraded_and_its_days_have_unknown_queues() {
                 .insert(key, crate::records::encode(&v1))
                 .expect("v1 day");
         }
-        let meta = store.db.open_tree(crate::META_TREE).expect("meta");
-        meta.insert(crate::FORMAT_VERSION_KEY, &2u32.to_be_bytes())
-            .expect("version 2");
-        store.db.flush().expect("flush");
+        mark_version(&store, 2);
     }
     let store = open(dir.path());
-    let meta = store.db.open_tree(crate::META_TREE).expect("meta");
-    assert_eq!(
-        meta.get(crate::FORMAT_VERSION_KEY)
-            .expect("version")
-            .as_deref(),
-        Some(&crate::FORMAT_VERSION.to_be_bytes()[..])
-    );
+    assert_current_version(&store);
     let days = store.month_login_days("acme", may).expect("days");
     assert_eq!(days.len(), 1);
     assert!(days[0].2.queues.is_empty() && days[0].2.queues_truncated);
@@ -1337,20 +1337,11 @@ fn a_version_3_database_is_upgraded_and_its_accounts_read_as_written() {
             .accounts
             .insert("acme", crate::records::encode(&record.into_v1()))
             .expect("v1 account");
-        let meta = store.db.open_tree(crate::META_TREE).expect("meta");
-        meta.insert(crate::FORMAT_VERSION_KEY, &3u32.to_be_bytes())
-            .expect("version 3");
-        store.db.flush().expect("flush");
+        mark_version(&store, 3);
         store.account("acme").expect("account").inventory
     };
     let store = open(dir.path());
-    let meta = store.db.open_tree(crate::META_TREE).expect("meta");
-    assert_eq!(
-        meta.get(crate::FORMAT_VERSION_KEY)
-            .expect("version")
-            .as_deref(),
-        Some(&crate::FORMAT_VERSION.to_be_bytes()[..])
-    );
+    assert_current_version(&store);
     let after = store.account("acme").expect("account").inventory;
     assert_eq!(after, before);
     assert_eq!(after.peak_in_use, after.peak);
