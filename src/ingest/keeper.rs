@@ -93,11 +93,21 @@ impl Feed {
 /// The keeper runs at most this often: the days of a busy hour are counted once a second, not
 /// once per commit.
 const KEEPER_PAUSE: Duration = Duration::from_secs(1);
+/// And it pauses at least this many times as long as its last pass took: a marked day is
+/// counted from its first session change, so a pass costs more as a busy day fills up; this
+/// keeps the keeper to at most a twentieth of one core whatever the day's size (reads count
+/// what is still marked themselves).
+const KEEPER_REST_FACTOR: u32 = 19;
+
+/// How long the keeper rests after a pass that took `took`.
+fn rest_after(took: Duration) -> Duration {
+    KEEPER_PAUSE.max(took.saturating_mul(KEEPER_REST_FACTOR))
+}
 /// Accounts the keeper counts per step on the blocking pool.
 const KEEPER_CHUNK: usize = 16;
 
 /// Counts every marked day each time the writer applied events (at most every
-/// [`KEEPER_PAUSE`]), in chunks of [`KEEPER_CHUNK`] accounts on the blocking pool, then tells
+/// [`KEEPER_PAUSE`], and resting [`KEEPER_REST_FACTOR`] times as long as a pass took), in chunks of [`KEEPER_CHUNK`] accounts on the blocking pool, then tells
 /// `GetUsage` followers what changed, until `stopping` completes. What it writes needs no flush:
 /// a day whose kept peak was lost in a crash is still marked, and is counted again.
 pub(super) async fn keep_peaks(store: Store, feed: Arc<Feed>, stopping: impl Future<Output = ()>) {
@@ -137,17 +147,39 @@ pub(super) async fn keep_peaks(store: Store, feed: Arc<Feed>, stopping: impl Fut
         metrics::counter!("licensing_peak_days_counted_total").increment(days as u64);
         // After the count: the followers' reads find the days kept.
         feed.announce();
+        let took = started.elapsed();
+        let rest = rest_after(took);
         if days > 0 {
             tracing::debug!(
                 accounts,
                 days,
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = took.as_millis() as u64,
+                rest_ms = rest.as_millis() as u64,
                 "concurrency peaks kept"
             );
         }
         tokio::select! {
-            () = tokio::time::sleep(KEEPER_PAUSE) => {}
+            () = tokio::time::sleep(rest) => {}
             () = &mut stopping => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keeper_rests_a_second_or_nineteen_times_its_pass() {
+        assert_eq!(rest_after(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(
+            rest_after(Duration::from_millis(50)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            rest_after(Duration::from_millis(100)),
+            Duration::from_millis(1900)
+        );
+        assert_eq!(rest_after(Duration::MAX), Duration::MAX);
     }
 }
