@@ -1,7 +1,9 @@
 //! Concurrency peaks kept day by day: a month's peak is the highest of its days' peaks, and a
 //! day is counted again only when a session change landed in it or the state it starts in
-//! changed. What a read of a month costs is one small record per day, plus the days that
-//! changed since they were last counted: not the month's session changes, and not the history's.
+//! changed. What a read of a month costs is one small record per day, plus the session changes
+//! since the days were last counted (a day whose new changes all came after those it counted is
+//! counted on from its record, not again from its start): not the month's session changes, and
+//! not the history's.
 
 use std::collections::BTreeMap;
 
@@ -12,25 +14,92 @@ use sled::{IVec, Transactional as _, transaction::ConflictableTransactionError};
 
 use crate::{
     OpError, Store, StoreError,
-    records::{CheckpointRecord, DayPeaksRecord, PeaksDirty, decode, encode},
+    records::{CheckpointRecord, DayPeaks, DayPeaksRecord, PeaksDirty, decode, encode},
 };
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// The epoch and marked days `record` means for an account now in `zone`: another zone's
-/// record means the next epoch, with nothing marked in it yet.
-pub(crate) fn view(record: Option<PeaksDirty>, zone: &str) -> (u64, u64, BTreeMap<String, u64>) {
-    match record {
-        None => (0, 0, BTreeMap::new()),
+/// A day's mark: the generation that marked it, and when the earliest session change marking
+/// it happened (`None`: not known, as in version-1 records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) generation: u64,
+    pub(crate) earliest: Option<jiff::Timestamp>,
+}
+
+/// The marked days of an account, by date (`YYYY-MM-DD`).
+pub(crate) type Marks = BTreeMap<String, Mark>;
+
+/// The epoch, next generation and marked days `record` means for an account now in `zone`:
+/// another zone's record means the next epoch, with nothing marked in it yet.
+pub(crate) fn view(record: Option<PeaksDirty>, zone: &str) -> (u64, u64, Marks) {
+    let (in_zone, epoch, next, days) = match record {
+        None => return (0, 0, BTreeMap::new()),
         Some(PeaksDirty::V1 {
-            zone: in_zone,
+            zone,
             epoch,
             next,
             days,
-        }) if in_zone == zone => (epoch, next, days),
-        Some(PeaksDirty::V1 { epoch, next, .. }) => (epoch.wrapping_add(1), next, BTreeMap::new()),
+        }) => (
+            zone,
+            epoch,
+            next,
+            days.into_iter()
+                .map(|(day, generation)| {
+                    let earliest = None;
+                    (
+                        day,
+                        Mark {
+                            generation,
+                            earliest,
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        Some(PeaksDirty::V2 {
+            zone,
+            epoch,
+            next,
+            days,
+        }) => (
+            zone,
+            epoch,
+            next,
+            days.into_iter()
+                .map(|(day, (generation, earliest))| {
+                    // An instant that does not decode is not known: the day is counted whole.
+                    let earliest = earliest.and_then(|t| t.decode("day peaks dirty").ok());
+                    (
+                        day,
+                        Mark {
+                            generation,
+                            earliest,
+                        },
+                    )
+                })
+                .collect(),
+        ),
+    };
+    if in_zone == zone {
+        (epoch, next, days)
+    } else {
+        (epoch.wrapping_add(1), next, BTreeMap::new())
+    }
+}
+
+/// The record of `marks` in `zone`.
+pub(crate) fn dirty_record(zone: &str, epoch: u64, next: u64, marks: Marks) -> PeaksDirty {
+    PeaksDirty::V2 {
+        zone: zone.to_owned(),
+        epoch,
+        next,
+        days: marks
+            .into_iter()
+            .map(|(day, mark)| (day, (mark.generation, mark.earliest.map(Into::into))))
+            .collect(),
     }
 }
 
@@ -56,15 +125,26 @@ fn day_key(account: &Account, day: &str) -> Vec<u8> {
 /// A day counted by this read, to keep if its mark did not move meanwhile.
 struct Counted {
     day: String,
-    /// The generation of the day's mark when the read began (`None`: unmarked).
-    seen: Option<u64>,
-    record: DayPeaksRecord,
+    /// The day's mark when the read began (`None`: unmarked).
+    seen: Option<Mark>,
+    record: DayPeaks,
+}
+
+fn max_peaks(peaks: &mut [u32; 5], more: &[u32; 5]) {
+    for (peak, day) in peaks.iter_mut().zip(more) {
+        *peak = (*peak).max(*day);
+    }
 }
 
 impl Store {
     /// The peaks of `month`, from `start` (who was logged in at its first instant), and how many
     /// of its days had to be counted from their session changes. `seen` is the account's
     /// `day_peaks_dirty` record as read before any session change was.
+    ///
+    /// A kept day is taken as it is when unmarked and counted from the state the day starts in
+    /// now. A marked one whose earliest new change is after the last change its record counted
+    /// (changes arriving in order, as they mostly do) is counted on from the record's end state
+    /// with those later changes only; any other is counted again from its start.
     pub(crate) fn peaks_by_day(
         &self,
         account: &Account,
@@ -78,7 +158,7 @@ impl Store {
         let month_text = month.to_string();
         let mut prefix = day_key(account, &month_text);
         prefix.push(b'-');
-        let mut kept: BTreeMap<i8, DayPeaksRecord> = BTreeMap::new();
+        let mut kept: BTreeMap<i8, DayPeaks> = BTreeMap::new();
         for item in self.day_peaks.scan_prefix(&prefix) {
             let (key, value) = item.map_err(|source| self.storage(source))?;
             let day = std::str::from_utf8(&key[prefix.len()..])
@@ -91,7 +171,9 @@ impl Store {
                 })
                 .into());
             };
-            let record = decode::<DayPeaksRecord>("day peaks", &value).map_err(StoreError::from)?;
+            let record = decode::<DayPeaksRecord>("day peaks", &value)
+                .and_then(DayPeaksRecord::decode)
+                .map_err(StoreError::from)?;
             kept.insert(day, record);
         }
 
@@ -109,61 +191,73 @@ impl Store {
         for (n, day) in days.iter().enumerate() {
             let text = day.to_string();
             let mark = marks.get(&text).copied();
-            let valid = kept.get(&day.day()).filter(|record| {
-                let DayPeaksRecord::V1 {
-                    epoch: in_epoch,
-                    start,
-                    ..
-                } = record;
-                *in_epoch == epoch && mark.is_none() && *start == start_digest
-            });
-            if let Some(record) = valid {
-                let DayPeaksRecord::V1 {
-                    peaks: day_peaks,
-                    end,
-                    end_digest,
-                    ..
-                } = record;
-                for (peak, day) in peaks.iter_mut().zip(day_peaks) {
-                    *peak = (*peak).max(*day);
+            let chained = kept
+                .remove(&day.day())
+                .filter(|record| record.epoch == epoch && record.start == start_digest);
+            let record = match (chained, mark) {
+                (Some(record), None) => {
+                    max_peaks(&mut peaks, &record.peaks);
+                    start_digest = record.end_digest;
+                    previous_end = Some(record.end);
+                    state = None;
+                    continue;
                 }
-                start_digest = *end_digest;
-                previous_end = Some(end.clone());
-                state = None;
-                continue;
-            }
-            let from = match state.take() {
-                Some(state) => state,
-                None => {
-                    let bytes = previous_end.take().unwrap_or_default();
-                    decode::<CheckpointRecord>("day peaks", &bytes)
-                        .and_then(CheckpointRecord::decode)
-                        .map_err(StoreError::from)?
-                }
+                (record, _) => record,
             };
-            let begins = zone.start_of_day(*day);
             let ends = match days.get(n + 1) {
                 Some(next) => zone.start_of_day(*next),
                 None => zone.start_of(month.next()),
             };
+            // Counted on from the record when every change marking the day came after the last
+            // one it counted: then the changes after that instant are exactly the new ones.
+            let resume = record.filter(|record| {
+                matches!(
+                    (record.through, mark.and_then(|m| m.earliest)),
+                    (Some(through), Some(earliest)) if earliest > through
+                )
+            });
+            let (from, begins, base, through) = match resume {
+                Some(record) => {
+                    let from = decode::<CheckpointRecord>("day peaks", &record.end)
+                        .and_then(CheckpointRecord::decode)
+                        .map_err(StoreError::from)?;
+                    let after = record
+                        .through
+                        .and_then(|t| t.checked_add(jiff::SignedDuration::from_nanos(1)).ok());
+                    (from, after, record.peaks, record.through)
+                }
+                None => {
+                    let from = match state.take() {
+                        Some(state) => state,
+                        None => {
+                            let bytes = previous_end.take().unwrap_or_default();
+                            decode::<CheckpointRecord>("day peaks", &bytes)
+                                .and_then(CheckpointRecord::decode)
+                                .map_err(StoreError::from)?
+                        }
+                    };
+                    (from, Some(zone.start_of_day(*day)), [0; 5], None)
+                }
+            };
             let transitions = self
-                .transitions(&account.id, Some(begins), ends)
+                .transitions(&account.id, begins, ends)
                 .collect::<Result<Vec<_>, _>>()?;
-            let (day_peaks, end) = from.peaks_over(transitions);
-            for (peak, day) in peaks.iter_mut().zip(day_peaks) {
-                *peak = (*peak).max(day);
-            }
+            let through = transitions.last().map(|t| t.at).or(through);
+            let (mut day_peaks, end) = from.peaks_over(transitions);
+            max_peaks(&mut day_peaks, &base);
+            max_peaks(&mut peaks, &day_peaks);
             let end_bytes = encode(&CheckpointRecord::new(&end));
             let end_digest = digest(&end_bytes);
             counted.push(Counted {
                 day: text,
                 seen: mark,
-                record: DayPeaksRecord::V1 {
+                record: DayPeaks {
                     epoch,
                     start: start_digest,
                     peaks: day_peaks,
                     end: end_bytes,
                     end_digest,
+                    through,
                 },
             });
             start_digest = end_digest;
@@ -213,13 +307,15 @@ impl Store {
             else {
                 return Ok(None);
             };
-            let DayPeaksRecord::V1 {
+            let DayPeaks {
                 epoch: in_epoch,
                 start: day_start,
                 end: day_end,
                 end_digest,
                 ..
-            } = decode::<DayPeaksRecord>("day peaks", &value).map_err(StoreError::from)?;
+            } = decode::<DayPeaksRecord>("day peaks", &value)
+                .and_then(DayPeaksRecord::decode)
+                .map_err(StoreError::from)?;
             if in_epoch != epoch || day_start != chain {
                 return Ok(None);
             }
@@ -255,8 +351,7 @@ impl Store {
                 decode_dirty(now.as_deref()).map_err(ConflictableTransactionError::Abort)?;
             // Another zone's record is kept as this zone's next epoch, so that the days counted
             // in it are never taken for the other zone's again.
-            let mut changed =
-                matches!(&record, Some(PeaksDirty::V1 { zone: in_zone, .. }) if in_zone != zone);
+            let mut changed = record.as_ref().is_some_and(|r| r.zone() != zone);
             let (now_epoch, next, mut marks) = view(record, zone);
             if now_epoch != epoch {
                 // The zone changed since the read began: what it counted is another epoch's.
@@ -266,16 +361,11 @@ impl Store {
                 if marks.get(day).copied() != *seen {
                     continue;
                 }
-                days.insert(day_key(account, day), encode(record))?;
+                days.insert(day_key(account, day), encode(&DayPeaksRecord::from(record)))?;
                 changed |= marks.remove(day).is_some();
             }
             if changed {
-                let record = PeaksDirty::V1 {
-                    zone: zone.to_owned(),
-                    epoch,
-                    next,
-                    days: marks,
-                };
+                let record = dirty_record(zone, epoch, next, marks);
                 dirty.insert(account.id.as_bytes(), encode(&record))?;
             }
             Ok::<(), ConflictableTransactionError<StoreError>>(())

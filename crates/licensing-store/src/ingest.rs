@@ -2,7 +2,7 @@
 //! written together with its effects (login day, session change, unlicensed usage, metered use).
 //! A replayed event finds its dedupe record and changes nothing.
 
-use std::collections::{BTreeSet, HashMap, hash_map::Entry};
+use std::collections::{BTreeMap, HashMap, hash_map::Entry};
 
 use jiff::{Timestamp, civil};
 use licensing_core::{
@@ -107,19 +107,30 @@ fn session_code(change: SessionKind) -> u8 {
 
 type TxError = ConflictableTransactionError<StoreError>;
 
-/// `dirty` with `marked` (days in `zone`) marked by its next generation; a zone other than the
-/// record's starts a new epoch, in which only these days are marked.
-fn mark_dirty(dirty: Option<PeaksDirty>, zone: &str, marked: &BTreeSet<civil::Date>) -> PeaksDirty {
+/// `dirty` with `marked` (days in `zone`, each with its earliest session change of this commit)
+/// marked by its next generation; a zone other than the record's starts a new epoch, in which
+/// only these days are marked. A day marked already keeps the earlier of the two instants (and
+/// stays unknown if it was).
+fn mark_dirty(
+    dirty: Option<PeaksDirty>,
+    zone: &str,
+    marked: &BTreeMap<civil::Date, Timestamp>,
+) -> PeaksDirty {
     let (epoch, next, mut days) = crate::day_peaks::view(dirty, zone);
-    for day in marked {
-        days.insert(day.to_string(), next);
+    for (day, at) in marked {
+        let earliest = match days.get(&day.to_string()) {
+            Some(mark) => mark.earliest.map(|e| e.min(*at)),
+            None => Some(*at),
+        };
+        days.insert(
+            day.to_string(),
+            crate::day_peaks::Mark {
+                generation: next,
+                earliest,
+            },
+        );
     }
-    PeaksDirty::V1 {
-        zone: zone.to_owned(),
-        epoch,
-        next: next.wrapping_add(1),
-        days,
-    }
+    crate::day_peaks::dirty_record(zone, epoch, next.wrapping_add(1), days)
 }
 
 fn corrupt(e: crate::records::Corrupt) -> TxError {
@@ -174,7 +185,8 @@ impl Store {
                     HashMap::new();
                 // The days given session changes, per account, in its zone: marked dirty once,
                 // at the end.
-                let mut dirty_days: HashMap<&str, (String, BTreeSet<civil::Date>)> = HashMap::new();
+                let mut dirty_days: HashMap<&str, (String, BTreeMap<civil::Date, Timestamp>)> =
+                    HashMap::new();
                 let mut outcomes = Vec::with_capacity(batches.len());
                 for batch in batches {
                     let mut batch_outcomes = Vec::with_capacity(batch.len());
@@ -398,9 +410,11 @@ impl Store {
                             let zone = &account.settings.zone;
                             dirty_days
                                 .entry(event.account_id.as_str())
-                                .or_insert_with(|| (zone.name().to_owned(), BTreeSet::new()))
+                                .or_insert_with(|| (zone.name().to_owned(), BTreeMap::new()))
                                 .1
-                                .insert(zone.day(event.occurred_at));
+                                .entry(zone.day(event.occurred_at))
+                                .and_modify(|at| *at = (*at).min(event.occurred_at))
+                                .or_insert(event.occurred_at);
                             // The checkpoints of the months after this one no longer say who
                             // was logged in at their start; and a read counting those months
                             // now may have missed it.

@@ -30,8 +30,9 @@ pub use statement::MonthStatement;
 /// layout or record encoding. A database of version 1 is upgraded at open ([`upgrade_from_1`]),
 /// ones of versions 2 and 3 too, by marking only: their records are read as they are, and the
 /// mark keeps their builds from reading records they cannot (version 3 added a login-day record
-/// with queues, version 4 account and peak records with the seats in use and settings with the
-/// retention the account needs). One of any other version is refused, never rewritten.
+/// with queues, version 4 account and peak records with the seats in use, settings with the
+/// retention the account needs, and day-peak records and marks with the instants a day is
+/// counted on from). One of any other version is refused, never rewritten.
 pub const FORMAT_VERSION: u32 = 4;
 
 const META_TREE: &str = "meta";

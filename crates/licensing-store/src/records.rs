@@ -42,7 +42,7 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(
     postcard::from_bytes(bytes).map_err(|e| corrupt(what, e))
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Time(i64, i32);
 
 impl From<Timestamp> for Time {
@@ -873,6 +873,8 @@ pub(crate) enum CheckpointsValid {
 /// Valid while its `epoch` is the account's [`PeaksDirty`] epoch, the day is not marked dirty
 /// there, and `start` is the digest of the state the day starts in now (the month's checkpoint
 /// for its first day, the previous day's `end` for the others).
+/// Version 2 adds the instant of the last session change counted: a day marked only by changes
+/// after it is counted on from `end`, not again from its start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum DayPeaksRecord {
     V1 {
@@ -886,6 +888,78 @@ pub(crate) enum DayPeaksRecord {
         /// SHA-256 of `end`.
         end_digest: [u8; 32],
     },
+    V2 {
+        epoch: u64,
+        start: [u8; 32],
+        peaks: [u32; 5],
+        /// Who was logged in after the last session change counted.
+        end: Vec<u8>,
+        end_digest: [u8; 32],
+        /// When the last session change counted happened; `None`: the day had none.
+        through: Option<Time>,
+    },
+}
+
+/// A [`DayPeaksRecord`] of any version.
+#[derive(Debug, Clone)]
+pub(crate) struct DayPeaks {
+    pub(crate) epoch: u64,
+    pub(crate) start: [u8; 32],
+    pub(crate) peaks: [u32; 5],
+    pub(crate) end: Vec<u8>,
+    pub(crate) end_digest: [u8; 32],
+    /// `None` also for a version-1 record, which did not say: such a day is counted again from
+    /// its start.
+    pub(crate) through: Option<Timestamp>,
+}
+
+impl DayPeaksRecord {
+    pub(crate) fn decode(self) -> Result<DayPeaks, Corrupt> {
+        Ok(match self {
+            DayPeaksRecord::V1 {
+                epoch,
+                start,
+                peaks,
+                end,
+                end_digest,
+            } => DayPeaks {
+                epoch,
+                start,
+                peaks,
+                end,
+                end_digest,
+                through: None,
+            },
+            DayPeaksRecord::V2 {
+                epoch,
+                start,
+                peaks,
+                end,
+                end_digest,
+                through,
+            } => DayPeaks {
+                epoch,
+                start,
+                peaks,
+                end,
+                end_digest,
+                through: through.map(|t| t.decode("day peaks")).transpose()?,
+            },
+        })
+    }
+}
+
+impl From<&DayPeaks> for DayPeaksRecord {
+    fn from(d: &DayPeaks) -> DayPeaksRecord {
+        DayPeaksRecord::V2 {
+            epoch: d.epoch,
+            start: d.start,
+            peaks: d.peaks,
+            end: d.end.clone(),
+            end_digest: d.end_digest,
+            through: d.through.map(Time::from),
+        }
+    }
 }
 
 /// The days whose [`DayPeaksRecord`] a session change made stale: `day_peaks_dirty` tree, key =
@@ -893,6 +967,7 @@ pub(crate) enum DayPeaksRecord {
 /// next generation, in the transaction that applies it; whoever counts the day again removes
 /// the mark, only if it is still the generation it saw before reading the day's changes. A
 /// change of the account's zone starts a new epoch: no day counted in the old one is valid.
+/// Version 2 also keeps, per day, when the earliest change marking it happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum PeaksDirty {
     V1 {
@@ -902,6 +977,22 @@ pub(crate) enum PeaksDirty {
         /// Date (`YYYY-MM-DD`) to the generation that marked it.
         days: std::collections::BTreeMap<String, u64>,
     },
+    V2 {
+        zone: String,
+        epoch: u64,
+        next: u64,
+        /// Date to the generation that marked it and the earliest change marking it.
+        days: std::collections::BTreeMap<String, (u64, Option<Time>)>,
+    },
+}
+
+impl PeaksDirty {
+    /// The zone the marked days are dates of.
+    pub(crate) fn zone(&self) -> &str {
+        match self {
+            PeaksDirty::V1 { zone, .. } | PeaksDirty::V2 { zone, .. } => zone,
+        }
+    }
 }
 
 /// How far an account's session changes are compacted away: `session_floor` tree, key =

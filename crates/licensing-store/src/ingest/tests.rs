@@ -540,6 +540,70 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A busy day read while it fills up: session changes of two days arriving mostly in order
+    /// (shuffled within small windows, some at the same minute), a read after every group. Each
+    /// read counts a marked day on from its kept record when the new changes all come after
+    /// the last one it counted, and from the day's start otherwise: both give the peaks counted
+    /// over the whole history.
+    #[test]
+    fn a_day_counted_on_from_its_record_as_it_fills_up_matches_the_whole_history(
+        raw in proptest::collection::vec((0u8..3, 0u8..4, 0i64..(2 * 1440)), 1..80),
+        window in 1usize..4,
+        chunk in 1usize..8,
+        seed in any::<u64>(),
+    ) {
+        let mut raw = raw;
+        raw.sort_by_key(|(_, _, minute)| *minute);
+        let mut events: Vec<Event> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, (member, kind, minute))| {
+                let member = ["pro", "std", "std2"][usize::from(*member)];
+                let kind = match kind {
+                    0 => EventKind::AgentLogin,
+                    1 => EventKind::AgentLogout,
+                    2 => EventKind::QueueLogin("q1".into()),
+                    _ => EventKind::QueueLogout("q1".into()),
+                };
+                Event {
+                    occurred_at: at("2026-04-10T00:00:00Z") + minute.minutes(),
+                    ..event(&format!("e{i}"), member, "2026-04-10T00:00:00Z", kind)
+                }
+            })
+            .collect();
+        for (n, late) in events.chunks_mut(window).enumerate() {
+            shuffle(late, seed.wrapping_add(n as u64));
+        }
+        let april = BillingMonth::parse("2026-04").expect("month");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        setup(&store, "UTC", "2026-04-12T00:00:00Z", 0);
+        // A second STANDARD member, so that a tier's peak can reach two.
+        let std = store
+            .members("acme", None)
+            .map(|m| m.expect("member"))
+            .find(|m| m.member_id == "std")
+            .expect("std");
+        store
+            .apply_member("acme", "std2", &std.settings, at("2026-04-12T00:00:00Z"), &prices(), "test")
+            .expect("std2");
+        for arrived in events.chunks(chunk) {
+            for outcome in ingest(&store, arrived.to_vec()) {
+                prop_assert_eq!(outcome, Outcome::Applied);
+            }
+            let account = store.account("acme").expect("account");
+            prop_assert_eq!(
+                store.concurrency_peaks(&account, april, Timestamp::UNIX_EPOCH).expect("peaks"),
+                store.concurrency_peaks_from_the_beginning(&account, april).expect("peaks"),
+                "after {} events", arrived.len()
+            );
+        }
+    }
+}
+
 /// An agent login of each of `members` at each of `times`.
 fn logins(times: &[&str], members: &[&str]) -> Vec<Event> {
     let mut events = Vec::new();
