@@ -45,6 +45,14 @@ impl Query {
     fn wants(&self, kind: api::RecommendationKind) -> bool {
         self.kinds.is_empty() || self.kinds.contains(&kind)
     }
+
+    /// Whether a kind judged from each member's use is wanted (their login days are read).
+    fn judges_members(&self) -> bool {
+        use api::RecommendationKind as Kind;
+        [Kind::RightSize, Kind::BillingMode, Kind::IdleMember]
+            .into_iter()
+            .any(|kind| self.wants(kind))
+    }
 }
 
 impl Licensing {
@@ -116,11 +124,7 @@ impl Licensing {
         let mut sent = false;
         send(outbox, context.seats.clone(), &mut sent).await?;
         let mut retention = context.retention;
-        let members_wanted = retention.is_some()
-            || [Kind::RightSize, Kind::BillingMode, Kind::IdleMember]
-                .into_iter()
-                .any(|kind| context.query.wants(kind));
-        if members_wanted {
+        if retention.is_some() || context.query.judges_members() {
             let mut after: Option<String> = None;
             loop {
                 let (context, prices, from) = (context.clone(), self.prices.clone(), after.take());
@@ -315,7 +319,12 @@ fn member_page(
         .take(PAGE)
         .collect::<Result<Vec<StoredMember>, _>>()?;
     let ids: Vec<&str> = members.iter().map(|m| m.member_id.as_str()).collect();
-    let days = store.members_days(&query.account_id, &ids, months)?;
+    // The recording retention alone needs the members' settings, not their days.
+    let days = if query.judges_members() {
+        store.members_days(&query.account_id, &ids, months)?
+    } else {
+        vec![Vec::new(); ids.len()]
+    };
     let more = members.len() == PAGE;
     let mut page = Vec::new();
     let mut last = None;
