@@ -14,7 +14,7 @@ use sled::{IVec, Transactional as _, transaction::ConflictableTransactionError};
 
 use crate::{
     OpError, Store, StoreError,
-    records::{CheckpointRecord, DayPeaks, DayPeaksRecord, PeaksDirty, decode, encode},
+    records::{CheckpointRecord, DayPeaks, DayPeaksRecord, PeaksDirty, Time, decode, encode},
 };
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -35,7 +35,7 @@ pub(crate) type Marks = BTreeMap<String, Mark>;
 /// The epoch, next generation and marked days `record` means for an account now in `zone`:
 /// another zone's record means the next epoch, with nothing marked in it yet.
 pub(crate) fn view(record: Option<PeaksDirty>, zone: &str) -> (u64, u64, Marks) {
-    let (in_zone, epoch, next, days) = match record {
+    let (in_zone, epoch, next, days): (_, _, _, Vec<(String, u64, Option<Time>)>) = match record {
         None => return (0, 0, BTreeMap::new()),
         Some(PeaksDirty::V1 {
             zone,
@@ -46,18 +46,7 @@ pub(crate) fn view(record: Option<PeaksDirty>, zone: &str) -> (u64, u64, Marks) 
             zone,
             epoch,
             next,
-            days.into_iter()
-                .map(|(day, generation)| {
-                    let earliest = None;
-                    (
-                        day,
-                        Mark {
-                            generation,
-                            earliest,
-                        },
-                    )
-                })
-                .collect(),
+            days.into_iter().map(|(day, g)| (day, g, None)).collect(),
         ),
         Some(PeaksDirty::V2 {
             zone,
@@ -68,26 +57,27 @@ pub(crate) fn view(record: Option<PeaksDirty>, zone: &str) -> (u64, u64, Marks) 
             zone,
             epoch,
             next,
-            days.into_iter()
-                .map(|(day, (generation, earliest))| {
-                    // An instant that does not decode is not known: the day is counted whole.
-                    let earliest = earliest.and_then(|t| t.decode("day peaks dirty").ok());
-                    (
-                        day,
-                        Mark {
-                            generation,
-                            earliest,
-                        },
-                    )
-                })
-                .collect(),
+            days.into_iter().map(|(day, (g, t))| (day, g, t)).collect(),
         ),
     };
-    if in_zone == zone {
-        (epoch, next, days)
-    } else {
-        (epoch.wrapping_add(1), next, BTreeMap::new())
+    if in_zone != zone {
+        return (epoch.wrapping_add(1), next, BTreeMap::new());
     }
+    let marks = days
+        .into_iter()
+        .map(|(day, generation, earliest)| {
+            // An instant that does not decode is not known: the day is counted whole.
+            let earliest = earliest.and_then(|t| t.decode("day peaks dirty").ok());
+            (
+                day,
+                Mark {
+                    generation,
+                    earliest,
+                },
+            )
+        })
+        .collect();
+    (epoch, next, marks)
 }
 
 /// The record of `marks` in `zone`.

@@ -89,6 +89,37 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
     }
 }
 
+/// Session changes from `(member, kind, minute)`: the member by index into `members`; kind 0
+/// agent login, 1 agent logout, 2 queue login, 3 queue logout (of queue "q1"); the minute after
+/// `from`. Event ids are `e0`, `e1`, ... in `raw`'s order.
+fn session_events(raw: &[(u8, u8, i64)], members: &[&str], from: &str) -> Vec<Event> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, (member, kind, minute))| {
+            let member = members[usize::from(*member)];
+            let kind = match kind {
+                0 => EventKind::AgentLogin,
+                1 => EventKind::AgentLogout,
+                2 => EventKind::QueueLogin("q1".into()),
+                _ => EventKind::QueueLogout("q1".into()),
+            };
+            Event {
+                occurred_at: at(from) + minute.minutes(),
+                ..event(&format!("e{i}"), member, from, kind)
+            }
+        })
+        .collect()
+}
+
+/// `events` in time order, then shuffled within windows of `window`: arrivals mostly in order,
+/// some late.
+fn late_within_windows(events: &mut [Event], window: usize, seed: u64) {
+    events.sort_by_key(|e| e.occurred_at);
+    for (n, part) in events.chunks_mut(window).enumerate() {
+        shuffle(part, seed.wrapping_add(n as u64));
+    }
+}
+
 fn ingest(store: &Store, events: Vec<Event>) -> Vec<Outcome> {
     let batch: Batch = events.into_iter().map(Ok).collect();
     store
@@ -555,28 +586,8 @@ proptest! {
         chunk in 1usize..8,
         seed in any::<u64>(),
     ) {
-        let mut raw = raw;
-        raw.sort_by_key(|(_, _, minute)| *minute);
-        let mut events: Vec<Event> = raw
-            .iter()
-            .enumerate()
-            .map(|(i, (member, kind, minute))| {
-                let member = ["pro", "std", "std2"][usize::from(*member)];
-                let kind = match kind {
-                    0 => EventKind::AgentLogin,
-                    1 => EventKind::AgentLogout,
-                    2 => EventKind::QueueLogin("q1".into()),
-                    _ => EventKind::QueueLogout("q1".into()),
-                };
-                Event {
-                    occurred_at: at("2026-04-10T00:00:00Z") + minute.minutes(),
-                    ..event(&format!("e{i}"), member, "2026-04-10T00:00:00Z", kind)
-                }
-            })
-            .collect();
-        for (n, late) in events.chunks_mut(window).enumerate() {
-            shuffle(late, seed.wrapping_add(n as u64));
-        }
+        let mut events = session_events(&raw, &["pro", "std", "std2"], "2026-04-10T00:00:00Z");
+        late_within_windows(&mut events, window, seed);
         let april = BillingMonth::parse("2026-04").expect("month");
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
@@ -985,28 +996,9 @@ proptest! {
         compact_every in 1usize..4,
         seed in any::<u64>(),
     ) {
-        let mut events: Vec<Event> = raw
-            .iter()
-            .enumerate()
-            .map(|(i, (member, kind, minute))| {
-                let member = ["pro", "std"][usize::from(*member)];
-                let kind = match kind {
-                    0 => EventKind::AgentLogin,
-                    1 => EventKind::AgentLogout,
-                    2 => EventKind::QueueLogin("q1".into()),
-                    _ => EventKind::QueueLogout("q1".into()),
-                };
-                Event {
-                    occurred_at: at("2026-03-01T00:00:00Z") + minute.minutes(),
-                    ..event(&format!("e{i}"), member, "2026-03-01T00:00:00Z", kind)
-                }
-            })
-            .collect();
-        events.sort_by_key(|e| e.occurred_at);
+        let mut events = session_events(&raw, &["pro", "std"], "2026-03-01T00:00:00Z");
         // Late arrivals: shuffled within windows.
-        for (n, part) in events.chunks_mut(window).enumerate() {
-            shuffle(part, seed.wrapping_add(n as u64));
-        }
+        late_within_windows(&mut events, window, seed);
         let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
         let (compacted, whole) = (open(dir_a.path()), open(dir_b.path()));
         for store in [&compacted, &whole] {
