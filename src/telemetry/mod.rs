@@ -12,13 +12,14 @@
 //! - `OTEL_BSP_*`: batching; `OTEL_EXPORTER_OTLP_TIMEOUT`, `..._HEADERS`, `..._COMPRESSION`;
 //! - `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`: off.
 //!
-//! Spans are exported by the SDK's batch processor on a thread of its own, through a tonic
-//! channel that lives on a one-thread runtime of its own: a stalled trace backend or a runtime
-//! with one worker cannot block calls or the shutdown, which waits for the last spans at most
-//! [`SHUTDOWN_TIMEOUT`].
+//! Spans are encoded as they end and sent in batches by a thread of their own ([`otlp`]), through
+//! a tonic channel that lives on a one-thread runtime of its own: a stalled trace backend or a
+//! runtime with one worker cannot block calls or the shutdown, which waits for the last spans at
+//! most [`SHUTDOWN_TIMEOUT`].
 
 pub mod calls;
 pub mod metrics;
+pub mod otlp;
 
 use std::{io::IsTerminal as _, time::Duration};
 
@@ -123,30 +124,16 @@ pub fn init(filter: &str, format: LogFormat, service: &'static str) -> Telemetry
     Telemetry { traces }
 }
 
-/// The exporter and provider, built inside a runtime of their own (tonic's channel spawns its
-/// connection task on the runtime it is built in).
+/// The span processor and provider; the processor's channel lives on a runtime of its own.
 fn start_traces(service: &'static str, endpoint: String) -> Result<Traces, String> {
-    use opentelemetry_otlp::WithExportConfig as _;
+    let settings = otlp::Settings::from_env(endpoint.clone(), |name| std::env::var(name).ok())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("otlp-export")
         .enable_all()
         .build()
         .map_err(|e| format!("starting the exporter's runtime: {e}"))?;
-    let exporter = {
-        let _inside = runtime.enter();
-        let mut builder = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone());
-        if endpoint.starts_with("https://") {
-            use opentelemetry_otlp::WithTonicConfig as _;
-            builder = builder
-                .with_tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots());
-        }
-        builder
-            .build()
-            .map_err(|e| format!("OTLP endpoint {endpoint:?}: {e}"))?
-    };
+    let processor = otlp::Processor::new(&settings, runtime.handle().clone())?;
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(service);
@@ -159,7 +146,7 @@ fn start_traces(service: &'static str, endpoint: String) -> Result<Traces, Strin
         .build();
     let provider = SdkTracerProvider::builder()
         .with_resource(resource)
-        .with_batch_exporter(exporter)
+        .with_span_processor(processor)
         .build();
     Ok(Traces {
         provider,
