@@ -240,11 +240,16 @@ where
             let exported = tracer
                 .span_builder(method.path)
                 .with_kind(SpanKind::Server)
-                .with_attributes([
-                    opentelemetry::KeyValue::new("rpc.system", "grpc"),
-                    opentelemetry::KeyValue::new("rpc.service", method.service),
-                    opentelemetry::KeyValue::new("rpc.method", method.method),
-                ])
+                .with_attributes({
+                    // Room for the two set when the call ends: no reallocation then.
+                    let mut attributes = Vec::with_capacity(5);
+                    attributes.extend([
+                        opentelemetry::KeyValue::new("rpc.system", "grpc"),
+                        opentelemetry::KeyValue::new("rpc.service", method.service),
+                        opentelemetry::KeyValue::new("rpc.method", method.method),
+                    ]);
+                    attributes
+                })
                 .start_with_context(tracer, &parent);
             let _ = note
                 .span

@@ -183,6 +183,14 @@ pub fn describe_server() {
         "licensing_accounts",
         "Accounts, sandboxes left out; counted every 30 s."
     );
+    describe_counter!(
+        "licensing_spans_dropped_total",
+        "Spans not exported because the queue of batches to send was full."
+    );
+    describe_counter!(
+        "licensing_span_exports_failed_total",
+        "Exports of a batch of spans that failed (not retried)."
+    );
     describe_gauge!(
         "licensing_storage_failed",
         "1 once a storage error stopped writes (until a restart), else 0."

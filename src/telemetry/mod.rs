@@ -9,7 +9,8 @@
 //!   binary's);
 //! - `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`: sampling (default
 //!   `parentbased_always_on`);
-//! - `OTEL_BSP_*`: batching; `OTEL_EXPORTER_OTLP_TIMEOUT`, `..._HEADERS`, `..._COMPRESSION`;
+//! - `OTEL_BSP_*`: batching; `OTEL_EXPORTER_OTLP_TIMEOUT`, `..._HEADERS`, `..._COMPRESSION`
+//!   (`none` only);
 //! - `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`: off.
 //!
 //! Spans are encoded as they end and sent in batches by a thread of their own ([`otlp`]), through
@@ -110,6 +111,10 @@ pub fn init(filter: &str, format: LogFormat, service: &'static str) -> Telemetry
                     .with_target("licensing", LevelFilter::INFO)
                     // The calls' own spans are made with the OpenTelemetry API (`calls`).
                     .with_target(calls::SPAN_TARGET, LevelFilter::OFF)
+                    // Each call's line is a log line, not an event of a span: were it enabled
+                    // here, every call would evaluate its fields (its trace id formatted) for a
+                    // layer that has no span to put it in.
+                    .with_target(calls::TARGET, LevelFilter::OFF)
                     .with_default(LevelFilter::OFF),
             )
     });
