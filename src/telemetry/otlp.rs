@@ -18,7 +18,6 @@
 //! [`FAILURE_LOG_INTERVAL`].
 
 use std::{
-    borrow::Cow,
     sync::{Arc, Mutex, PoisonError, atomic::Ordering, mpsc},
     time::{Duration, Instant, SystemTime},
 };
@@ -718,55 +717,42 @@ fn encode_any_value(buf: &mut Vec<u8>, value: &Value) {
             key(buf, 4, FIXED64);
             buf.put_u64_le(f.to_bits());
         }
-        Value::String(s) => {
-            key(buf, 1, LEN);
-            encode_varint(s.as_str().len() as u64, buf);
-            buf.extend_from_slice(s.as_str().as_bytes());
-        }
-        Value::Array(array) => nested(buf, 5, |buf| {
-            // values = 1
-            match array {
-                Array::Bool(values) => {
-                    for v in values {
-                        nested(buf, 1, |buf| encode_any_value(buf, &Value::Bool(*v)));
-                    }
+        Value::String(s) => any_string(buf, s.as_str()),
+        // values = 1, each an `AnyValue`.
+        Value::Array(array) => nested(buf, 5, |buf| match array {
+            Array::Bool(values) => {
+                for v in values {
+                    nested(buf, 1, |buf| encode_any_value(buf, &Value::Bool(*v)));
                 }
-                Array::I64(values) => {
-                    for v in values {
-                        nested(buf, 1, |buf| encode_any_value(buf, &Value::I64(*v)));
-                    }
-                }
-                Array::F64(values) => {
-                    for v in values {
-                        nested(buf, 1, |buf| encode_any_value(buf, &Value::F64(*v)));
-                    }
-                }
-                Array::String(values) => {
-                    for v in values {
-                        nested(buf, 1, |buf| {
-                            key(buf, 1, LEN);
-                            encode_varint(v.as_str().len() as u64, buf);
-                            buf.extend_from_slice(v.as_str().as_bytes());
-                        });
-                    }
-                }
-                // A kind of array this version does not know: its text.
-                other => nested(buf, 1, |buf| {
-                    let text: Cow<'_, str> = other.to_string().into();
-                    key(buf, 1, LEN);
-                    encode_varint(text.len() as u64, buf);
-                    buf.extend_from_slice(text.as_bytes());
-                }),
             }
+            Array::I64(values) => {
+                for v in values {
+                    nested(buf, 1, |buf| encode_any_value(buf, &Value::I64(*v)));
+                }
+            }
+            Array::F64(values) => {
+                for v in values {
+                    nested(buf, 1, |buf| encode_any_value(buf, &Value::F64(*v)));
+                }
+            }
+            Array::String(values) => {
+                for v in values {
+                    nested(buf, 1, |buf| any_string(buf, v.as_str()));
+                }
+            }
+            // A kind of array this version does not know: its text.
+            other => nested(buf, 1, |buf| any_string(buf, &other.to_string())),
         }),
         // A kind of value this version does not know: its text.
-        other => {
-            let text = other.as_str();
-            key(buf, 1, LEN);
-            encode_varint(text.len() as u64, buf);
-            buf.extend_from_slice(text.as_bytes());
-        }
+        other => any_string(buf, &other.as_str()),
     }
+}
+
+/// An `AnyValue`'s `string_value`, written even when empty.
+fn any_string(buf: &mut Vec<u8>, text: &str) {
+    key(buf, 1, LEN);
+    encode_varint(text.len() as u64, buf);
+    buf.extend_from_slice(text.as_bytes());
 }
 
 /// What an export's answer says went wrong (`ExportTracePartialSuccess`).
