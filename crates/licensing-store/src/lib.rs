@@ -419,6 +419,25 @@ impl Store {
     }
 }
 
+/// Opens `config`'s database, or the error a lock does not explain. sled's background flusher
+/// lets go of the folder's lock shortly after a store's last handle is dropped, so a test that
+/// reopens a folder polls for it, within a deadline.
+#[cfg(test)]
+pub(crate) fn open_when_free(config: &StoreConfig) -> Result<Store, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match Store::open(config) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,7 +458,7 @@ mod tests {
     fn a_new_database_gets_the_current_format_version_and_reopens() {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(Store::open(&config(dir.path())).expect("create"));
-        let reopened = Store::open(&config(dir.path())).expect("reopen");
+        let reopened = open_when_free(&config(dir.path())).expect("reopen");
         assert_eq!(
             stored_version(&reopened).as_deref(),
             Some(&FORMAT_VERSION.to_be_bytes()[..])
@@ -456,7 +475,7 @@ mod tests {
                 .expect("write version");
             store.db.flush().expect("flush");
         }
-        let message = Store::open(&config(dir.path()))
+        let message = open_when_free(&config(dir.path()))
             .expect_err("opened version 7")
             .to_string();
         assert!(message.contains("format version 7"), "{message}");
@@ -498,21 +517,7 @@ mod tests {
             Err(OpError::AccountNotFound(_))
         ));
         drop(store);
-        // sled's background flusher lets go of the folder's lock shortly after the last handle
-        // is dropped: poll for it, within a deadline.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let reopened = loop {
-            match Store::open(&config(dir.path())) {
-                Ok(store) => break store,
-                Err(e)
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => panic!("reopen: {e:?}"),
-            }
-        };
+        let reopened = open_when_free(&config(dir.path())).expect("reopen");
         assert!(!reopened.has_failed());
         reopened
             .create_account(account, "test")

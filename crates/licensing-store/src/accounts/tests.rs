@@ -11,8 +11,9 @@ use super::*;
 use crate::StoreConfig;
 use licensing_core::price::testing::prices;
 
+/// The store in `dir` (reopened once a store of it dropped before let go of its lock).
 fn open(dir: &Path) -> Store {
-    Store::open(&StoreConfig {
+    crate::open_when_free(&StoreConfig {
         path: dir.join("db"),
         cache_capacity_bytes: 8 << 20,
     })

@@ -17,8 +17,9 @@ fn at(text: &str) -> Timestamp {
     text.parse().expect("timestamp")
 }
 
+/// The store in `dir` (reopened once a store of it dropped before let go of its lock).
 fn open(dir: &Path) -> Store {
-    Store::open(&StoreConfig {
+    crate::open_when_free(&StoreConfig {
         path: dir.join("db"),
         cache_capacity_bytes: 8 << 20,
     })
