@@ -381,6 +381,24 @@ fn unix_millis() -> u64 {
 mod tests {
     use super::*;
 
+    /// The spool in `dir`, once a spool of it dropped just before let go of the folder's lock
+    /// (sled's background flusher holds it a little after the last handle): polled, within a
+    /// deadline.
+    fn reopen(dir: &Path) -> Spool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match Spool::open(dir) {
+                Err(e)
+                    if e.problem.contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                opened => return opened.expect("reopen"),
+            }
+        }
+    }
+
     fn event(id: &str) -> api::Event {
         api::Event {
             source: "s".into(),
@@ -418,7 +436,7 @@ mod tests {
                 .expect("append");
             spool.append(vec![event("c")], None).await.expect("append");
         }
-        let spool = Spool::open(dir.path()).expect("reopen");
+        let spool = reopen(dir.path());
         assert_eq!(spool.depth(), 3);
         assert_eq!(
             spool.checkpoint("/var/log/events").expect("read"),
@@ -458,7 +476,7 @@ mod tests {
                 .expect("insert");
             read[0].0
         };
-        let spool = Spool::open(dir.path()).expect("reopen");
+        let spool = reopen(dir.path());
         spool.append(vec![event("b")], None).await.expect("append");
         let read = spool.read(None, 10).await.expect("read");
         assert!(read[0].0 > first, "sequence {} reused", read[0].0);
