@@ -272,15 +272,21 @@ async fn call_until(mut target: Target, deadline: Instant) -> Window {
 /// CPU time (user and system) used so far by this process's threads named `name`, from
 /// `/proc/self/task/*/stat`; zero where there is no such file.
 pub(crate) fn thread_cpu(name: &str) -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    threads_cpu("self", |comm| comm == name)
+}
+
+/// CPU time (user and system) used so far by the threads of process `pid` (`"self"` for this
+/// one) whose name `named` accepts, from `/proc/<pid>/task/*/stat`; zero where there is none.
+pub(crate) fn threads_cpu(pid: &str, named: impl Fn(&str) -> bool) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Duration::ZERO;
     };
     let mut ticks = 0u64;
     for task in tasks.flatten() {
         let path = task.path();
-        let named =
-            std::fs::read_to_string(path.join("comm")).is_ok_and(|comm| comm.trim_end() == name);
-        if !named {
+        let taken =
+            std::fs::read_to_string(path.join("comm")).is_ok_and(|comm| named(comm.trim_end()));
+        if !taken {
             continue;
         }
         if let Ok(stat) = std::fs::read_to_string(path.join("stat")) {

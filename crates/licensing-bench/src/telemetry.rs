@@ -225,6 +225,13 @@ impl Process {
         })
     }
 
+    /// CPU time the process's span exporting threads (`otlp-spans`, `otlp-export`) used so far.
+    fn exporting_cpu(&self) -> Duration {
+        self.child.id().map_or(Duration::ZERO, |pid| {
+            load::threads_cpu(&pid.to_string(), |comm| comm.starts_with("otlp-"))
+        })
+    }
+
     /// CPU time the process used so far (all its threads), from `/proc/<pid>/stat`.
     fn cpu(&self) -> Duration {
         let ticks = self
@@ -414,14 +421,27 @@ async fn measure(
     // CPU time of each process during its measured windows, per load.
     let mut resolve_cpu = [Duration::ZERO; 2];
     let mut ingest_cpu = [Duration::ZERO; 2];
+    // And of this process's threads during the `ResolveMember` windows: the clients' and the
+    // OTLP receiver's, which take the same cores as the process measured.
+    let mut client_cpu = [Duration::ZERO; 2];
+    let mut sink_cpu = [Duration::ZERO; 2];
+    let mut exporting_cpu = [Duration::ZERO; 2];
     for n in 1..=args.rounds {
         let label = format!("round {n}/{}", args.rounds);
         // Each round starts with the other process.
         let order = if n % 2 == 1 { [0, 1] } else { [1, 0] };
         for index in order {
             let before = processes[index].cpu();
+            let exporting_before = processes[index].exporting_cpu();
+            let (client_before, sink_before) =
+                (load::thread_cpu("client"), load::thread_cpu("sink"));
             let window = load::run_window(&loads[index].resolve, args.in_flight, round).await?;
             resolve_cpu[index] += processes[index].cpu().saturating_sub(before);
+            exporting_cpu[index] += processes[index]
+                .exporting_cpu()
+                .saturating_sub(exporting_before);
+            client_cpu[index] += load::thread_cpu("client").saturating_sub(client_before);
+            sink_cpu[index] += load::thread_cpu("sink").saturating_sub(sink_before);
             println!(
                 "{label} resolve {:<3} {:>8.0} calls/s  p99 {:>6} µs",
                 names[index],
@@ -466,8 +486,18 @@ async fn measure(
     let resolve_us = [0, 1].map(|i| per(resolve_cpu[i], resolve[i].calls() as f64));
     let ingest_us = [0, 1].map(|i| per(ingest_cpu[i], ingest[i].events() as f64));
     println!(
-        "licensing's CPU: ResolveMember off {:.1} µs/call, on {:.1} µs/call; Ingest off {:.2} µs/event, on {:.2} µs/event",
-        resolve_us[0], resolve_us[1], ingest_us[0], ingest_us[1]
+        "licensing's CPU: ResolveMember off {:.1} µs/call, on {:.1} µs/call (of which its span exporting threads {:.2}); Ingest off {:.2} µs/event, on {:.2} µs/event",
+        resolve_us[0],
+        resolve_us[1],
+        per(exporting_cpu[1], resolve[1].calls() as f64),
+        ingest_us[0],
+        ingest_us[1]
+    );
+    let client_us = [0, 1].map(|i| per(client_cpu[i], resolve[i].calls() as f64));
+    let sink_us = [0, 1].map(|i| per(sink_cpu[i], resolve[i].calls() as f64));
+    println!(
+        "this process's CPU during ResolveMember: clients off {:.1} µs/call, on {:.1} µs/call; OTLP receiver {:.2} µs/call (on)",
+        client_us[0], client_us[1], sink_us[1]
     );
     println!(
         "telemetry on / off: ResolveMember throughput {resolve_ratio:.3}, CPU per call {:.3}; Ingest throughput {ingest_ratio:.3}, CPU per event {:.3} (target: throughput >= {RATIO_TARGET:.2})",
