@@ -14,6 +14,11 @@ use licensing::{
 };
 use licensing_store::{Store, StoreConfig};
 
+/// mimalloc rather than glibc's malloc, whose free lists a long run of ingestion and compaction
+/// leaves fragmented enough to double a month's read (docs/benchmarks.md, History, 2026-12-03).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
     match args.command.take() {

@@ -41,6 +41,11 @@ mod startup;
 mod telemetry;
 mod usage;
 
+/// The `licensing` binary's allocator, so that the server the commands run in process allocates
+/// as the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
