@@ -53,6 +53,9 @@ struct Tidying {
     /// The dedupe records' retention after their month's close, the latest month expired when
     /// asked, and the key to go on after.
     dedupe: Option<(u32, BillingMonth, Option<Vec<u8>>)>,
+    /// A later month asked while that read was under way: the records it already passed were
+    /// judged at the clock of then, so the month is read again from the first once it ends.
+    dedupe_next: Option<(u32, BillingMonth)>,
     deleted: usize,
     expired: usize,
     since: Instant,
@@ -74,6 +77,7 @@ impl Tidy {
         pending.entry(account).or_insert_with(|| Tidying {
             below_floor: false,
             dedupe: None,
+            dedupe_next: None,
             deleted: 0,
             expired: 0,
             since: Instant::now(),
@@ -89,13 +93,22 @@ impl Tidy {
     }
 
     /// `account`'s dedupe records are to be read and those past `retention_days` after their
-    /// month's close deleted (from the first, unless a scan of them is going on), `through`
-    /// being the latest month expired now: once read to the end, the store notes it.
+    /// month's close deleted, from the first, `through` being the latest month expired now:
+    /// once read to the end, the store notes it. Asked while a read of them is under way for an
+    /// earlier month, they are read again once it ends (the records it passed may have expired
+    /// since it judged them), not dropped: nothing would ask again before the hourly sweep.
     pub(super) fn want_dedupe(&self, account: String, retention_days: u32, through: BillingMonth) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let tidying = Self::entry(&mut pending, account);
-        if tidying.dedupe.is_none() {
-            tidying.dedupe = Some((retention_days, through, None));
+        match &tidying.dedupe {
+            None => tidying.dedupe = Some((retention_days, through, None)),
+            Some((_, going, _)) if *going < through => {
+                tidying.dedupe_next = Some(match tidying.dedupe_next {
+                    Some((_, next)) if next >= through => (retention_days, next),
+                    _ => (retention_days, through),
+                });
+            }
+            Some(_) => {}
         }
         drop(pending);
         self.wake.notify_one();
@@ -155,7 +168,13 @@ impl Tidy {
                 ..
             } => {
                 tidying.expired += deleted;
-                tidying.dedupe = rest.map(|after| (*retention_days, *through, after));
+                tidying.dedupe = match rest {
+                    Some(after) => Some((*retention_days, *through, after)),
+                    None => tidying
+                        .dedupe_next
+                        .take()
+                        .map(|(retention_days, through)| (retention_days, through, None)),
+                };
             }
         }
         if tidying.below_floor || tidying.dedupe.is_some() {
@@ -819,6 +838,38 @@ mod tests {
                 .push((account.to_owned(), month, left));
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_later_month_asked_during_a_read_of_the_dedupe_records_reads_them_again_from_the_first() {
+        let tidy = Tidy::default();
+        let march = BillingMonth::parse("2026-03").expect("month");
+        let april = BillingMonth::parse("2026-04").expect("month");
+        let dedupe = |through, after: Option<&[u8]>| Slice::Dedupe {
+            retention_days: 35,
+            through,
+            after: after.map(<[u8]>::to_vec),
+        };
+        tidy.want_dedupe("acme".into(), 35, march);
+        let (_, slice) = tidy.first().expect("waiting");
+        assert_eq!(slice, dedupe(march, None));
+        tidy.sliced("acme", &slice, 10, Some(Some(b"cursor".to_vec())));
+        // Asked again for the same month or an earlier one: the read goes on as it was.
+        tidy.want_dedupe("acme".into(), 35, march);
+        tidy.want_dedupe(
+            "acme".into(),
+            35,
+            BillingMonth::parse("2026-02").expect("month"),
+        );
+        // A later month: the read under way ends, then the records are read again.
+        tidy.want_dedupe("acme".into(), 35, april);
+        let (_, slice) = tidy.first().expect("waiting");
+        assert_eq!(slice, dedupe(march, Some(b"cursor")));
+        tidy.sliced("acme", &slice, 5, None);
+        let (_, slice) = tidy.first().expect("asked again");
+        assert_eq!(slice, dedupe(april, None));
+        tidy.sliced("acme", &slice, 7, None);
+        assert_eq!(tidy.waiting(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
