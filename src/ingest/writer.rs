@@ -103,10 +103,10 @@ impl Tidy {
         match &tidying.dedupe {
             None => tidying.dedupe = Some((retention_days, through, None)),
             Some((_, going, _)) if *going < through => {
-                tidying.dedupe_next = Some(match tidying.dedupe_next {
-                    Some((_, next)) if next >= through => (retention_days, next),
-                    _ => (retention_days, through),
-                });
+                let next = tidying
+                    .dedupe_next
+                    .map_or(through, |(_, next)| next.max(through));
+                tidying.dedupe_next = Some((retention_days, next));
             }
             Some(_) => {}
         }
