@@ -862,13 +862,23 @@ impl PageCache {
     pub(crate) fn attempt_gc(&self) -> Result<bool> {
         let guard = pin();
         let cc = concurrency_control::read();
-        let to_clean = self.log.iobufs.segment_cleaner.pop();
-        let ret = if let Some((pid_to_clean, segment_to_clean)) = to_clean {
-            self.rewrite_page(pid_to_clean, segment_to_clean, &guard)
-                .map(|_| true)
-        } else {
-            Ok(false)
-        };
+        // Several pages per hold of the concurrency control, for up to
+        // `HOLD`: once a transaction has run, every transaction holds it
+        // exclusively, and under a steady stream of them one page per
+        // acquisition cleaned a small fraction of what the writes left.
+        const HOLD: std::time::Duration = std::time::Duration::from_millis(1);
+        let started = std::time::Instant::now();
+        let mut ret = Ok(false);
+        while let Some((pid_to_clean, segment_to_clean)) =
+            self.log.iobufs.segment_cleaner.pop()
+        {
+            ret = self
+                .rewrite_page(pid_to_clean, segment_to_clean, &guard)
+                .map(|_| true);
+            if ret.is_err() || started.elapsed() >= HOLD {
+                break;
+            }
+        }
         drop(cc);
         guard.flush();
         ret

@@ -106,17 +106,17 @@ pub(crate) struct SegmentCleaner {
 impl SegmentCleaner {
     pub(crate) fn pop(&self) -> Option<(PageId, LogOffset)> {
         let mut inner = self.inner.lock();
-        let offset = {
-            let (offset, pids) = inner.iter_mut().next()?;
-            if !pids.is_empty() {
-                let pid = pids.iter().next().copied().unwrap();
-                pids.remove(&pid);
-                return Some((pid, *offset));
+        loop {
+            let mut first = inner.first_entry()?;
+            if let Some(pid) = first.get_mut().pop_first() {
+                return Some((pid, *first.key()));
             }
-            *offset
-        };
-        inner.remove(&offset);
-        None
+            // A segment whose pages have all been handed out: forget it
+            // and go on with the next one. (Returning `None` here told the
+            // flusher that nothing was left to clean, so it cleaned at
+            // most one segment per flush interval.)
+            first.remove();
+        }
     }
 
     fn add_pids(&self, offset: LogOffset, pids: BTreeSet<PageId>) {
@@ -962,7 +962,18 @@ impl SegmentAccountant {
         let free_segs = self.segments.iter().filter(|s| s.is_free()).count();
         let inactive_segs =
             self.segments.iter().filter(|s| s.is_inactive()).count();
-        let free_ratio = (free_segs * 100) / (1 + free_segs + inactive_segs);
+        // Segments being drained hold live pages too. Left out of the
+        // ratio, a file whose segments were mostly draining counted as
+        // mostly free, and every deactivation queued a dense segment from
+        // the tip for relocation: the cleaner rewrote live pages there
+        // instead of emptying the sparse segments it had queued before.
+        let draining_segs = self
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Draining(_)))
+            .count();
+        let free_ratio = (free_segs * 100)
+            / (1 + free_segs + inactive_segs + draining_segs);
 
         if free_ratio >= SEGMENT_CLEANUP_THRESHOLD && inactive_segs > 5 {
             let last_index =
