@@ -325,12 +325,14 @@ impl Store {
                                     };
                                     match usage.add(meter, month, quantity, on) {
                                         Ok(usage) => {
-                                            dedupe.insert(
+                                            dedupe.insert_blind(
                                                 dedupe_key,
                                                 encode(&DedupeRecord::new(fingerprint, month)),
                                             )?;
-                                            meters
-                                                .insert(key, encode(&MeterRecord::from(usage)))?;
+                                            meters.insert_blind(
+                                                key,
+                                                encode(&MeterRecord::from(usage)),
+                                            )?;
                                             batch_outcomes.push(Outcome::Applied);
                                         }
                                         // Refused, so no dedupe record: the same event is refused
@@ -342,7 +344,7 @@ impl Store {
                                     continue;
                                 }
                                 Effects::Unlicensed => {
-                                    dedupe.insert(
+                                    dedupe.insert_blind(
                                         dedupe_key,
                                         encode(&DedupeRecord::new(fingerprint, month)),
                                     )?;
@@ -362,7 +364,7 @@ impl Store {
                                         events: events + 1,
                                         last_seen: last_seen.max(event.occurred_at).into(),
                                     };
-                                    unlicensed.insert(key, encode(&record))?;
+                                    unlicensed.insert_blind(key, encode(&record))?;
                                     batch_outcomes.push(Outcome::Applied);
                                     continue;
                                 }
@@ -373,8 +375,10 @@ impl Store {
                                     login_day,
                                 } => (member.tier, change, queue, login_day),
                             };
-                        dedupe
-                            .insert(dedupe_key, encode(&DedupeRecord::new(fingerprint, month)))?;
+                        dedupe.insert_blind(
+                            dedupe_key,
+                            encode(&DedupeRecord::new(fingerprint, month)),
+                        )?;
                         if let Some(date) = login_day {
                             let date = date.to_string();
                             let key = day_key(&event.account_id, &event.member_id, &date);
@@ -390,7 +394,7 @@ impl Store {
                             let daily = member.is_some_and(|m| m.daily);
                             let queue = (change == SessionKind::QueueLogin).then_some(queue);
                             let day = LoginDay::add(day, tier, daily, &id, queue);
-                            days.insert(key, encode(&DayRecord::from(&day)))?;
+                            days.insert_blind(key, encode(&DayRecord::from(&day)))?;
                         }
                         {
                             let change = session_code(change);
@@ -406,7 +410,10 @@ impl Store {
                                 change,
                                 queue: queue.to_owned(),
                             };
-                            sessions.insert(key, encode(&record))?;
+                            // Blind, as every write of this transaction: sled's `insert` looks
+                            // the key up to return its old value, a whole descent of the tree
+                            // for a session change, whose key is new.
+                            sessions.insert_blind(key, encode(&record))?;
                             let zone = &account.settings.zone;
                             dirty_days
                                 .entry(event.account_id.as_str())
@@ -442,8 +449,10 @@ impl Store {
                                         *through = month.to_string();
                                     }
                                     *late = late.wrapping_add(1);
-                                    checkpoints_valid
-                                        .insert(event.account_id.as_bytes(), encode(&*record))?;
+                                    checkpoints_valid.insert_blind(
+                                        event.account_id.as_bytes(),
+                                        encode(&*record),
+                                    )?;
                                 }
                             }
                         }
@@ -459,7 +468,7 @@ impl Store {
                         }
                     };
                     let dirty = mark_dirty(dirty, zone, marked);
-                    day_peaks_dirty.insert(account_id.as_bytes(), encode(&dirty))?;
+                    day_peaks_dirty.insert_blind(account_id.as_bytes(), encode(&dirty))?;
                 }
                 Ok(outcomes)
             },

@@ -273,6 +273,23 @@ impl TransactionalTree {
         Ok(old)
     }
 
+    /// Set a key to a new value without reading the old one, which
+    /// `insert` looks up (through the tree, for a key this transaction has
+    /// not read) only to return it.
+    pub fn insert_blind<K, V>(
+        &self,
+        key: K,
+        value: V,
+    ) -> UnabortableTransactionResult<()>
+    where
+        K: AsRef<[u8]> + Into<IVec>,
+        V: Into<IVec>,
+    {
+        let mut writes = self.writes.borrow_mut();
+        let _last_write = writes.insert(key.into(), Some(value.into()));
+        Ok(())
+    }
+
     /// Remove a key
     pub fn remove<K>(
         &self,
