@@ -23,6 +23,7 @@ pub mod config;
 pub mod convert;
 pub mod decode_errors;
 pub mod error;
+pub mod foreground;
 pub mod health;
 pub mod ingest;
 pub mod outbox;

@@ -159,6 +159,8 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let clock_moved = Arc::new(crate::ingest::ClockMoves::default());
+    // The calls' store operations, which the background work of ingestion steps aside for.
+    let foreground = Arc::new(crate::foreground::Foreground::default());
     let handlers = Licensing::new(
         options.prices.clone(),
         options.store.clone(),
@@ -167,7 +169,8 @@ pub async fn run(
         streams.clone(),
         options.authentication.is_on(),
     )
-    .on_clock_moved(clock_moved.clone());
+    .on_clock_moved(clock_moved.clone())
+    .in_foreground(foreground.clone());
     let usage_changes = handlers.usage_changes();
     let licensing = LicensingServiceServer::new(handlers)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
@@ -183,6 +186,7 @@ pub async fn run(
             options.dedupe_retention_days,
             clock_moved,
             Some(usage_changes),
+            foreground,
         ),
         streams.clone(),
         options.authentication.is_on(),

@@ -12,7 +12,10 @@ use licensing_core::{Outcome, Timestamp};
 use licensing_store::{Batch, Store};
 use tokio::sync::Notify;
 
-use crate::service::UsageChanges;
+use crate::{
+    foreground::{self, Foreground},
+    service::UsageChanges,
+};
 
 /// What the writer tells the keeper after a commit: that events were applied (`wake`), and, when
 /// someone follows usage, which accounts and members they changed, until the keeper announces
@@ -107,10 +110,17 @@ fn rest_after(took: Duration) -> Duration {
 const KEEPER_CHUNK: usize = 16;
 
 /// Counts every marked day each time the writer applied events (at most every
-/// [`KEEPER_PAUSE`], and resting [`KEEPER_REST_FACTOR`] times as long as a pass took), in chunks of [`KEEPER_CHUNK`] accounts on the blocking pool, then tells
+/// [`KEEPER_PAUSE`], and resting [`KEEPER_REST_FACTOR`] times as long as a pass took), in chunks
+/// of [`KEEPER_CHUNK`] accounts on the blocking pool, each after the calls' store operations
+/// under way ended (or the foreground's patience passed: a read counts the days still marked
+/// itself, and two counts of the same days side by side halve the speed of each), then tells
 /// `GetUsage` followers what changed, until `stopping` completes. What it writes needs no flush:
 /// a day whose kept peak was lost in a crash is still marked, and is counted again.
-pub(super) async fn keep_peaks(store: Store, feed: Arc<Feed>, stopping: impl Future<Output = ()>) {
+pub(super) async fn keep_peaks(
+    store: Store,
+    (feed, foreground): (Arc<Feed>, Arc<Foreground>),
+    stopping: impl Future<Output = ()>,
+) {
     tokio::pin!(stopping);
     loop {
         tokio::select! {
@@ -120,6 +130,10 @@ pub(super) async fn keep_peaks(store: Store, feed: Arc<Feed>, stopping: impl Fut
         let started = std::time::Instant::now();
         let (mut after, mut days, mut accounts) = (None::<Vec<u8>>, 0, 0);
         while !store.has_failed() {
+            tokio::select! {
+                _ = foreground.quiet(foreground::PATIENCE) => {}
+                () = &mut stopping => return,
+            }
             let (chunk_store, from) = (store.clone(), after.take());
             let chunk = tokio::task::spawn_blocking(move || {
                 chunk_store.keep_day_peaks(Timestamp::now(), from.as_deref(), KEEPER_CHUNK)

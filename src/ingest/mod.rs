@@ -70,10 +70,11 @@ impl Ingestion {
         prices: Arc<PriceList>,
         (health, liveness): (HealthReporter, Arc<crate::health::Liveness>),
         shutdown: watch::Receiver<bool>,
-        (dedupe_retention_days, clock_moved, usage_changes): (
+        (dedupe_retention_days, clock_moved, usage_changes, foreground): (
             u32,
             Arc<ClockMoves>,
             Option<crate::service::UsageChanges>,
+            Arc<crate::foreground::Foreground>,
         ),
         streams: Streams,
         authenticated: bool,
@@ -84,7 +85,7 @@ impl Ingestion {
             prices,
         };
         let feed = Arc::new(keeper::Feed::new(usage_changes));
-        let tidy = Arc::new(writer::Tidy::default());
+        let tidy = Arc::new(writer::Tidy::stepping_aside_for(foreground.clone()));
         tokio::spawn(writer::write(
             jobs,
             target,
@@ -95,7 +96,7 @@ impl Ingestion {
         ));
         tokio::spawn(keeper::keep_peaks(
             store.clone(),
-            feed,
+            (feed, foreground),
             crate::service::stopping(shutdown.clone()),
         ));
         tokio::spawn(sweep::sweep_dedupe(

@@ -8,9 +8,11 @@
 //! while committing is caught on the blocking pool: it fails its batch, never the writer.
 //!
 //! Between groups it also deletes what compaction left below the accounts' floors and expired
-//! dedupe records ([`Tidy`]): a slice after each group, back to back while no batch waits. sled's reads and removals wait
-//! for a transaction's write lock, so a sweep on another thread advances by about one record per
-//! group commit while ingestion runs; here nothing else holds the lock.
+//! dedupe records ([`Tidy`]): a slice after each group, back to back while no batch waits. sled's
+//! reads and removals wait for a transaction's write lock, so a sweep on another thread advances
+//! by about one record per group commit while ingestion runs; here nothing else holds the lock.
+//! While no batch waits, a slice also waits for the calls' store operations under way to end
+//! ([`crate::foreground`]), or takes a short one after the foreground's patience.
 
 use std::{
     collections::BTreeMap,
@@ -28,6 +30,7 @@ use tracing::Instrument as _;
 
 use crate::{
     error::{ApiError, status},
+    foreground::{self, Foreground},
     service::report_storage_failure,
 };
 
@@ -35,7 +38,7 @@ use crate::{
 const MAX_BATCHES_PER_GROUP: usize = 256;
 /// Records a tidying slice reads after a group commit: a bounded delay for the next group.
 const BUSY_SLICE: usize = 256;
-/// Records a tidying slice reads while no batch waits.
+/// Records a tidying slice reads while no batch waits and no call's store operation runs.
 const IDLE_SLICE: usize = 4096;
 
 /// Per account, what is left to delete: the records below its floor (compaction moved the floor)
@@ -44,6 +47,8 @@ const IDLE_SLICE: usize = 4096;
 pub(super) struct Tidy {
     pending: Mutex<BTreeMap<String, Tidying>>,
     wake: Notify,
+    /// The calls' store operations, which idle slices wait for (at most their patience).
+    foreground: Arc<Foreground>,
 }
 
 /// What is left to delete of one account, and what was since when.
@@ -73,6 +78,14 @@ enum Slice {
 }
 
 impl Tidy {
+    /// Tidying whose idle slices step aside for the store operations `foreground` counts.
+    pub(super) fn stepping_aside_for(foreground: Arc<Foreground>) -> Tidy {
+        Tidy {
+            foreground,
+            ..Tidy::default()
+        }
+    }
+
     fn entry(pending: &mut BTreeMap<String, Tidying>, account: String) -> &mut Tidying {
         pending.entry(account).or_insert_with(|| Tidying {
             below_floor: false,
@@ -139,14 +152,21 @@ impl Tidy {
         Some((account.clone(), slice))
     }
 
-    /// Returns once an account waits.
-    async fn wanted(&self) {
+    /// Returns once an account waits, with the records of the next slice: [`IDLE_SLICE`] once
+    /// no call's store operation is under way, [`BUSY_SLICE`] when calls kept running for the
+    /// foreground's patience.
+    async fn wanted(&self) -> usize {
         loop {
             let notified = self.wake.notified();
             if self.first().is_some() {
-                return;
+                break;
             }
             notified.await;
+        }
+        if self.foreground.quiet(foreground::PATIENCE).await {
+            IDLE_SLICE
+        } else {
+            BUSY_SLICE
         }
     }
 
@@ -316,8 +336,8 @@ pub(super) async fn write(
                 Some(job) => job,
                 None => return,
             },
-            () = tidy.wanted() => {
-                tidy_slice(&target, &tidy, IDLE_SLICE).await;
+            records = tidy.wanted() => {
+                tidy_slice(&target, &tidy, records).await;
                 continue;
             }
         };
@@ -792,6 +812,57 @@ mod tests {
             1 + (10_000 - BUSY_SLICE).div_ceil(IDLE_SLICE) + 1,
             "{slices:?}"
         );
+        drop(jobs_tx);
+        writer.await.expect("the writer ends");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn while_a_call_runs_the_idle_slices_are_short_and_wait_the_patience_first() {
+        let below = Below(Arc::new(AtomicUsize::new(3 * BUSY_SLICE)), Arc::default());
+        let (health, _) = tonic_health::server::health_reporter();
+        let (jobs_tx, jobs) = mpsc::channel(64);
+        let foreground = Arc::new(Foreground::default());
+        let tidy = Arc::new(Tidy::stepping_aside_for(foreground.clone()));
+        let call = foreground.enter();
+        let started = Instant::now();
+        tidy.want("acme".into());
+        let writer = tokio::spawn(write(
+            jobs,
+            below.clone(),
+            health,
+            Arc::new(crate::health::Liveness::default()),
+            Default::default(),
+            tidy.clone(),
+        ));
+        // Polled, within a generous deadline.
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while tidy.waiting() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never finished tidying"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let slices = below.1.lock().expect("lock").clone();
+        // Three slices that deleted, and the one that found nothing left.
+        assert_eq!(slices, [BUSY_SLICE; 4]);
+        // Each waited the patience for the call to end.
+        assert!(started.elapsed() >= 4 * foreground::PATIENCE);
+
+        // Once the call ended, the next idle slice is a long one, without waiting.
+        drop(call);
+        below.0.store(1, Ordering::Relaxed);
+        tidy.want("acme".into());
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while tidy.waiting() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never finished tidying"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let slices = below.1.lock().expect("lock").clone();
+        assert_eq!(slices[4..], [IDLE_SLICE; 2]);
         drop(jobs_tx);
         writer.await.expect("the writer ends");
     }

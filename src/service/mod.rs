@@ -138,6 +138,8 @@ pub struct Licensing {
     authenticated: bool,
     /// Told when an account's clock moved: months may have closed, to compact.
     clock_moved: Arc<crate::ingest::ClockMoves>,
+    /// Counts the store operations of calls, which background work steps aside for.
+    foreground: Arc<crate::foreground::Foreground>,
 }
 
 /// Counts a usage stream while it is alive.
@@ -188,6 +190,7 @@ impl Licensing {
             change_reads_done: Arc::default(),
             authenticated,
             clock_moved: Arc::default(),
+            foreground: Arc::default(),
         }
     }
 
@@ -202,6 +205,13 @@ impl Licensing {
     /// Tells `moves` whenever an account's clock moved (and months may have closed).
     pub fn on_clock_moved(mut self, moves: Arc<crate::ingest::ClockMoves>) -> Self {
         self.clock_moved = moves;
+        self
+    }
+
+    /// Counts every store operation of a call in `foreground`, for the background work to step
+    /// aside while they run.
+    pub fn in_foreground(mut self, foreground: Arc<crate::foreground::Foreground>) -> Self {
+        self.foreground = foreground;
         self
     }
 
@@ -262,9 +272,13 @@ impl Licensing {
             let _waiting = crate::telemetry::metrics::Held::new(self.waiting.clone());
             self.blocking_calls.acquire().await
         };
-        let result = tokio::task::spawn_blocking(move || op(&store))
-            .await
-            .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?;
+        let running = self.foreground.enter();
+        let result = tokio::task::spawn_blocking(move || {
+            let _running = running;
+            op(&store)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?;
         result.map_err(|e| self.refused(e))
     }
 
