@@ -21,6 +21,9 @@
 //! year one as in month one), the database's size on disk per month retained, and the records
 //! each tree holds after the first and the last month (a scan, not timed).
 //!
+//! `--events-per-second` spreads each month's ingestion over more time (batches sent no faster
+//! than the rate), to compare what the burst costs on disk.
+//!
 //! With `--keep DIR` the database stays in `DIR` (`--months 1` is then allowed); `--reread DIR`
 //! opens it again in a new process and times the reads of its month in progress only. Rereading
 //! a one-month and a twelve-month database one after the other compares the two months in the
@@ -79,6 +82,11 @@ pub(crate) struct HistoryArgs {
     /// Upper bound of the database's page cache, in MiB (the binary's default).
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
+    /// Ingests at most this many events per second (0: as fast as the service takes them). A
+    /// month's events arrive over a month in service; this spreads them over more of the
+    /// benchmark's time, to see what the ingestion's burst costs on disk.
+    #[arg(long, default_value_t = 0)]
+    events_per_second: u32,
     /// Builds the database in this folder (which must not exist yet) and keeps it, so that
     /// `--reread` can read its last month again.
     #[arg(long, conflicts_with = "reread")]
@@ -309,10 +317,14 @@ async fn bench(
         .context("CreateAccount")?;
     let members = create_members(&mut client, ACCOUNT_ID, u64::from(args.members)).await?;
     println!(
-        "{} members, {} months of {} session changes per member per day",
+        "{} members, {} months of {} session changes per member per day{}",
         members.len(),
         args.months,
-        args.changes_per_day
+        args.changes_per_day,
+        match args.events_per_second {
+            0 => String::new(),
+            rate => format!(", ingested at most {rate} events/s"),
+        }
     );
 
     let mut read = Vec::new();
@@ -372,7 +384,11 @@ async fn ingest_month(
     let label = month_label(from);
     let members = members.to_vec();
     let changes = args.changes_per_day;
+    // Batch `n` is sent no earlier than `n` batches' worth of the rate after the start.
+    let batch_every = (args.events_per_second > 0)
+        .then(|| Duration::from_secs_f64(BATCH as f64 / f64::from(args.events_per_second)));
     let producer = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
         let mut batch = Vec::with_capacity(BATCH);
         let mut batch_id = 0u64;
         let mut day = from;
@@ -401,6 +417,10 @@ async fn ingest_month(
                         kind: Some(kind),
                     });
                     if batch.len() == BATCH {
+                        if let Some(every) = batch_every {
+                            let due = every.saturating_mul(u32::try_from(batch_id)?);
+                            tokio::time::sleep_until(started + due).await;
+                        }
                         batch_id += 1;
                         let events = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                         send(&requests, batch_id, events).await?;
