@@ -112,6 +112,12 @@ fn day_key(account: &Account, day: &str) -> Vec<u8> {
     key
 }
 
+/// The state a month ends in: counted by this read, or the encoded end of its last day's record.
+enum DayEnd {
+    Counted(Concurrency),
+    Kept(Vec<u8>),
+}
+
 /// A day counted by this read, to keep if its mark did not move meanwhile.
 struct Counted {
     day: String,
@@ -142,6 +148,38 @@ impl Store {
         start: Concurrency,
         seen: Option<&IVec>,
     ) -> Result<([u32; 5], usize), OpError> {
+        let (peaks, counted, _) = self.count_days(account, month, start, seen)?;
+        Ok((peaks, counted))
+    }
+
+    /// Who was logged in at the end of `month`, from `start` (who was at its first instant), as
+    /// [`Self::peaks_by_day`] counts it: the days kept are taken as they are, the others
+    /// counted from their session changes and kept, for the reads, the keeper and compaction
+    /// that follow.
+    pub(crate) fn month_end_by_day(
+        &self,
+        account: &Account,
+        month: BillingMonth,
+        start: Concurrency,
+        seen: Option<&IVec>,
+    ) -> Result<Concurrency, OpError> {
+        let (_, _, end) = self.count_days(account, month, start, seen)?;
+        match end {
+            DayEnd::Counted(state) => Ok(state),
+            DayEnd::Kept(bytes) => Ok(decode::<CheckpointRecord>("day peaks", &bytes)
+                .and_then(CheckpointRecord::decode)
+                .map_err(StoreError::from)?),
+        }
+    }
+
+    /// [`Self::peaks_by_day`], and the state the month ends in.
+    fn count_days(
+        &self,
+        account: &Account,
+        month: BillingMonth,
+        start: Concurrency,
+        seen: Option<&IVec>,
+    ) -> Result<([u32; 5], usize, DayEnd), OpError> {
         let zone = &account.settings.zone;
         let (epoch, _, marks) = view(decode_dirty(seen.map(|b| &b[..]))?, zone.name());
 
@@ -257,7 +295,12 @@ impl Store {
         if !counted.is_empty() {
             self.keep_days(account, epoch, counted)?;
         }
-        Ok((peaks, count))
+        // The last day was counted here (`state`), else taken from its kept record.
+        let end = match state {
+            Some(state) => DayEnd::Counted(state),
+            None => DayEnd::Kept(previous_end.unwrap_or_default()),
+        };
+        Ok((peaks, count, end))
     }
 
     /// Who was logged in at the start of `until` (a day of `month`; `None`: the start of the

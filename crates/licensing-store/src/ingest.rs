@@ -752,8 +752,9 @@ impl Store {
                 (at, state)
             }
         };
-        // Month by month: from the month's kept days (a record per day), else from its session
-        // changes.
+        // Month by month: from the month's kept days (a record per day), else day by day, the
+        // days kept as they are and the others counted from their session changes and kept (the
+        // keeper, compaction and the next read then find them counted).
         let dirty = if at < month {
             self.day_peaks_dirty
                 .get(account.id.as_bytes())
@@ -763,16 +764,10 @@ impl Store {
         };
         while at < month {
             let next = at.next();
-            match self.state_from_kept_days(account, at, None, &state, dirty.as_ref())? {
-                Some(end) => state = end,
-                None => {
-                    for transition in
-                        self.transitions(&account.id, Some(zone.start_of(at)), zone.start_of(next))
-                    {
-                        state.apply(transition?);
-                    }
-                }
-            }
+            state = match self.state_from_kept_days(account, at, None, &state, dirty.as_ref())? {
+                Some(end) => end,
+                None => self.month_end_by_day(account, at, state, dirty.as_ref())?,
+            };
             at = next;
             written.push((at, CheckpointRecord::new(&state)));
         }

@@ -1130,6 +1130,44 @@ fn a_later_month_starts_from_the_kept_days_of_the_months_before_not_their_sessio
     assert_eq!(june_peaks.iter().sum::<u32>(), 1, "{june_peaks:?}");
 }
 
+/// A month read before the month before it was: the walk to its start counts the days of the
+/// month before (they were marked) and keeps them, so that reading that month, the keeper and
+/// compaction count them no more.
+#[test]
+fn the_walk_to_a_month_start_keeps_the_days_it_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    setup(&store, "UTC", "2026-05-03T10:00:00Z", 40);
+    let events = vec![
+        event("e1", "std", "2026-05-03T09:00:00Z", EventKind::AgentLogin),
+        event("e2", "std", "2026-05-20T17:00:00Z", EventKind::AgentLogout),
+        event("e3", "std", "2026-06-02T09:00:00Z", EventKind::AgentLogin),
+    ];
+    store
+        .advance_clock("acme", at("2026-06-10T12:00:00Z"), "test")
+        .expect("advance");
+    assert_eq!(ingest(&store, events), vec![Outcome::Applied; 3]);
+    let account = store.account("acme").expect("account");
+    let may = BillingMonth::parse("2026-05").expect("month");
+    let june = may.next();
+    let marked = || {
+        store
+            .backlog("acme", Timestamp::UNIX_EPOCH, 5)
+            .expect("backlog")
+            .marked_days
+    };
+    assert_eq!(marked(), 3);
+    let (june_peaks, counted) = store
+        .concurrency_peaks_counted(&account, june, Timestamp::UNIX_EPOCH)
+        .expect("peaks");
+    assert_eq!((june_peaks.iter().sum::<u32>(), counted), (1, 30));
+    assert_eq!(marked(), 0, "May's days were kept on the way to June");
+    let (may_peaks, counted) = store
+        .concurrency_peaks_counted(&account, may, Timestamp::UNIX_EPOCH)
+        .expect("peaks");
+    assert_eq!((may_peaks.iter().sum::<u32>(), counted), (1, 0));
+}
+
 /// The backlog names each kind of background work while it is due, and nothing once it is done:
 /// marked days until the peaks are kept, a floor behind a closed month until compaction moves
 /// it, records below the floor until they are deleted.
