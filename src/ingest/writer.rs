@@ -734,6 +734,35 @@ mod tests {
             .expect("the writer ends when its senders are gone");
     }
 
+    /// The writer over `target`, tidying with `tidy`.
+    fn spawn_tidying(
+        jobs: mpsc::Receiver<Job>,
+        target: impl Commit,
+        tidy: &Arc<Tidy>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (health, _) = tonic_health::server::health_reporter();
+        tokio::spawn(write(
+            jobs,
+            target,
+            health,
+            Arc::new(crate::health::Liveness::default()),
+            Default::default(),
+            tidy.clone(),
+        ))
+    }
+
+    /// Returns once no account waits to be tidied: polled, within a generous deadline.
+    async fn tidied(tidy: &Tidy) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while tidy.waiting() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never finished tidying"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Records below a floor, deleted as the writer tidies; and the slices asked for.
     #[derive(Debug, Clone)]
     struct Below(Arc<AtomicUsize>, Arc<Mutex<Vec<usize>>>);
@@ -767,7 +796,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_deletes_what_lies_below_a_floor_in_slices_between_its_commits() {
         let below = Below(Arc::new(AtomicUsize::new(10_000)), Arc::default());
-        let (health, _) = tonic_health::server::health_reporter();
         let (jobs_tx, jobs) = mpsc::channel(64);
         let tidy = Arc::new(Tidy::default());
         // A batch queued first: it is committed before any slice (the writer prefers batches).
@@ -781,27 +809,13 @@ mod tests {
             .await
             .expect("queued");
         tidy.want("acme".into());
-        let writer = tokio::spawn(write(
-            jobs,
-            below.clone(),
-            health,
-            Arc::new(crate::health::Liveness::default()),
-            Default::default(),
-            tidy.clone(),
-        ));
+        let writer = spawn_tidying(jobs, below.clone(), &tidy);
         assert_eq!(
             answer.await.expect("answered").expect("applied"),
             [Outcome::Applied]
         );
-        // Then slices until nothing is left: polled, within a generous deadline.
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while tidy.waiting() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the writer never finished tidying"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        // Then slices until nothing is left.
+        tidied(&tidy).await;
         assert_eq!(below.0.load(Ordering::Relaxed), 0);
         let slices = below.1.lock().expect("lock").clone();
         // After the group commit, a short slice; then, idle, long ones until one deletes none.
@@ -819,30 +833,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn while_a_call_runs_the_idle_slices_are_short_and_wait_the_patience_first() {
         let below = Below(Arc::new(AtomicUsize::new(3 * BUSY_SLICE)), Arc::default());
-        let (health, _) = tonic_health::server::health_reporter();
         let (jobs_tx, jobs) = mpsc::channel(64);
         let foreground = Arc::new(Foreground::default());
         let tidy = Arc::new(Tidy::stepping_aside_for(foreground.clone()));
         let call = foreground.enter();
         let started = Instant::now();
         tidy.want("acme".into());
-        let writer = tokio::spawn(write(
-            jobs,
-            below.clone(),
-            health,
-            Arc::new(crate::health::Liveness::default()),
-            Default::default(),
-            tidy.clone(),
-        ));
-        // Polled, within a generous deadline.
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while tidy.waiting() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the writer never finished tidying"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        let writer = spawn_tidying(jobs, below.clone(), &tidy);
+        tidied(&tidy).await;
         let slices = below.1.lock().expect("lock").clone();
         // Three slices that deleted, and the one that found nothing left.
         assert_eq!(slices, [BUSY_SLICE; 4]);
@@ -853,14 +851,7 @@ mod tests {
         drop(call);
         below.0.store(1, Ordering::Relaxed);
         tidy.want("acme".into());
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while tidy.waiting() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the writer never finished tidying"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        tidied(&tidy).await;
         let slices = below.1.lock().expect("lock").clone();
         assert_eq!(slices[4..], [IDLE_SLICE; 2]);
         drop(jobs_tx);
@@ -949,25 +940,12 @@ mod tests {
             Arc::new(AtomicUsize::new(3 * IDLE_SLICE + 1)),
             Arc::default(),
         );
-        let (health, _) = tonic_health::server::health_reporter();
         let (jobs_tx, jobs) = mpsc::channel(64);
         let tidy = Arc::new(Tidy::default());
         let march = BillingMonth::parse("2026-03").expect("month");
         tidy.want_dedupe("acme".into(), 35, march);
-        let writer = tokio::spawn(write(
-            jobs,
-            expiring.clone(),
-            health,
-            Arc::new(crate::health::Liveness::default()),
-            Default::default(),
-            tidy.clone(),
-        ));
-        // Polled, within a generous deadline.
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while tidy.waiting() > 0 {
-            assert!(Instant::now() < deadline, "the writer never finished");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        let writer = spawn_tidying(jobs, expiring.clone(), &tidy);
+        tidied(&tidy).await;
         // Noted once, after the last record was read.
         assert_eq!(
             *expiring.1.lock().expect("lock"),
