@@ -246,9 +246,10 @@ fn print_reads(months: &[&Reads]) {
             })
             .collect();
         println!(
-            "{}: records held {:.1} MiB: {}",
+            "{}: records held {:.1} MiB (the file {:.2} times that): {}",
             reads.month,
             bytes as f64 / f64::from(1 << 20),
+            reads.disk_bytes as f64 / bytes.max(1) as f64,
             trees.join(", ")
         );
     }
