@@ -112,6 +112,11 @@ fn day_key(account: &Account, day: &str) -> Vec<u8> {
     key
 }
 
+/// Who was logged in, as a day's record encodes it (its start or end state).
+fn decode_state(bytes: &[u8]) -> Result<Concurrency, StoreError> {
+    Ok(decode::<CheckpointRecord>("day peaks", bytes).and_then(CheckpointRecord::decode)?)
+}
+
 /// The state a month ends in: counted by this read, or the encoded end of its last day's record.
 enum DayEnd {
     Counted(Concurrency),
@@ -166,9 +171,7 @@ impl Store {
         let (_, _, end) = self.count_days(account, month, start, seen)?;
         match end {
             DayEnd::Counted(state) => Ok(state),
-            DayEnd::Kept(bytes) => Ok(decode::<CheckpointRecord>("day peaks", &bytes)
-                .and_then(CheckpointRecord::decode)
-                .map_err(StoreError::from)?),
+            DayEnd::Kept(bytes) => Ok(decode_state(&bytes)?),
         }
     }
 
@@ -246,9 +249,7 @@ impl Store {
             });
             let (from, begins, base, through) = match resume {
                 Some(record) => {
-                    let from = decode::<CheckpointRecord>("day peaks", &record.end)
-                        .and_then(CheckpointRecord::decode)
-                        .map_err(StoreError::from)?;
+                    let from = decode_state(&record.end)?;
                     let after = record
                         .through
                         .and_then(|t| t.checked_add(jiff::SignedDuration::from_nanos(1)).ok());
@@ -259,9 +260,7 @@ impl Store {
                         Some(state) => state,
                         None => {
                             let bytes = previous_end.take().unwrap_or_default();
-                            decode::<CheckpointRecord>("day peaks", &bytes)
-                                .and_then(CheckpointRecord::decode)
-                                .map_err(StoreError::from)?
+                            decode_state(&bytes)?
                         }
                     };
                     (from, Some(zone.start_of_day(*day)), [0; 5], None)
@@ -360,9 +359,7 @@ impl Store {
         let Some(end) = end else {
             return Ok(None);
         };
-        let state = decode::<CheckpointRecord>("day peaks", &end)
-            .and_then(CheckpointRecord::decode)
-            .map_err(StoreError::from)?;
+        let state = decode_state(&end)?;
         Ok(Some(state))
     }
 
