@@ -23,7 +23,8 @@
 //! sled's write to disk as the service's group commit shares one flush. The events are generated
 //! the same way for both, so both pay for it alike.
 //!
-//! Rounds alternate ours and raw after an unmeasured (but checked) warm-up of each.
+//! Rounds alternate ours and raw, each round starting with the side the round before ran second,
+//! after an unmeasured (but checked) warm-up of each.
 
 use std::{
     collections::HashMap,
@@ -51,6 +52,7 @@ use tonic::{
 };
 
 use crate::credentials::{Auth, Bearer};
+use crate::paired;
 
 /// The connection every call of the benchmark goes through, presenting the bearer if any.
 pub(crate) type Client = InterceptedService<Channel, Bearer>;
@@ -442,20 +444,33 @@ async fn bench(
         };
         let mut ours_total = load.window(warm_up).await?.errors_only();
         let mut raw_total = raw.window(warm_up).await?.errors_only();
+        // Each round's ratio; rounds alternate which side runs first, so that neither always
+        // runs after the other.
+        let mut ratios = Vec::new();
         for n in 1..=args.rounds {
             let label = format!("round {n}/{}", args.rounds);
-            let window = load.window(round).await?;
-            print(&label, "ours", &window);
-            ours_total.merge(window);
-            let window = raw.window(round).await?;
-            print(&label, "raw", &window);
-            raw_total.merge(window);
+            let mut per_second = [0.0; 2];
+            for side in if n % 2 == 1 { [0, 1] } else { [1, 0] } {
+                if side == 0 {
+                    let window = load.window(round).await?;
+                    print(&label, "ours", &window);
+                    per_second[0] = window.per_second();
+                    ours_total.merge(window);
+                } else {
+                    let window = raw.window(round).await?;
+                    print(&label, "raw", &window);
+                    per_second[1] = window.per_second();
+                    raw_total.merge(window);
+                }
+            }
+            ratios.push(per_second[0] / per_second[1]);
         }
         print("total", "ours", &ours_total);
         print("total", "raw", &raw_total);
         println!(
-            "ours/raw: {:.2}",
-            ours_total.per_second() / raw_total.per_second()
+            "ours/raw: {:.2}; from the rounds' ratios: {}",
+            ours_total.per_second() / raw_total.per_second(),
+            paired::describe(&ratios, RATIO_TARGET)
         );
         results.push(SizeResult {
             size,

@@ -35,6 +35,7 @@ mod history;
 mod in_process;
 mod ingestion;
 mod load;
+mod paired;
 mod servers;
 mod stages;
 mod startup;
@@ -193,6 +194,16 @@ fn bench_resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             f64::from(window.percentile_us(99.0)) / f64::from(totals.resolve.percentile_us(99.0)),
         );
     }
+    for (name, index) in [
+        ("an API key", 3),
+        ("a JWT", 4),
+        ("the JWT's header alone", 5),
+    ] {
+        println!(
+            "from the rounds' ratios, with {name} / unauthenticated: throughput {}",
+            paired::describe(&totals.round_ratios(index), AUTH_RATIO_TARGET)
+        );
+    }
     for (name, window) in [
         ("an API key", &totals.resolve_key),
         ("a JWT", &totals.resolve_jwt),
@@ -255,6 +266,18 @@ struct Totals {
     resolve_header: Window,
     /// Encoded size of a `ResolveMember` answer.
     response_bytes: u32,
+    /// Each round's throughput of every load, in the order of the fields above.
+    rounds: Vec<[f64; 6]>,
+}
+
+impl Totals {
+    /// Each round's throughput of the load at `index` (of [`Totals::rounds`]) over `resolve`'s.
+    fn round_ratios(&self, index: usize) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .map(|round| round[index] / round[2])
+            .collect()
+    }
 }
 
 /// Serves echo and licensing on one runtime, loads them from another, and returns the totals
@@ -360,17 +383,21 @@ async fn alternate_rounds(
     // Each round starts one load further on, so that over the rounds every load runs in every
     // position: none always follows the same load (whose leftovers, freed memory or a connection
     // going idle, it would pay for).
+    let mut rounds = Vec::new();
     for n in 1..=args.rounds {
         let label = format!("round {n}/{}", args.rounds);
         let first = (n as usize - 1) % targets.len();
+        let mut per_second = [0.0; 6];
         for index in (first..targets.len()).chain(0..first) {
             let (service, target) = targets[index];
             let cpu_before = load::thread_cpu("server");
             let mut window = load::run_window(target, args.in_flight, round).await?;
             window.server_cpu = load::thread_cpu("server").saturating_sub(cpu_before);
             print_window(&label, service, &window);
+            per_second[index] = window.per_second();
             totals[index].merge(window);
         }
+        rounds.push(per_second);
     }
     let [
         echo,
@@ -388,6 +415,7 @@ async fn alternate_rounds(
         resolve_jwt,
         resolve_header,
         response_bytes,
+        rounds,
     })
 }
 

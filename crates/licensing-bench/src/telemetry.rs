@@ -29,7 +29,7 @@ use crate::{
     credentials::Bearer,
     ingestion::{self, Events, Load},
     load::{self, Target},
-    startup,
+    paired, startup,
 };
 
 /// Telemetry on may cost at most this much of the throughput with it off.
@@ -426,10 +426,14 @@ async fn measure(
     let mut client_cpu = [Duration::ZERO; 2];
     let mut sink_cpu = [Duration::ZERO; 2];
     let mut exporting_cpu = [Duration::ZERO; 2];
+    // Each round's ratio, on over off, of each load.
+    let mut resolve_rounds = Vec::new();
+    let mut ingest_rounds = Vec::new();
     for n in 1..=args.rounds {
         let label = format!("round {n}/{}", args.rounds);
         // Each round starts with the other process.
         let order = if n % 2 == 1 { [0, 1] } else { [1, 0] };
+        let mut per_second = [0.0; 2];
         for index in order {
             let before = processes[index].cpu();
             let exporting_before = processes[index].exporting_cpu();
@@ -448,8 +452,10 @@ async fn measure(
                 window.per_second(),
                 window.percentile_us(99.0)
             );
+            per_second[index] = window.per_second();
             resolve[index].merge(window);
         }
+        resolve_rounds.push(per_second[1] / per_second[0]);
         for index in order {
             if args.resolve_only {
                 break;
@@ -458,7 +464,11 @@ async fn measure(
             let window = loads[index].ingest(args).window(round).await?;
             ingest_cpu[index] += processes[index].cpu().saturating_sub(before);
             ingestion::print(&label, &format!("ingest {}", names[index]), &window);
+            per_second[index] = window.per_second();
             ingest[index].merge(window);
+        }
+        if !args.resolve_only {
+            ingest_rounds.push(per_second[1] / per_second[0]);
         }
     }
     scraper.abort();
@@ -504,6 +514,16 @@ async fn measure(
         resolve_us[1] / resolve_us[0],
         ingest_us[1] / ingest_us[0],
     );
+    println!(
+        "telemetry on / off, from the rounds' ratios: ResolveMember {}",
+        paired::describe(&resolve_rounds, RATIO_TARGET)
+    );
+    if !args.resolve_only {
+        println!(
+            "telemetry on / off, from the rounds' ratios: Ingest {}",
+            paired::describe(&ingest_rounds, RATIO_TARGET)
+        );
+    }
     let clean = resolve.iter().all(|w| w.errors == 0) && ingest.iter().all(|w| w.errors() == 0);
     anyhow::ensure!(clean, "calls failed during the run (see the rounds above)");
     let sampled = !matches!(args.sampler.as_str(), "none" | "always_off");

@@ -1,0 +1,140 @@
+//! Ratios from paired rounds, with their uncertainty. A target like "at most 5 % below" is about
+//! the true ratio; one run's total only estimates it, and on this kind of machine the same load
+//! moves by several percent from one round to the next. Each round measures both sides of a
+//! ratio back to back (so that drift over the run hits both alike), and the rounds' ratios give
+//! an estimate with a confidence interval: Student's t on the logarithms of the per-round
+//! ratios, whose mean is the logarithm of their geometric mean.
+
+/// Two-sided 95 % quantiles of Student's t for 1 to 30 degrees of freedom; beyond, 1.96 is
+/// within 2 % of the exact value.
+const T_975: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+    2.052, 2.048, 2.045, 2.042,
+];
+
+/// The geometric mean of per-round ratios and its 95 % confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Estimate {
+    pub(crate) rounds: usize,
+    pub(crate) ratio: f64,
+    pub(crate) low: f64,
+    pub(crate) high: f64,
+}
+
+/// Where an estimate stands against a lower bound on the true ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The whole interval is at or above the bound.
+    Met,
+    /// The whole interval is below it.
+    NotMet,
+    /// The interval straddles it: more rounds, or a quieter machine, are needed to tell.
+    NotShown,
+}
+
+impl Estimate {
+    /// The estimate from each round's ratio; `None` with fewer than two rounds (no spread to
+    /// judge by) or with a ratio that is not a positive finite number.
+    pub(crate) fn of(ratios: &[f64]) -> Option<Estimate> {
+        if ratios.len() < 2 || ratios.iter().any(|r| !r.is_finite() || *r <= 0.0) {
+            return None;
+        }
+        let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+        let n = logs.len() as f64;
+        let mean = logs.iter().sum::<f64>() / n;
+        let variance = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let t = T_975.get(logs.len() - 2).copied().unwrap_or(1.96);
+        let half = t * (variance / n).sqrt();
+        Some(Estimate {
+            rounds: logs.len(),
+            ratio: mean.exp(),
+            low: (mean - half).exp(),
+            high: (mean + half).exp(),
+        })
+    }
+
+    /// Against a target of "at least `bound`".
+    pub(crate) fn verdict(&self, bound: f64) -> Verdict {
+        if self.low >= bound {
+            Verdict::Met
+        } else if self.high < bound {
+            Verdict::NotMet
+        } else {
+            Verdict::NotShown
+        }
+    }
+
+    /// For a report line: `0.962 (95 % CI 0.951-0.973, 24 rounds): met`.
+    pub(crate) fn describe(&self, bound: f64) -> String {
+        let verdict = match self.verdict(bound) {
+            Verdict::Met => "met",
+            Verdict::NotMet => "not met",
+            Verdict::NotShown => "not shown either way",
+        };
+        format!(
+            "{:.3} (95 % CI {:.3}-{:.3}, {} rounds): target >= {bound:.2} {verdict}",
+            self.ratio, self.low, self.high, self.rounds
+        )
+    }
+}
+
+/// The estimate's line, or why there is none.
+pub(crate) fn describe(ratios: &[f64], bound: f64) -> String {
+    Estimate::of(ratios).map_or_else(
+        || {
+            format!(
+                "no interval from {} round(s): at least two are needed",
+                ratios.len()
+            )
+        },
+        |estimate| estimate.describe(bound),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_rounds_give_a_point_interval() {
+        let estimate = Estimate::of(&[0.96, 0.96, 0.96]).expect("three rounds");
+        assert!((estimate.ratio - 0.96).abs() < 1e-12);
+        assert!((estimate.low - 0.96).abs() < 1e-12 && (estimate.high - 0.96).abs() < 1e-12);
+        assert_eq!(estimate.verdict(0.95), Verdict::Met);
+        assert_eq!(estimate.verdict(0.97), Verdict::NotMet);
+    }
+
+    #[test]
+    fn the_ratio_is_the_geometric_mean_and_the_interval_follows_t() {
+        // ln 0.9 and ln 1.0: mean ln = ln(0.9)/2, so the ratio is sqrt(0.9); with two rounds
+        // the half-width is 12.706 * sd / sqrt(2), sd = |ln 0.9| / sqrt(2).
+        let estimate = Estimate::of(&[0.9, 1.0]).expect("two rounds");
+        assert!((estimate.ratio - 0.9_f64.sqrt()).abs() < 1e-12);
+        let half = 12.706 * (0.9_f64.ln().abs() / 2.0_f64.sqrt()) / 2.0_f64.sqrt();
+        let mean = 0.9_f64.ln() / 2.0;
+        assert!((estimate.low - (mean - half).exp()).abs() < 1e-12);
+        assert!((estimate.high - (mean + half).exp()).abs() < 1e-12);
+        assert_eq!(estimate.verdict(0.95), Verdict::NotShown);
+    }
+
+    #[test]
+    fn more_rounds_of_the_same_spread_narrow_the_interval() {
+        let few: Vec<f64> = [0.94, 0.98].repeat(3);
+        let many: Vec<f64> = [0.94, 0.98].repeat(30);
+        let few = Estimate::of(&few).expect("six rounds");
+        let many = Estimate::of(&many).expect("sixty rounds");
+        assert!(many.high - many.low < (few.high - few.low) / 2.0);
+        assert_eq!(few.verdict(0.95), Verdict::NotShown);
+        assert_eq!(many.verdict(0.95), Verdict::Met);
+    }
+
+    #[test]
+    fn too_few_or_broken_ratios_give_no_estimate() {
+        assert_eq!(Estimate::of(&[]), None);
+        assert_eq!(Estimate::of(&[0.97]), None);
+        assert_eq!(Estimate::of(&[0.97, 0.0]), None);
+        assert_eq!(Estimate::of(&[0.97, f64::NAN]), None);
+        assert!(describe(&[0.97], 0.95).contains("at least two"));
+    }
+}
