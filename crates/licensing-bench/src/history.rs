@@ -21,6 +21,15 @@
 //! year one as in month one), the database's size on disk per month retained, and the records
 //! each tree holds after the first and the last month (a scan, not timed).
 //!
+//! Month 1's reads and month 12's are minutes apart, and the machine's speed drifts by more than
+//! the target between them. So the command also reads the last month against a **same-moment
+//! baseline**: after the last month, a new sandbox account of the same members is given the same
+//! month (its first), and once the background work of both caught up, `--reads` rounds each read
+//! both accounts' month back to back (GetUsage, then GetStatement; each round starting with the
+//! other account). The per-round ratios, history over new, give an estimate with a 95 %
+//! confidence interval (`paired.rs`): the cost of the year of history alone, the process,
+//! database, cache and moment being the same.
+//!
 //! `--events-per-second` spreads each month's ingestion over more time (batches sent no faster
 //! than the rate), to compare what the burst costs on disk.
 //!
@@ -50,12 +59,15 @@ use tonic::{service::interceptor::InterceptedService, transport::Endpoint};
 use crate::{
     credentials::Bearer,
     ingestion::{Client, create_members, ms, runtime},
-    servers,
+    paired, servers,
 };
 
 /// The last month's read may cost at most this much more than the first month's.
 const RATIO_TARGET: f64 = 1.2;
 const ACCOUNT_ID: &str = "bench-history";
+/// The same-moment baseline: an account of the same members and events whose first month is
+/// the history's last one.
+const NEW_ACCOUNT_ID: &str = "bench-history-new";
 /// The first month of the history.
 const FIRST_DAY: &str = "2025-01-01";
 /// Events per Ingest batch and batches in flight on the one stream.
@@ -165,8 +177,8 @@ pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let measured = client_runtime.block_on(bench(args, server.address, &store));
-    let months = match measured {
-        Ok(reads) => reads,
+    let (months, paired) = match measured {
+        Ok(measured) => measured,
         Err(error) => {
             // As in `ingest`: after a failure sled may hold its locks; leave at once.
             eprintln!("Error: {error:#}");
@@ -202,6 +214,16 @@ pub(crate) fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         args.months,
         verdict(statement)
     );
+    for (name, ratios) in [
+        ("GetUsage", &paired.usage),
+        ("GetStatement", &paired.statement),
+    ] {
+        println!(
+            "{name} month {} / a new account's month 1, the same month read at the same moment: {}",
+            args.months,
+            paired::describe_against(ratios, paired::Target::AtMost(RATIO_TARGET))
+        );
+    }
     println!(
         "disk: {:.2} MiB per month retained ({} months, {:.1} MiB in all; {:.2} MiB after the first)",
         last.disk_bytes as f64 / f64::from(args.months) / f64::from(1 << 20),
@@ -289,23 +311,24 @@ async fn reread(
     let now = account.now.context("the account has no clock")?;
     let now = Timestamp::new(now.seconds, now.nanos)?.to_zoned(TimeZone::UTC);
     let month = now.date().first_of_month();
-    let caught_up = catch_up(store, &month_label(month)).await?;
+    let caught_up = catch_up(store, ACCOUNT_ID, &month_label(month)).await?;
     let mut reads = read_month(&mut client, store, month, args).await?;
     reads.caught_up = caught_up;
     Ok(reads)
 }
 
-async fn bench(
+/// A sandbox account (UTC, auto-growth) whose clock starts at `first_day`, with `--members`
+/// members; returns their ids.
+async fn create_account(
+    client: &mut LicensingServiceClient<Client>,
+    account_id: &str,
+    first_day: Date,
     args: &HistoryArgs,
-    address: std::net::SocketAddr,
-    store: &Store,
-) -> anyhow::Result<Vec<Reads>> {
-    let (channel, mut client) = connect(address).await?;
-    let first_day: Date = FIRST_DAY.parse()?;
+) -> anyhow::Result<Vec<String>> {
     let start = first_day.to_zoned(TimeZone::UTC)?.timestamp();
     client
         .create_account(api::CreateAccountRequest {
-            account_id: ACCOUNT_ID.to_owned(),
+            account_id: account_id.to_owned(),
             settings: Some(api::AccountSettings {
                 time_zone: "UTC".to_owned(),
                 auto_growth: true,
@@ -316,7 +339,25 @@ async fn bench(
         })
         .await
         .context("CreateAccount")?;
-    let members = create_members(&mut client, ACCOUNT_ID, u64::from(args.members)).await?;
+    create_members(client, account_id, u64::from(args.members)).await
+}
+
+/// The same-moment comparison: each round's read of the history's last month over the same
+/// read of the new account's first month.
+#[derive(Debug, Default)]
+struct Paired {
+    usage: Vec<f64>,
+    statement: Vec<f64>,
+}
+
+async fn bench(
+    args: &HistoryArgs,
+    address: std::net::SocketAddr,
+    store: &Store,
+) -> anyhow::Result<(Vec<Reads>, Paired)> {
+    let (channel, mut client) = connect(address).await?;
+    let first_day: Date = FIRST_DAY.parse()?;
+    let members = create_account(&mut client, ACCOUNT_ID, first_day, args).await?;
     println!(
         "{} members, {} months of {} session changes per member per day{}",
         members.len(),
@@ -341,7 +382,15 @@ async fn bench(
             .await
             .context("AdvanceClock")?;
         let started = Instant::now();
-        let events = ingest_month(&channel, &members, month_start, next_start, args).await?;
+        let events = ingest_month(
+            &channel,
+            ACCOUNT_ID,
+            &members,
+            month_start,
+            next_start,
+            args,
+        )
+        .await?;
         println!(
             "{}: {events} events ingested in {:.1} s",
             month_label(month_start),
@@ -349,8 +398,9 @@ async fn bench(
         );
         if month == 0 || month + 1 == args.months {
             let label = month_label(month_start);
-            let (usage, _, statement) = timed_reads(&mut client, &label, 1, args).await?;
-            let caught_up = catch_up(store, &label).await?;
+            let (usage, _, statement) =
+                timed_reads(&mut client, ACCOUNT_ID, &label, 1, args).await?;
+            let caught_up = catch_up(store, ACCOUNT_ID, &label).await?;
             println!(
                 "{label}: read right after ingestion: GetUsage {:.1} ms, GetStatement {:.1} ms; \
                  background work caught up {:.1} s after ingestion",
@@ -364,13 +414,70 @@ async fn bench(
             read.push(reads);
         }
     }
-    Ok(read)
+    let last_month = first_day.checked_add(i64::from(args.months - 1).months())?;
+    let paired = if args.months >= 2 {
+        same_moment(&channel, &mut client, store, last_month, args).await?
+    } else {
+        Paired::default()
+    };
+    Ok((read, paired))
+}
+
+/// A new account of the same members whose first month is `month`, the history's last, given
+/// the same events; once the background work of both accounts caught up, `--reads` rounds that
+/// each read both accounts' month back to back (each round starting with the other account).
+/// The history's month and the new account's are then read in the same conditions: the same
+/// process, database, cache and moment, the same size of month; what differs is the year of
+/// history behind one of them.
+async fn same_moment(
+    channel: &Client,
+    client: &mut LicensingServiceClient<Client>,
+    store: &Store,
+    month: Date,
+    args: &HistoryArgs,
+) -> anyhow::Result<Paired> {
+    let label = month_label(month);
+    let members = create_account(client, NEW_ACCOUNT_ID, month, args).await?;
+    let next_start = month.checked_add(1.month())?;
+    let end = next_start.to_zoned(TimeZone::UTC)?.timestamp() - 1.second();
+    client
+        .advance_clock(api::AdvanceClockRequest {
+            account_id: NEW_ACCOUNT_ID.to_owned(),
+            to: Some(timestamp(end)),
+        })
+        .await
+        .context("AdvanceClock")?;
+    let events = ingest_month(channel, NEW_ACCOUNT_ID, &members, month, next_start, args).await?;
+    catch_up(store, NEW_ACCOUNT_ID, &label).await?;
+    catch_up(store, ACCOUNT_ID, &label).await?;
+    println!(
+        "{label}: a new account {NEW_ACCOUNT_ID:?} of the same {} members, its first month {label} ({events} events): the same-moment baseline",
+        members.len()
+    );
+    let mut paired = Paired::default();
+    for round in 0..args.reads {
+        let mut times = [(Duration::ZERO, Duration::ZERO); 2];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for index in order {
+            let account = [ACCOUNT_ID, NEW_ACCOUNT_ID][index];
+            let (usage, _, statement) = timed_reads(client, account, &label, 1, args).await?;
+            times[index] = (usage, statement);
+        }
+        paired
+            .usage
+            .push(times[0].0.as_secs_f64() / times[1].0.as_secs_f64());
+        paired
+            .statement
+            .push(times[0].1.as_secs_f64() / times[1].1.as_secs_f64());
+    }
+    Ok(paired)
 }
 
 /// Every member's session changes on every day of `[from, to)`, through one Ingest stream;
 /// returns how many were applied (all of them, or an error).
 async fn ingest_month(
     channel: &Client,
+    account_id: &'static str,
     members: &[String],
     from: Date,
     to: Date,
@@ -412,7 +519,7 @@ async fn ingest_month(
                     batch.push(api::Event {
                         source: "history".to_owned(),
                         event_id: format!("{day}-{n}-{k}"),
-                        account_id: ACCOUNT_ID.to_owned(),
+                        account_id: account_id.to_owned(),
                         member_id: member.clone(),
                         occurred_at: Some(timestamp(at)),
                         kind: Some(kind),
@@ -488,14 +595,14 @@ const CATCH_UP_PROGRESS: Duration = Duration::from_secs(30);
 /// Waits until the account's background work is done: every day's peaks kept, the floor moved
 /// past the closed months, the records below it deleted, the dedupe records past their retention
 /// expired ([`Store::backlog`]). Returns how long that took.
-async fn catch_up(store: &Store, label: &str) -> anyhow::Result<Duration> {
+async fn catch_up(store: &Store, account_id: &str, label: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut reported = Instant::now();
     loop {
-        let reading = store.clone();
+        let (reading, account) = (store.clone(), account_id.to_owned());
         let backlog = tokio::task::spawn_blocking(move || {
             reading.backlog(
-                ACCOUNT_ID,
+                &account,
                 jiff::Timestamp::now(),
                 licensing::ingest::DEFAULT_DEDUPE_RETENTION_DAYS,
             )
@@ -525,6 +632,7 @@ async fn catch_up(store: &Store, label: &str) -> anyhow::Result<Duration> {
 /// the median GetStatement.
 async fn timed_reads(
     client: &mut LicensingServiceClient<Client>,
+    account_id: &str,
     label: &str,
     reads: u32,
     args: &HistoryArgs,
@@ -536,7 +644,7 @@ async fn timed_reads(
         let started = Instant::now();
         let mut stream = client
             .get_usage(api::GetUsageRequest {
-                account_id: ACCOUNT_ID.to_owned(),
+                account_id: account_id.to_owned(),
                 tiers: Vec::new(),
                 follow: false,
                 month: String::new(),
@@ -574,7 +682,7 @@ async fn timed_reads(
         let started = Instant::now();
         let answer = client
             .get_statement(api::GetStatementRequest {
-                account_id: ACCOUNT_ID.to_owned(),
+                account_id: account_id.to_owned(),
                 month: label.to_owned(),
             })
             .await
@@ -595,7 +703,8 @@ async fn read_month(
     args: &HistoryArgs,
 ) -> anyhow::Result<Reads> {
     let label = month_label(month);
-    let (usage, usage_rows, statement) = timed_reads(client, &label, args.reads, args).await?;
+    let (usage, usage_rows, statement) =
+        timed_reads(client, ACCOUNT_ID, &label, args.reads, args).await?;
     Ok(Reads {
         usage,
         usage_rows,

@@ -22,12 +22,19 @@ pub(crate) struct Estimate {
     pub(crate) high: f64,
 }
 
-/// Where an estimate stands against a lower bound on the true ratio.
+/// A target on the true ratio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+/// Where an estimate stands against a target on the true ratio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// The whole interval is at or above the bound.
+    /// The whole interval is within the target.
     Met,
-    /// The whole interval is below it.
+    /// The whole interval is outside it.
     NotMet,
     /// The interval straddles it: more rounds, or a quieter machine, are needed to tell.
     NotShown,
@@ -54,33 +61,46 @@ impl Estimate {
         })
     }
 
-    /// Against a target of "at least `bound`".
-    pub(crate) fn verdict(&self, bound: f64) -> Verdict {
-        if self.low >= bound {
+    /// Against `target`.
+    pub(crate) fn verdict(&self, target: Target) -> Verdict {
+        let (within, outside) = match target {
+            Target::AtLeast(bound) => (self.low >= bound, self.high < bound),
+            Target::AtMost(bound) => (self.high <= bound, self.low > bound),
+        };
+        if within {
             Verdict::Met
-        } else if self.high < bound {
+        } else if outside {
             Verdict::NotMet
         } else {
             Verdict::NotShown
         }
     }
 
-    /// For a report line: `0.962 (95 % CI 0.951-0.973, 24 rounds): met`.
-    pub(crate) fn describe(&self, bound: f64) -> String {
-        let verdict = match self.verdict(bound) {
+    /// For a report line: `0.962 (95 % CI 0.951-0.973, 24 rounds): target >= 0.95 met`.
+    pub(crate) fn describe(&self, target: Target) -> String {
+        let verdict = match self.verdict(target) {
             Verdict::Met => "met",
             Verdict::NotMet => "not met",
             Verdict::NotShown => "not shown either way",
         };
+        let target = match target {
+            Target::AtLeast(bound) => format!(">= {bound:.2}"),
+            Target::AtMost(bound) => format!("<= {bound:.2}"),
+        };
         format!(
-            "{:.3} (95 % CI {:.3}-{:.3}, {} rounds): target >= {bound:.2} {verdict}",
+            "{:.3} (95 % CI {:.3}-{:.3}, {} rounds): target {target} {verdict}",
             self.ratio, self.low, self.high, self.rounds
         )
     }
 }
 
-/// The estimate's line, or why there is none.
+/// The estimate's line against a target of at least `bound`, or why there is none.
 pub(crate) fn describe(ratios: &[f64], bound: f64) -> String {
+    describe_against(ratios, Target::AtLeast(bound))
+}
+
+/// The estimate's line against `target`, or why there is none.
+pub(crate) fn describe_against(ratios: &[f64], target: Target) -> String {
     Estimate::of(ratios).map_or_else(
         || {
             format!(
@@ -88,7 +108,7 @@ pub(crate) fn describe(ratios: &[f64], bound: f64) -> String {
                 ratios.len()
             )
         },
-        |estimate| estimate.describe(bound),
+        |estimate| estimate.describe(target),
     )
 }
 
@@ -101,8 +121,8 @@ mod tests {
         let estimate = Estimate::of(&[0.96, 0.96, 0.96]).expect("three rounds");
         assert!((estimate.ratio - 0.96).abs() < 1e-12);
         assert!((estimate.low - 0.96).abs() < 1e-12 && (estimate.high - 0.96).abs() < 1e-12);
-        assert_eq!(estimate.verdict(0.95), Verdict::Met);
-        assert_eq!(estimate.verdict(0.97), Verdict::NotMet);
+        assert_eq!(estimate.verdict(Target::AtLeast(0.95)), Verdict::Met);
+        assert_eq!(estimate.verdict(Target::AtLeast(0.97)), Verdict::NotMet);
     }
 
     #[test]
@@ -115,7 +135,7 @@ mod tests {
         let mean = 0.9_f64.ln() / 2.0;
         assert!((estimate.low - (mean - half).exp()).abs() < 1e-12);
         assert!((estimate.high - (mean + half).exp()).abs() < 1e-12);
-        assert_eq!(estimate.verdict(0.95), Verdict::NotShown);
+        assert_eq!(estimate.verdict(Target::AtLeast(0.95)), Verdict::NotShown);
     }
 
     #[test]
@@ -125,8 +145,21 @@ mod tests {
         let few = Estimate::of(&few).expect("six rounds");
         let many = Estimate::of(&many).expect("sixty rounds");
         assert!(many.high - many.low < (few.high - few.low) / 2.0);
-        assert_eq!(few.verdict(0.95), Verdict::NotShown);
-        assert_eq!(many.verdict(0.95), Verdict::Met);
+        assert_eq!(few.verdict(Target::AtLeast(0.95)), Verdict::NotShown);
+        assert_eq!(many.verdict(Target::AtLeast(0.95)), Verdict::Met);
+    }
+
+    #[test]
+    fn an_upper_bound_is_met_when_the_whole_interval_is_below_it() {
+        let estimate = Estimate::of(&[1.05, 1.10, 1.08, 1.07]).expect("four rounds");
+        assert_eq!(estimate.verdict(Target::AtMost(1.2)), Verdict::Met);
+        assert_eq!(estimate.verdict(Target::AtMost(1.0)), Verdict::NotMet);
+        assert_eq!(estimate.verdict(Target::AtMost(1.08)), Verdict::NotShown);
+        assert!(
+            estimate
+                .describe(Target::AtMost(1.2))
+                .ends_with("target <= 1.20 met")
+        );
     }
 
     #[test]
