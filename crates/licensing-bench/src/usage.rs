@@ -36,7 +36,7 @@ use prost::Message as _;
 use tokio::runtime::Runtime;
 use tonic::transport::Endpoint;
 
-use crate::{servers, stages, startup};
+use crate::{paired, servers, stages, startup};
 
 /// `GetUsage` must reach at least this fraction of the raw scan's rows per second.
 const RATIO_TARGET: f64 = 0.5;
@@ -691,9 +691,18 @@ pub(crate) fn run(args: &UsageArgs) -> anyhow::Result<ExitCode> {
         let mut served = Vec::new();
         for n in 1..=args.rounds {
             let label = format!("round {n}/{}", args.rounds);
-            let pass = raw_round(&config, population.members)?;
-            print_pass(&label, "raw sled scan", &pass, "");
-            raw.push(pass);
+            // Every other round reads through GetUsage first, so that neither reader always
+            // follows the other.
+            let served_first = n % 2 == 0;
+            let raw_pass = |raw: &mut Vec<Pass>| -> anyhow::Result<()> {
+                let pass = raw_round(&config, population.members)?;
+                print_pass(&label, "raw sled scan", &pass, "");
+                raw.push(pass);
+                Ok(())
+            };
+            if !served_first {
+                raw_pass(&mut raw)?;
+            }
             let round = served_round(
                 &config,
                 &prices,
@@ -718,6 +727,9 @@ pub(crate) fn run(args: &UsageArgs) -> anyhow::Result<ExitCode> {
                 .join(", ");
             println!("{label:<10} in-process steps, rows/s: {steps}");
             served.push(round);
+            if served_first {
+                raw_pass(&mut raw)?;
+            }
         }
 
         let mut starts = Vec::new();
@@ -819,6 +831,21 @@ fn print_size(result: &SizeResult, baseline: &startup::Start) {
                 verdict(ours >= ROWS_PER_SECOND_TARGET)
             );
         }
+    }
+    for (view, of) in [
+        ("FULL", (|s: &Served| s.pass) as fn(&Served) -> Pass),
+        ("BILLING", |s: &Served| s.billing),
+    ] {
+        let ratios: Vec<f64> = result
+            .raw
+            .iter()
+            .zip(&result.served)
+            .map(|(raw, served)| of(served).per_second() / raw.per_second())
+            .collect();
+        println!(
+            "  from the rounds' ratios, GetUsage view {view:<7} / raw sled scan: {}",
+            paired::describe(&ratios, RATIO_TARGET)
+        );
     }
     println!(
         "  in process, one thread, no gRPC (best of {} passes each; ns per row, and the difference \
