@@ -342,6 +342,25 @@ async fn create_account(
     create_members(client, account_id, u64::from(args.members)).await
 }
 
+/// Advances the account's sandbox clock to the last second of the month starting on `month`;
+/// returns the next month's first day.
+async fn to_month_end(
+    client: &mut LicensingServiceClient<Client>,
+    account_id: &str,
+    month: Date,
+) -> anyhow::Result<Date> {
+    let next_start = month.checked_add(1.month())?;
+    let end = next_start.to_zoned(TimeZone::UTC)?.timestamp() - 1.second();
+    client
+        .advance_clock(api::AdvanceClockRequest {
+            account_id: account_id.to_owned(),
+            to: Some(timestamp(end)),
+        })
+        .await
+        .context("AdvanceClock")?;
+    Ok(next_start)
+}
+
 /// The same-moment comparison: each round's read of the history's last month over the same
 /// read of the new account's first month.
 #[derive(Debug, Default)]
@@ -372,15 +391,7 @@ async fn bench(
     let mut read = Vec::new();
     for month in 0..args.months {
         let month_start = first_day.checked_add(i64::from(month).months())?;
-        let next_start = month_start.checked_add(1.month())?;
-        let end = next_start.to_zoned(TimeZone::UTC)?.timestamp() - 1.second();
-        client
-            .advance_clock(api::AdvanceClockRequest {
-                account_id: ACCOUNT_ID.to_owned(),
-                to: Some(timestamp(end)),
-            })
-            .await
-            .context("AdvanceClock")?;
+        let next_start = to_month_end(&mut client, ACCOUNT_ID, month_start).await?;
         let started = Instant::now();
         let events = ingest_month(
             &channel,
@@ -438,15 +449,7 @@ async fn same_moment(
 ) -> anyhow::Result<Paired> {
     let label = month_label(month);
     let members = create_account(client, NEW_ACCOUNT_ID, month, args).await?;
-    let next_start = month.checked_add(1.month())?;
-    let end = next_start.to_zoned(TimeZone::UTC)?.timestamp() - 1.second();
-    client
-        .advance_clock(api::AdvanceClockRequest {
-            account_id: NEW_ACCOUNT_ID.to_owned(),
-            to: Some(timestamp(end)),
-        })
-        .await
-        .context("AdvanceClock")?;
+    let next_start = to_month_end(client, NEW_ACCOUNT_ID, month).await?;
     let events = ingest_month(channel, NEW_ACCOUNT_ID, &members, month, next_start, args).await?;
     catch_up(store, NEW_ACCOUNT_ID, &label).await?;
     catch_up(store, ACCOUNT_ID, &label).await?;
