@@ -195,9 +195,9 @@ fn bench_resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
         );
     }
     for (name, index) in [
-        ("an API key", 3),
-        ("a JWT", 4),
-        ("the JWT's header alone", 5),
+        ("an API key", LOAD_KEY),
+        ("a JWT", LOAD_JWT),
+        ("the JWT's header alone", LOAD_HEADER),
     ] {
         println!(
             "from the rounds' ratios, with {name} / unauthenticated: throughput {}",
@@ -248,6 +248,13 @@ fn bench_in_process(prices: &PriceList, calls: u64) -> anyhow::Result<Vec<Timing
     Ok(timings)
 }
 
+/// Positions in the rounds' loads (`alternate_rounds`' `targets`, and [`Totals::rounds`]) of
+/// `resolve` and the three loads compared with it.
+const LOAD_RESOLVE: usize = 2;
+const LOAD_KEY: usize = 3;
+const LOAD_JWT: usize = 4;
+const LOAD_HEADER: usize = 5;
+
 /// The measured rounds of each service, summed.
 #[derive(Debug)]
 struct Totals {
@@ -275,7 +282,7 @@ impl Totals {
     fn round_ratios(&self, index: usize) -> Vec<f64> {
         self.rounds
             .iter()
-            .map(|round| round[index] / round[2])
+            .map(|round| round[index] / round[LOAD_RESOLVE])
             .collect()
     }
 }
@@ -368,6 +375,10 @@ async fn alternate_rounds(
         ("res-jwt", &resolve_jwt),
         ("res-hdr", &resolve_header),
     ];
+    debug_assert_eq!(
+        [LOAD_RESOLVE, LOAD_KEY, LOAD_JWT, LOAD_HEADER].map(|i| targets[i].0),
+        ["resolve", "res-key", "res-jwt", "res-hdr"]
+    );
     let warm_up = Duration::from_secs(args.warm_up);
     let round = Duration::from_secs(args.seconds);
 
